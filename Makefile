@@ -1,0 +1,17 @@
+# maxtext-distill: the two commands of the README. Each sets up .venv on a fresh machine first.
+.PHONY: demo test lint setup clean
+
+setup:
+	@bash tools/bootstrap.sh
+
+demo: setup
+	@.venv/bin/python -m maxtext_distill_plugin.demo
+
+test: setup
+	@JAX_PLATFORMS=cpu .venv/bin/python -m pytest -n 2 -q tests
+
+lint: setup
+	@.venv/bin/pre-commit run --all-files
+
+clean:
+	rm -rf .venv build dist *.egg-info demo_output

@@ -1,0 +1,276 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Builds the global, student and teacher MaxText configs of a distillation run.
+
+Precedence:
+  student: YAML < CLI < ``student_overrides``
+  teacher: YAML < shared CLI keys < ``teacher_overrides``
+
+CLI keys reach the student only, as the spec says, except ``TEACHER_SHARED_KEYS``:
+the batch shape (the teacher reads the student's batches) and the process
+environment (``hardware`` and friends), without which the teacher could not run
+in the same process at all. Whether features are extracted is decided once, from
+the global ``distill_*`` section, for both models.
+
+The ``distill_*`` keys live in a typed section (:class:`DistillSettings`) that
+is attached to MaxText's own config class at run time; keys the host lacks
+(``enable_nnx`` on 0.2.5, every distillation key on a fork) are added there.
+The host's flat ``distill_beta`` only gates MaxText's ``sow`` of
+``out_projection``; the trainer reads the section.
+"""
+
+import dataclasses
+import difflib
+import functools
+import os
+from typing import Any
+
+import pydantic
+
+from maxtext_distill_plugin import errors
+from maxtext_distill_plugin.settings import DISTILL_KEYS, DistillSettings
+
+BATCH_SHAPE_KEYS = ("per_device_batch_size", "max_target_length", "gradient_accumulation_steps")
+TEACHER_SHARED_KEYS = BATCH_SHAPE_KEYS + ("hardware", "skip_jax_distributed_system", "jax_cache_dir", "compile_topology")
+_RUN_KEYS = ("student_overrides", "teacher_overrides", "offline_data_dir", "enable_nnx")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfigs:
+  """The three configs of a run plus the typed distillation section."""
+
+  global_config: Any
+  student: Any
+  teacher: Any | None
+  settings: DistillSettings
+
+  @property
+  def offline(self) -> bool:
+    return bool(self.global_config.offline_data_dir)
+
+
+@functools.cache
+def config_class():
+  """MaxText's config class extended with the plugin's section and missing keys."""
+  from maxtext.configs import types  # pylint: disable=import-outside-toplevel
+
+  host = types.MaxTextConfig
+  host_fields = host.model_fields
+  extra_fields: dict[str, Any] = {"distill": (DistillSettings, pydantic.Field(default_factory=DistillSettings))}
+  if "enable_nnx" not in host_fields:
+    extra_fields["enable_nnx"] = (bool, pydantic.Field(True, description="Spec key; NNX is the only path here."))
+  if "student_overrides" not in host_fields:
+    extra_fields["student_overrides"] = (dict[str, Any], pydantic.Field(default_factory=dict))
+    extra_fields["teacher_overrides"] = (dict[str, Any], pydantic.Field(default_factory=dict))
+  if "offline_data_dir" not in host_fields:
+    extra_fields["offline_data_dir"] = (str | None, pydantic.Field(None))
+
+  def route_distill_keys(cls, data):
+    del cls
+    if not isinstance(data, dict):
+      return data
+    data = dict(data)
+    section = {k: data.pop(k) for k in list(data) if k in DISTILL_KEYS}
+    settings = DistillSettings(**{**dict(data.pop("distill", None) or {}), **section})
+    if settings.extract_features:
+      if not data.get("scan_layers", True):
+        raise ValueError(
+            f"distill_beta={settings.distill_beta} (end {settings.distill_beta_end}) needs scan_layers=True, got"
+            f" scan_layers={data.get('scan_layers')}. Fix: add scan_layers: True, or set distill_beta=0.0."
+        )
+      if data.get("enable_nnx", True) is False:
+        raise ValueError(
+            "enable_nnx=False with a feature loss: the out_projection activations are sown with nnx.sow."
+            " Fix: set enable_nnx: True, or distill_beta=0.0."
+        )
+    data["distill"] = settings
+    mirrored = settings.model_dump()
+    # The host gates its sow on distill_beta > 0, and refuses beta=0 with beta_end>0; give it the gate only.
+    mirrored["distill_beta"] = max(settings.distill_beta, settings.distill_beta_end or 0.0)
+    mirrored["distill_beta_end"] = None
+    mirrored["distill_beta_schedule"] = "constant"
+    for key, value in mirrored.items():
+      if key in host_fields:
+        data[key] = value
+    return data
+
+  validators = {"route_distill_keys": pydantic.model_validator(mode="before")(classmethod(route_distill_keys))}
+  return pydantic.create_model(
+      "DistillMaxTextConfig", __base__=host, __validators__=validators, **extra_fields  # type: ignore[call-overload]
+  )
+
+
+def known_keys() -> frozenset[str]:
+  return frozenset(config_class().model_fields) | DISTILL_KEYS
+
+
+def resolve_yaml(name: str) -> str:
+  """Finds a YAML by path, among the plugin's shipped configs, or MaxText's."""
+  if os.path.isfile(name):
+    return os.path.abspath(name)
+  here = os.path.dirname(os.path.abspath(__file__))
+  candidates = [os.path.join(here, "configs", name), os.path.join(os.path.dirname(here), "configs", name)]
+  try:
+    from maxtext.utils.globals import MAXTEXT_CONFIGS_DIR  # pylint: disable=import-outside-toplevel
+
+    candidates += [os.path.join(MAXTEXT_CONFIGS_DIR, name), os.path.join(MAXTEXT_CONFIGS_DIR, "post_train", name)]
+  except ImportError:
+    pass
+  for path in candidates:
+    if os.path.isfile(path):
+      return path
+  raise errors.ConfigError(
+      "config file", name, "pass a YAML path, or the name of a shipped config (see configs/ or `maxtext-distill --list`)."
+  )
+
+
+def parse_cli(argv: list[str]) -> tuple[str, dict[str, str]]:
+  """Splits ``[prog, config.yml, key=value, ...]``; refuses malformed pairs and unknown keys."""
+  if len(argv) < 2 or "=" in argv[1]:
+    raise errors.ConfigError(
+        "config file", argv[1] if len(argv) > 1 else None, "put the YAML first: train_distill <config.yml> key=value ..."
+    )
+  overrides: dict[str, str] = {}
+  for arg in argv[2:]:
+    key, sep, value = arg.partition("=")
+    if not sep or not key or key.startswith("-"):
+      raise errors.ConfigError(arg, arg, "pass overrides as key=value, e.g. steps=100.")
+    top = key.split(".")[0]
+    if top not in known_keys():
+      close = difflib.get_close_matches(top, known_keys(), n=3)
+      hint = f" Did you mean {', '.join(close)}?" if close else ""
+      raise errors.ConfigError(top, value, f"remove it or fix its spelling; it is not a MaxText or distill key.{hint}")
+    overrides[key] = value
+  return resolve_yaml(argv[1]), overrides
+
+
+def _check_override_keys(name: str, overrides: dict) -> None:
+  for key in overrides:
+    if key not in known_keys():
+      close = difflib.get_close_matches(key, known_keys(), n=3)
+      hint = f" Did you mean {', '.join(close)}?" if close else ""
+      raise errors.ConfigError(f"{name}.{key}", overrides[key], f"remove it or fix its spelling.{hint}")
+    if key in DISTILL_KEYS or key in _RUN_KEYS[:3]:
+      raise errors.ConfigError(
+          f"{name}.{key}", overrides[key], "set distillation keys at the top level; they apply to the run, not one model."
+      )
+
+
+def _initialize(argv: list[str], **kwargs):
+  from maxtext.configs import pyconfig  # pylint: disable=import-outside-toplevel
+
+  return pyconfig.initialize(argv, config_class=config_class(), **kwargs)
+
+
+def _layer_count(cfg) -> int:
+  return int(cfg.num_decoder_layers)
+
+
+def cross_check(configs: DistillConfigs) -> None:
+  """Checks that need both models' configs; runs before any model is built."""
+  student, teacher, settings = configs.student, configs.teacher, configs.settings
+  if teacher is None:
+    return
+  for key in BATCH_SHAPE_KEYS:
+    if getattr(student, key) != getattr(teacher, key):
+      raise errors.ConfigError(
+          key,
+          f"student={getattr(student, key)} teacher={getattr(teacher, key)}",
+          f"set {key} at the top level of the YAML, not in student_overrides/teacher_overrides; the teacher reads the"
+          " student's batches.",
+      )
+  if student.vocab_size != teacher.vocab_size:
+    raise errors.ConfigError(
+        "vocab_size",
+        f"student={student.vocab_size} teacher={teacher.vocab_size}",
+        "use a teacher and student with the same vocabulary/tokenizer; logits cannot be matched across vocabularies.",
+    )
+  if settings.extract_features:
+    for label, cfg in (("student", student), ("teacher", teacher)):
+      if not cfg.scan_layers:
+        raise errors.ConfigError(
+            f"{label}.scan_layers", cfg.scan_layers, "add scan_layers: True (the feature loss indexes the scan axis)."
+        )
+    indices = settings.distill_layer_indices
+    if indices is not None:
+      bound = min(_layer_count(student), _layer_count(teacher))
+      if any(i >= bound for i in indices):
+        raise errors.ConfigError(
+            "distill_layer_indices",
+            indices,
+            f"use indices below {bound} (student has {_layer_count(student)} layers, teacher {_layer_count(teacher)}).",
+        )
+    elif _layer_count(student) != _layer_count(teacher):
+      raise errors.ConfigError(
+          "distill_layer_indices",
+          None,
+          f"student ({_layer_count(student)} layers) and teacher ({_layer_count(teacher)}) differ in depth; list the"
+          " layers to align, e.g. distill_layer_indices=[0, 1].",
+      )
+    if student.emb_dim != teacher.emb_dim:
+      raise errors.ConfigError(
+          "emb_dim",
+          f"student={student.emb_dim} teacher={teacher.emb_dim}",
+          "the feature loss compares activations element-wise; use equal widths or distill_beta=0.0.",
+      )
+
+
+def build(argv: list[str]) -> DistillConfigs:
+  """Builds and checks the three configs from ``[prog, config.yml, key=value, ...]``."""
+  yaml_path, cli = parse_cli(argv)
+  cli_args = [f"{k}={v}" for k, v in cli.items()]
+  base = [argv[0] or "train_distill", yaml_path]
+  global_config = _initialize(base + cli_args, log_config=False)
+  settings = DistillSettings(**global_config.distill) if isinstance(global_config.distill, dict) else global_config.distill
+  student_overrides = dict(global_config.student_overrides or {})
+  teacher_overrides = dict(global_config.teacher_overrides or {})
+  _check_override_keys("student_overrides", student_overrides)
+  _check_override_keys("teacher_overrides", teacher_overrides)
+  offline = bool(global_config.offline_data_dir)
+  if offline:
+    path = global_config.offline_data_dir
+    if not os.path.isdir(path) or not os.listdir(path):
+      raise errors.ConfigError(
+          "offline_data_dir", path, "point it at a teacher cache written by save_top_k_teacher_logits, or unset it."
+      )
+  elif not teacher_overrides.get("load_parameters_path"):
+    raise errors.ConfigError(
+        "teacher_overrides.load_parameters_path",
+        None,
+        "online distillation needs trained teacher weights: set teacher_overrides: {load_parameters_path:"
+        " <run>/checkpoints/<step>/items} in the YAML, or teacher_overrides.load_parameters_path=... on the CLI.",
+    )
+  student = _initialize(base + cli_args, **student_overrides)
+  teacher = None
+  if not offline:
+    shared = {k.split(".")[0]: getattr(global_config, k.split(".")[0]) for k in cli if k in TEACHER_SHARED_KEYS}
+    teacher = _initialize(base, log_config=False, **{**shared, **teacher_overrides})
+    _check_checkpoint_path("teacher_overrides.load_parameters_path", teacher.load_parameters_path)
+  if student.load_parameters_path:
+    _check_checkpoint_path("load_parameters_path", student.load_parameters_path)
+  configs = DistillConfigs(global_config=global_config, student=student, teacher=teacher, settings=settings)
+  cross_check(configs)
+  return configs
+
+
+def _check_checkpoint_path(key: str, path: str) -> None:
+  if "://" in path:  # Remote storage is checked by Orbax when it restores.
+    return
+  if not os.path.isdir(path):
+    raise errors.ConfigError(key, path, "point it at an existing MaxText checkpoint, e.g. <run>/checkpoints/<step>/items.")
+  if not (os.path.exists(os.path.join(path, "_METADATA")) or os.path.exists(os.path.join(path, "_CHECKPOINT_METADATA"))):
+    raise errors.ConfigError(
+        key, path, "this directory is not an Orbax checkpoint (no _METADATA); use <run>/checkpoints/<step>/items."
+    )

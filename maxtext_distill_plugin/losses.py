@@ -1,0 +1,113 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Per-token distillation losses: pure, jit-able, no reduction.
+
+Every function returns one value per token (``[B, S]``); masking and reduction
+happen once, in :mod:`maxtext_distill_plugin.reductions`. Logits are promoted to
+float32 before any softmax, so bf16 activations give well-defined losses.
+"""
+
+import jax
+import jax.numpy as jnp
+
+FEATURE_LOSS_TYPES = ("cosine", "l2")
+_COSINE_EPS = 1e-8
+
+
+def log_softmax_at(logits_BxSxV: jnp.ndarray, temperature) -> jnp.ndarray:
+  """``log softmax(logits / T)`` in float32. Shape ``[..., V]``."""
+  return jax.nn.log_softmax(logits_BxSxV.astype(jnp.float32) / temperature, axis=-1)
+
+
+def kl_from_log_probs(teacher_logp_BxSxV: jnp.ndarray, student_logp_BxSxV: jnp.ndarray) -> jnp.ndarray:
+  """``KL(p_t || p_s) = sum_v p_t(v) (log p_t(v) - log p_s(v))`` per token.
+
+  Args:
+    teacher_logp_BxSxV: teacher log-probabilities ``[..., V]``.
+    student_logp_BxSxV: student log-probabilities ``[..., V]``.
+
+  Returns:
+    ``[...]`` non-negative KL in nats. Vocabulary entries where the teacher has
+    zero probability contribute zero.
+  """
+  teacher_p = jnp.exp(teacher_logp_BxSxV)
+  terms = jnp.where(teacher_p > 0, teacher_p * (teacher_logp_BxSxV - student_logp_BxSxV), 0.0)
+  return jnp.sum(terms, axis=-1)
+
+
+def kl_divergence(teacher_logits_BxSxV: jnp.ndarray, student_logits_BxSxV: jnp.ndarray, *, temperature=1.0) -> jnp.ndarray:
+  """``KL(softmax(t/T) || softmax(s/T))`` per token, without the T^2 factor.
+
+  Args:
+    teacher_logits_BxSxV: ``[B, S, V]`` teacher logits.
+    student_logits_BxSxV: ``[B, S, V]`` student logits.
+    temperature: positive scalar T.
+
+  Returns:
+    ``[B, S]`` KL in nats.
+  """
+  return kl_from_log_probs(log_softmax_at(teacher_logits_BxSxV, temperature), log_softmax_at(student_logits_BxSxV, temperature))
+
+
+def cross_entropy_from_log_probs(logp_BxSxV: jnp.ndarray, labels_BxS: jnp.ndarray) -> jnp.ndarray:
+  """``-log p(label)`` per token from log-probabilities ``[B, S, V]``; labels ``[B, S]`` int."""
+  return -jnp.take_along_axis(logp_BxSxV, labels_BxS[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def cross_entropy(logits_BxSxV: jnp.ndarray, labels_BxS: jnp.ndarray) -> jnp.ndarray:
+  """Softmax cross-entropy on integer labels: ``logsumexp(z) - z[label]``.
+
+  Args:
+    logits_BxSxV: ``[B, S, V]`` logits.
+    labels_BxS: ``[B, S]`` integer targets in ``[0, V)``.
+
+  Returns:
+    ``[B, S]`` CE in nats. No one-hot tensor is built.
+  """
+  return cross_entropy_from_log_probs(log_softmax_at(logits_BxSxV, 1.0), labels_BxS)
+
+
+def feature_distance(
+    student_LxBxSxD: jnp.ndarray, teacher_LxBxSxD: jnp.ndarray, *, loss_type: str = "cosine"
+) -> jnp.ndarray:
+  """Distance between student and teacher activations, averaged over layers.
+
+  ``cosine``: ``1 - cos(s, t)`` over the feature axis, in ``[0, 2]``.
+  ``l2``: mean over the feature axis of ``(s - t)^2`` (unbounded).
+
+  Args:
+    student_LxBxSxD: ``[L, B, S, D]`` student activations of the chosen layers.
+    teacher_LxBxSxD: ``[L, B, S, D]`` teacher activations of the same layers.
+    loss_type: ``"cosine"`` or ``"l2"``.
+
+  Returns:
+    ``[B, S]`` distance per token (mean over the ``L`` layers).
+  """
+  if loss_type not in FEATURE_LOSS_TYPES:
+    raise ValueError(f"Unknown feature loss type {loss_type!r}; expected one of {FEATURE_LOSS_TYPES}.")
+  if student_LxBxSxD.shape != teacher_LxBxSxD.shape:
+    raise ValueError(
+        f"Student features {student_LxBxSxD.shape} and teacher features {teacher_LxBxSxD.shape} differ in shape;"
+        " feature distillation needs the same emb_dim and the same number of selected layers."
+    )
+  student = student_LxBxSxD.astype(jnp.float32)
+  teacher = teacher_LxBxSxD.astype(jnp.float32)
+  if loss_type == "cosine":
+    dot = jnp.sum(student * teacher, axis=-1)
+    norms = jnp.linalg.norm(student, axis=-1) * jnp.linalg.norm(teacher, axis=-1)
+    per_layer = 1.0 - dot / jnp.maximum(norms, _COSINE_EPS)
+  else:
+    per_layer = jnp.mean(jnp.square(student - teacher), axis=-1)
+  return jnp.mean(per_layer, axis=0)

@@ -1,0 +1,138 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The distillation objective: combines the per-token losses into one scalar.
+
+  L = alpha * KL(teacher_T || student_T) * T^2 + (1 - alpha) * CE(student, labels) + beta * feature
+
+Each term is a token mean over the valid tokens. The objective returns token
+*sums* plus the valid-token count so that the trainer divides once, after
+summing over micro-batches; gradient accumulation then gives exactly the
+full-batch loss.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from maxtext_distill_plugin import losses
+from maxtext_distill_plugin import reductions
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+  """The scheduled weights of one optimizer step (float32 scalars)."""
+
+  alpha: jnp.ndarray
+  temperature: jnp.ndarray
+  beta: jnp.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherOutputs:
+  """What the objective needs from the teacher for one batch.
+
+  Attributes:
+    logits_BxSxV: teacher logits.
+    features_LxBxSxD: teacher out_projection activations of the chosen layers,
+      or None when the feature loss is off.
+  """
+
+  logits_BxSxV: jnp.ndarray
+  features_LxBxSxD: jnp.ndarray | None = None
+
+
+jax.tree_util.register_dataclass(TeacherOutputs, data_fields=["logits_BxSxV", "features_LxBxSxD"], meta_fields=[])
+
+
+def distillation_terms(
+    student_logits_BxSxV: jnp.ndarray,
+    teacher: TeacherOutputs,
+    labels_BxS: jnp.ndarray,
+    mask_BxS: jnp.ndarray,
+    weights: LossWeights,
+    *,
+    student_features_LxBxSxD: jnp.ndarray | None = None,
+    feature_loss_type: str = "cosine",
+) -> tuple[jnp.ndarray, jnp.ndarray, dict[str, reductions.SumCount]]:
+  """Token-summed objective, valid-token count and metrics of one batch.
+
+  Args:
+    student_logits_BxSxV: ``[B, S, V]`` student logits.
+    teacher: teacher logits ``[B, S, V]`` and optional features ``[L, B, S, D]``.
+    labels_BxS: ``[B, S]`` integer targets.
+    mask_BxS: ``[B, S]`` validity (padding is false).
+    weights: scheduled alpha, temperature and beta.
+    student_features_LxBxSxD: student features of the same layers as the
+      teacher's, or None.
+    feature_loss_type: ``"cosine"`` or ``"l2"``.
+
+  Returns:
+    ``(objective_sum, count, metrics)``: the objective summed over valid
+    tokens, the number of valid tokens, and a dict of (sum, count) metrics
+    named as in the spec's Monitoring table.
+  """
+  temperature = weights.temperature
+  student_logp_T = losses.log_softmax_at(student_logits_BxSxV, temperature)
+  teacher_logp_T = losses.log_softmax_at(teacher.logits_BxSxV, temperature)
+  kl_at_T = losses.kl_from_log_probs(teacher_logp_T, student_logp_T)
+  student_logp = losses.log_softmax_at(student_logits_BxSxV, 1.0)
+  teacher_logp = jax.lax.stop_gradient(losses.log_softmax_at(teacher.logits_BxSxV, 1.0))
+  kl_at_1 = jax.lax.stop_gradient(losses.kl_from_log_probs(teacher_logp, student_logp))
+  student_ce = losses.cross_entropy_from_log_probs(student_logp, labels_BxS)
+  teacher_ce = losses.cross_entropy_from_log_probs(teacher_logp, labels_BxS)
+
+  soft = kl_at_T * jnp.square(temperature)
+  per_token = weights.alpha * soft + (1.0 - weights.alpha) * student_ce
+  use_features = student_features_LxBxSxD is not None and teacher.features_LxBxSxD is not None
+  if use_features:
+    feature = weights.beta * losses.feature_distance(
+        student_features_LxBxSxD, teacher.features_LxBxSxD, loss_type=feature_loss_type
+    )
+    per_token = per_token + feature
+  else:
+    feature = jnp.zeros_like(student_ce)
+
+  objective_sum, count = reductions.masked_sum_count(per_token, mask_BxS)
+  metrics = {
+      "distill/soft_loss": reductions.masked_sum_count(soft, mask_BxS),
+      "distill/hard_loss": reductions.masked_sum_count(student_ce, mask_BxS),
+      "distill/teacher_loss": reductions.masked_sum_count(teacher_ce, mask_BxS),
+      "distill/kl_div_at_T": reductions.masked_sum_count(kl_at_T, mask_BxS),
+      "distill/kl_div_T1": reductions.masked_sum_count(kl_at_1, mask_BxS),
+      "distill/out_proj_feature_loss": reductions.masked_sum_count(feature, mask_BxS),
+      "distill/total_loss": (objective_sum, count),
+  }
+  return objective_sum, count, jax.tree.map(jax.lax.stop_gradient, metrics)
+
+
+def schedule_metrics(weights: LossWeights) -> dict[str, reductions.SumCount]:
+  """The scheduled values as (value, 1) pairs, averaged like any metric."""
+  return {
+      "distill/alpha": reductions.scalar_pair(weights.alpha),
+      "distill/temperature": reductions.scalar_pair(weights.temperature),
+      "distill/beta_feature": reductions.scalar_pair(weights.beta),
+  }
+
+
+def derived_metrics(means: dict[str, float]) -> dict[str, float]:
+  """Metrics computed from aggregated means: perplexity = exp(mean CE)."""
+  import math  # pylint: disable=import-outside-toplevel
+
+  derived = {}
+  if "distill/hard_loss" in means:
+    derived["distill/student_perplexity"] = math.exp(min(means["distill/hard_loss"], 80.0))
+  return derived

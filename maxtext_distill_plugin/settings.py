@@ -1,0 +1,120 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The typed ``distill_*`` section: every key of the spec, its default and its checks.
+
+Independent of MaxText so the math layers and the tools can use it alone. Each
+error names the key, the bad value and the fix.
+"""
+
+from typing import Literal
+
+import pydantic
+from pydantic import Field
+
+from maxtext_distill_plugin.schedules import SCHEDULE_KINDS
+
+ScheduleKind = Literal["constant", "linear", "cosine"]
+
+
+class DistillSettings(pydantic.BaseModel):
+  """Loss weights, their schedules and the feature-loss selection."""
+
+  model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+  distill_alpha: float = Field(0.5, description="Weight of KL(teacher_T || student_T) * T^2; 1 - alpha weighs the CE.")
+  distill_alpha_end: float | None = Field(None, description="Alpha at the last step; None keeps alpha fixed.")
+  distill_alpha_schedule: ScheduleKind = Field("constant", description="constant | linear | cosine.")
+  distill_temperature: float = Field(1.0, description="Softmax temperature T of the soft loss.")
+  distill_temperature_end: float | None = Field(None, description="T at the last step; None keeps T fixed.")
+  distill_temperature_schedule: ScheduleKind = Field("constant", description="constant | linear | cosine.")
+  distill_beta: float = Field(0.0, description="Weight of the out_projection feature loss (additive).")
+  distill_beta_end: float | None = Field(None, description="Beta at the last step; None keeps beta fixed.")
+  distill_beta_schedule: ScheduleKind = Field("constant", description="constant | linear | cosine.")
+  distill_feature_loss_type: Literal["cosine", "l2"] = Field("cosine", description="cosine distance or L2 (MSE).")
+  distill_layer_indices: list[int] | None = Field(
+      None, description="Scanned layers whose out_projection activations are aligned; None means every layer."
+  )
+
+  @pydantic.field_validator("distill_alpha_schedule", "distill_temperature_schedule", "distill_beta_schedule", mode="before")
+  @classmethod
+  def _known_schedule(cls, value, info):
+    if value not in SCHEDULE_KINDS:
+      raise ValueError(f"{info.field_name}={value!r} is not a schedule. Fix: use one of {', '.join(SCHEDULE_KINDS)}.")
+    return value
+
+  @pydantic.field_validator("distill_feature_loss_type", mode="before")
+  @classmethod
+  def _known_loss(cls, value):
+    if value not in ("cosine", "l2"):
+      raise ValueError(f"distill_feature_loss_type={value!r} is unknown. Fix: use 'cosine' (default) or 'l2'.")
+    return value
+
+  @pydantic.field_validator("distill_alpha", "distill_alpha_end")
+  @classmethod
+  def _alpha_range(cls, value, info):
+    if value is not None and not 0.0 <= value <= 1.0:
+      raise ValueError(f"{info.field_name}={value} is outside [0, 1]. Fix: set it between 0 (pure CE) and 1 (pure KL).")
+    return value
+
+  @pydantic.field_validator("distill_temperature", "distill_temperature_end")
+  @classmethod
+  def _temperature_positive(cls, value, info):
+    if value is not None and not value > 0.0:
+      raise ValueError(f"{info.field_name}={value} must be > 0. Fix: use a positive temperature such as 1.0 or 2.0.")
+    return value
+
+  @pydantic.field_validator("distill_beta", "distill_beta_end")
+  @classmethod
+  def _beta_non_negative(cls, value, info):
+    if value is not None and value < 0.0:
+      raise ValueError(f"{info.field_name}={value} must be >= 0. Fix: use 0.0 to disable the feature loss.")
+    return value
+
+  @pydantic.field_validator("distill_layer_indices", mode="before")
+  @classmethod
+  def _indices_are_unique_ints(cls, value):
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "")):
+      return None
+    if not isinstance(value, (list, tuple)):
+      raise ValueError(f"distill_layer_indices={value!r} is not a list. Fix: write e.g. distill_layer_indices=[0,2,4].")
+    if any(isinstance(i, bool) or not isinstance(i, int) for i in value):
+      raise ValueError(f"distill_layer_indices={list(value)!r} must hold integers only. Fix: e.g. [0, 2, 4].")
+    if any(i < 0 for i in value):
+      raise ValueError(f"distill_layer_indices={list(value)!r} has negative entries. Fix: use layer numbers from 0.")
+    if len(set(value)) != len(value):
+      raise ValueError(f"distill_layer_indices={list(value)!r} has duplicates. Fix: list each layer once.")
+    return list(value)
+
+  @pydantic.model_validator(mode="after")
+  def _schedules_have_ends(self):
+    for name in ("distill_alpha", "distill_temperature", "distill_beta"):
+      kind = getattr(self, f"{name}_schedule")
+      if kind != "constant" and getattr(self, f"{name}_end") is None:
+        raise ValueError(
+            f"{name}_schedule={kind!r} but {name}_end is None. Fix: set {name}_end, or {name}_schedule=constant."
+        )
+    return self
+
+  @property
+  def extract_features(self) -> bool:
+    """Whether beta can be positive at any step; then both models sow their activations.
+
+    Unlike upstream, beta ramping up from 0 works: extraction is on whenever
+    the start or the end value is positive.
+    """
+    return self.distill_beta > 0.0 or (self.distill_beta_end or 0.0) > 0.0
+
+
+DISTILL_KEYS = frozenset(DistillSettings.model_fields)
