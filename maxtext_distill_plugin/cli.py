@@ -43,7 +43,7 @@ def banner() -> str:
 def _run_upstream(argv: list[str]) -> None:
   import runpy  # pylint: disable=import-outside-toplevel
 
-  from maxtext_distill_plugin import _host_hook  # pylint: disable=import-outside-toplevel
+  import _maxtext_distill_hook as _host_hook  # pylint: disable=import-outside-toplevel
 
   os.environ[_host_hook.UPSTREAM_SWITCH] = "1"
   sys.argv = argv
@@ -76,7 +76,7 @@ def describe(configs) -> str:
 
 def main(argv: list[str] | None = None) -> None:
   argv = list(sys.argv if argv is None else argv)
-  from maxtext_distill_plugin import _host_hook  # pylint: disable=import-outside-toplevel
+  import _maxtext_distill_hook as _host_hook  # pylint: disable=import-outside-toplevel
 
   if _host_hook.use_upstream():
     _run_upstream(argv)

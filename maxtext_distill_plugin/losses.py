@@ -106,8 +106,10 @@ def feature_distance(
   teacher = teacher_LxBxSxD.astype(jnp.float32)
   if loss_type == "cosine":
     dot = jnp.sum(student * teacher, axis=-1)
-    norms = jnp.linalg.norm(student, axis=-1) * jnp.linalg.norm(teacher, axis=-1)
-    per_layer = 1.0 - dot / jnp.maximum(norms, _COSINE_EPS)
+    # sqrt(max(|x|^2, eps^2)) rather than norm(x): the norm's gradient is NaN at an all-zero vector.
+    student_norm = jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(student), axis=-1), _COSINE_EPS**2))
+    teacher_norm = jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(teacher), axis=-1), _COSINE_EPS**2))
+    per_layer = 1.0 - dot / (student_norm * teacher_norm)
   else:
     per_layer = jnp.mean(jnp.square(student - teacher), axis=-1)
   return jnp.mean(per_layer, axis=0)

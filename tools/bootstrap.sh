@@ -26,7 +26,7 @@ find_python() {
 
 deps_hash() { cat requirements/lock.txt requirements/no-deps.txt | sha256sum | cut -c1-16; }
 src_hash() {
-  find pyproject.toml maxtext_distill_plugin configs -type f \( -name '*.py' -o -name '*.yml' -o -name '*.toml' -o -name '*.pth' \) \
+  find pyproject.toml maxtext_distill_plugin.pth _maxtext_distill_hook.py maxtext_distill_plugin configs -type f \( -name '*.py' -o -name '*.yml' -o -name '*.toml' -o -name "*.pth" \) \
     -not -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
 }
 

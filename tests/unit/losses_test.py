@@ -256,9 +256,11 @@ def test_bf16_inputs_give_finite_float32_results():
 
 
 @pytest.mark.parametrize("num_layers", (1, 3))
-def test_cosine_distance_matches_reference(num_layers):
+@pytest.mark.parametrize("scale", (1e-2, 1.0, 1e2))
+def test_cosine_distance_matches_reference(num_layers, scale):
   rng = np.random.default_rng(30)
-  student, teacher = _features(rng, (num_layers, B, S, D)), _features(rng, (num_layers, B, S, D))
+  student = scale * _features(rng, (num_layers, B, S, D))
+  teacher = scale * _features(rng, (num_layers, B, S, D))
   got = losses.feature_distance(jnp.asarray(student), jnp.asarray(teacher), loss_type="cosine")
   assert got.shape == (B, S)
   np.testing.assert_allclose(np.asarray(got), _np_cosine_distance(student, teacher), rtol=RTOL, atol=ATOL)
@@ -319,6 +321,15 @@ def test_cosine_distance_zero_vector_is_finite():
   student = np.zeros_like(teacher)
   got = np.asarray(losses.feature_distance(jnp.asarray(student), jnp.asarray(teacher), loss_type="cosine"))
   np.testing.assert_allclose(got, 1.0, rtol=RTOL, atol=ATOL)
+
+
+def test_cosine_distance_gradient_is_finite_at_zero_vector():
+  rng = np.random.default_rng(37)
+  teacher = jnp.asarray(_features(rng))
+  student = _features(rng)
+  student[:, 0, 0, :] = 0.0
+  grad = jax.grad(lambda s: jnp.sum(losses.feature_distance(s, teacher, loss_type="cosine")))(jnp.asarray(student))
+  assert np.all(np.isfinite(np.asarray(grad)))
 
 
 @pytest.mark.parametrize(

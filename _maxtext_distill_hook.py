@@ -21,19 +21,21 @@ MaxText ships its own (0.2.5 does) or not (a fork). Missing parent packages
 are provided empty. ``MAXTEXT_DISTILL_USE_UPSTREAM=1`` steps aside, so the
 host's own module runs and the two can be compared on one YAML.
 
-Must stay import-light: no JAX, no MaxText.
+Must stay import-light: no JAX, no MaxText, not even the plugin package (the wheel
+ships this file at the top level of site-packages,
+which the ``.pth`` imports, so the package itself is resolved on use against
+the ``sys.path`` of that moment).
 """
 
 import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
-import pathlib
 import sys
 
 UPSTREAM_SWITCH = "MAXTEXT_DISTILL_USE_UPSTREAM"
 DOCUMENTED_MODULE = "maxtext.trainers.post_train.distillation.train_distill"
-_ENTRY_FILE = pathlib.Path(__file__).with_name("train_distill.py")
+_ENTRY_MODULE = "maxtext_distill_plugin.train_distill"
 _PARENTS = tuple(DOCUMENTED_MODULE.split(".")[:i] for i in range(2, 4 + 1))
 _PARENT_NAMES = frozenset(".".join(p) for p in _PARENTS)
 
@@ -45,12 +47,15 @@ def use_upstream() -> bool:
 class _DistillModuleFinder(importlib.abc.MetaPathFinder):
   """Answers for the documented trainer module (and its parents where missing)."""
 
+  maxtext_distill_hook = True
+
   def find_spec(self, fullname, path, target=None):
     del target
     if use_upstream():
       return None
     if fullname == DOCUMENTED_MODULE:
-      return importlib.util.spec_from_file_location(fullname, _ENTRY_FILE)
+      entry = importlib.util.find_spec(_ENTRY_MODULE)
+      return importlib.util.spec_from_file_location(fullname, entry.origin) if entry else None
     if fullname in _PARENT_NAMES and not self._found_elsewhere(fullname, path):
       spec = importlib.machinery.ModuleSpec(fullname, None, is_package=True)
       spec.submodule_search_locations = []
@@ -67,7 +72,7 @@ class _DistillModuleFinder(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-  if not any(isinstance(f, _DistillModuleFinder) for f in sys.meta_path):
+  if not any(getattr(f, "maxtext_distill_hook", False) for f in sys.meta_path):
     sys.meta_path.insert(0, _DistillModuleFinder())
 
 

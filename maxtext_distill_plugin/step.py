@@ -1,0 +1,180 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The compiled distillation step: teacher forward, student forward and backward, update.
+
+Pure functions over NNX graphdefs and states; the trainer jits them once. The
+schedule step is the optimizer step (read from the state inside the step), so
+gradient accumulation does not change the schedules. Micro-batches are scanned
+and their token *sums* accumulated; dividing once by the total valid-token
+count makes accumulation N with batch/N equal to one full batch.
+"""
+
+import dataclasses
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+
+from maxtext_distill_plugin import features
+from maxtext_distill_plugin import objective
+from maxtext_distill_plugin import reductions
+from maxtext_distill_plugin.schedules import schedule_value
+from maxtext_distill_plugin.settings import DistillSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+  """Static settings of the compiled step."""
+
+  settings: DistillSettings
+  total_steps: int
+  accumulation_steps: int = 1
+  clip_threshold: float = 0.0
+  enable_dropout: bool = False
+
+
+def scheduled_weights(settings: DistillSettings, step, total_steps: int) -> objective.LossWeights:
+  """alpha, T and beta at optimizer ``step``."""
+  s = settings
+  return objective.LossWeights(
+      alpha=schedule_value(s.distill_alpha_schedule, s.distill_alpha, s.distill_alpha_end, step, total_steps),
+      temperature=schedule_value(
+          s.distill_temperature_schedule, s.distill_temperature, s.distill_temperature_end, step, total_steps
+      ),
+      beta=schedule_value(s.distill_beta_schedule, s.distill_beta, s.distill_beta_end, step, total_steps),
+  )
+
+
+def forward(model: nnx.Module, batch: dict, *, settings: DistillSettings, enable_dropout: bool):
+  """Logits ``[B, S, V]`` and the chosen layers' features ``[L, B, S, D]`` (or None)."""
+  logits = model(
+      decoder_input_tokens=batch["inputs"],
+      decoder_positions=batch["inputs_position"],
+      decoder_segment_ids=batch["inputs_segmentation"],
+      enable_dropout=enable_dropout,
+      decoder_target_tokens=batch["targets"],
+      decoder_target_mask=batch["targets_segmentation"],
+  )
+  sown = features.pop_out_projection(model)
+  if not settings.extract_features or sown is None:
+    return logits, None
+  return logits, features.select_layers(sown, settings.distill_layer_indices)
+
+
+def token_mask(batch: dict) -> jnp.ndarray:
+  """Valid target tokens ``[B, S]``: padding has segment id 0."""
+  return batch["targets_segmentation"] != 0
+
+
+def teacher_outputs(teacher_graphdef, teacher_state, batch, settings: DistillSettings) -> objective.TeacherOutputs:
+  """Frozen teacher forward in inference mode; no gradient flows into it."""
+  teacher = nnx.merge(teacher_graphdef, jax.lax.stop_gradient(teacher_state))
+  logits, feats = forward(teacher, batch, settings=settings, enable_dropout=False)
+  return jax.lax.stop_gradient(objective.TeacherOutputs(logits_BxSxV=logits, features_LxBxSxD=feats))
+
+
+def _split_micro_batches(batch: dict, k: int) -> dict:
+  def split(x):
+    if x.shape[0] % k:
+      raise ValueError(f"batch of {x.shape[0]} rows cannot split into gradient_accumulation_steps={k} micro-batches")
+    return x.reshape((k, x.shape[0] // k) + x.shape[1:])
+
+  return jax.tree.map(split, batch)
+
+
+def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, learning_rate_schedule):
+  """Returns ``train_step(state, teacher_state, batch) -> (state, metrics)``."""
+  settings = options.settings
+
+  def micro_step(model_graphdef, params, rest, teacher_state, micro_batch, weights):
+    teacher = teacher_outputs(teacher_graphdef, teacher_state, micro_batch, settings)
+
+    def objective_sum_fn(p):
+      model = nnx.merge(model_graphdef, p, rest)
+      logits, feats = forward(model, micro_batch, settings=settings, enable_dropout=options.enable_dropout)
+      total, count, metrics = objective.distillation_terms(
+          logits,
+          teacher,
+          micro_batch["targets"],
+          token_mask(micro_batch),
+          weights,
+          student_features_LxBxSxD=feats,
+          feature_loss_type=settings.distill_feature_loss_type,
+      )
+      return total, (count, metrics, nnx.state(model, nnx.Not(nnx.Param)))
+
+    (_, (count, metrics, new_rest)), grads = jax.value_and_grad(objective_sum_fn, has_aux=True)(params)
+    return grads, count, metrics, new_rest
+
+  def train_step(state, teacher_state, batch):
+    from maxtext.utils import max_utils, maxtext_utils  # pylint: disable=import-outside-toplevel
+
+    train_state = nnx.merge(state_graphdef, state)
+    step = train_state.optimizer.step.get_value()
+    weights = scheduled_weights(settings, step, options.total_steps)
+    model_graphdef, params, rest = nnx.split(train_state.model, nnx.Param, ...)
+    micro_batches = _split_micro_batches(batch, options.accumulation_steps)
+    first = jax.tree.map(lambda x: x[0], micro_batches)
+    grads, count, metrics, rest = micro_step(model_graphdef, params, rest, teacher_state, first, weights)
+
+    def accumulate(carry, micro_batch):
+      grads_sum, count_sum, metrics_sum, rest = carry
+      g, c, m, rest = micro_step(model_graphdef, params, rest, teacher_state, micro_batch, weights)
+      return (jax.tree.map(jnp.add, grads_sum, g), count_sum + c, reductions.add_pairs(metrics_sum, m), rest), None
+
+    if options.accumulation_steps > 1:
+      rest_batches = jax.tree.map(lambda x: x[1:], micro_batches)
+      (grads, count, metrics, rest), _ = jax.lax.scan(accumulate, (grads, count, metrics, rest), rest_batches)
+
+    grads = jax.tree.map(lambda g: g / jnp.maximum(count, 1.0), grads)
+    grad_norm = max_utils.l2norm_pytree(grads)
+    if options.clip_threshold > 0:
+      grads = maxtext_utils.apply_gradient_clipping(grads, None, options.clip_threshold)
+    nnx.update(train_state.model, rest)
+    train_state.optimizer.update(train_state.model, grads)
+    metrics = dict(metrics)
+    metrics.update(objective.schedule_metrics(weights))
+    metrics["learning_rate"] = reductions.scalar_pair(learning_rate_schedule(step))
+    metrics["grad_norm"] = reductions.scalar_pair(grad_norm)
+    return nnx.state(train_state, nnx.Not(nnx.Intermediate)), metrics
+
+  return train_step
+
+
+def make_eval_step(state_graphdef, teacher_graphdef, options: StepOptions):
+  """Returns ``eval_step(state, teacher_state, batch) -> metrics`` (no update)."""
+  settings = options.settings
+
+  def eval_step(state, teacher_state, batch):
+    train_state = nnx.merge(state_graphdef, state)
+    weights = scheduled_weights(settings, train_state.optimizer.step.get_value(), options.total_steps)
+    teacher = teacher_outputs(teacher_graphdef, teacher_state, batch, settings)
+    logits, feats = forward(train_state.model, batch, settings=settings, enable_dropout=False)
+    _, _, metrics = objective.distillation_terms(
+        logits,
+        teacher,
+        batch["targets"],
+        token_mask(batch),
+        weights,
+        student_features_LxBxSxD=feats,
+        feature_loss_type=settings.distill_feature_loss_type,
+    )
+    return {
+        "eval/hard_loss": metrics["distill/hard_loss"],
+        "eval/kl_div_T1": metrics["distill/kl_div_T1"],
+        "eval/teacher_loss": metrics["distill/teacher_loss"],
+    }
+
+  return eval_step

@@ -1,0 +1,142 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Online distillation trainer: thin orchestration over MaxText.
+
+MaxText provides the mesh, the student's model, optimizer (learning-rate
+schedule, warmup, weight decay), train-state sharding, checkpoint manager and
+restore, and the input pipeline (``train_utils.setup_train_loop``), and the
+teacher (``model_creation_utils.from_pretrained``). The plugin adds the
+compiled distillation step (:mod:`step`) and the metrics (:mod:`metrics_logger`).
+
+Why the loop is owned here rather than Tunix's ``PeftTrainer``: with the
+released ``google-tunix`` 0.1.7 the trainer's checkpointing writes Tunix's own
+layout (a distilled student must load through MaxText's
+``load_parameters_path``), its step counter advances per micro-batch (the spec
+needs schedules on the optimizer step), and it cannot restore MaxText's data
+iterator. Those are exactly the behaviours the spec requires, so this loop
+reuses MaxText's checkpoint manager and keeps the step count itself.
+"""
+
+import time
+
+from absl import logging
+from flax import nnx
+from flax.linen import partitioning as nn_partitioning
+import jax
+
+from maxtext_distill_plugin import features
+from maxtext_distill_plugin import metrics_logger
+from maxtext_distill_plugin import step as step_lib
+
+
+class TrainResult:
+  """What a finished run leaves behind (for the demo and tests)."""
+
+  def __init__(self, last_step: int, history: list[dict], checkpoint_dir: str | None, tensorboard_dir: str | None):
+    self.last_step = last_step
+    self.history = history
+    self.checkpoint_dir = checkpoint_dir
+    self.tensorboard_dir = tensorboard_dir
+
+
+def build_teacher(teacher_config, mesh):
+  """The frozen teacher: MaxText model with the teacher's weights, parameters only, no optimizer."""
+  from maxtext.utils import model_creation_utils  # pylint: disable=import-outside-toplevel
+
+  logging.info("Loading teacher %s from %s", teacher_config.model_name, teacher_config.load_parameters_path)
+  teacher = model_creation_utils.from_pretrained(teacher_config, mesh=mesh)
+  return nnx.split(teacher)
+
+
+def train(configs) -> TrainResult:
+  """Runs the distillation described by ``configs`` (a :class:`config.DistillConfigs`)."""
+  from maxtext.common import checkpointing  # pylint: disable=import-outside-toplevel
+  from maxtext.utils import train_utils  # pylint: disable=import-outside-toplevel
+
+  student_config, settings = configs.student, configs.settings
+  if settings.extract_features:
+    features.ensure_out_projection_sow()
+
+  (_, checkpoint_manager, state_shardings, _, mesh, lr_schedule, data_iterator, data_loader, _, eval_iterator, state) = (
+      train_utils.setup_train_loop(student_config, recorder=None)
+  )
+  start_step = int(state.optimizer.step.get_value())
+  state_graphdef, state = nnx.split(state)
+  with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):
+    teacher_graphdef, teacher_state = build_teacher(configs.teacher, mesh)
+
+  options = step_lib.StepOptions(
+      settings=settings,
+      total_steps=int(student_config.steps),
+      accumulation_steps=int(student_config.gradient_accumulation_steps),
+      clip_threshold=float(student_config.gradient_clipping_threshold),
+      enable_dropout=bool(student_config.enable_dropout),
+  )
+  train_step = jax.jit(
+      step_lib.make_train_step(state_graphdef, teacher_graphdef, options, lr_schedule),
+      donate_argnums=(0,),
+      out_shardings=(state_shardings, None),
+  )
+  eval_step = jax.jit(step_lib.make_eval_step(state_graphdef, teacher_graphdef, options))
+  logger = metrics_logger.MetricsLogger(student_config.tensorboard_dir, options.total_steps)
+  if start_step > 0:
+    logging.info("Resumed from checkpoint: continuing at step %d of %d", start_step, options.total_steps)
+
+  last_step = start_step - 1
+  with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):
+    for step in range(start_step, options.total_steps):
+      batch = data_loader.load_next_batch()
+      state, metrics = train_step(state, teacher_state, batch)
+      logger.add(metrics)
+      last_step = step
+      checkpointing.maybe_save_checkpoint(checkpoint_manager, state, student_config, data_iterator, step)
+      if (step + 1) % student_config.log_period == 0 or step + 1 == options.total_steps:
+        logger.flush(step)
+      if eval_iterator is not None and student_config.eval_interval > 0 and (step + 1) % student_config.eval_interval == 0:
+        _evaluate(eval_step, state, teacher_state, eval_iterator, student_config, logger, step)
+    logger.flush(last_step)
+    if last_step >= start_step:
+      checkpointing.maybe_save_checkpoint(checkpoint_manager, state, student_config, data_iterator)
+    if checkpoint_manager is not None:
+      checkpointing.wait_until_finished(checkpoint_manager)
+  logger.close()
+  checkpoint_dir = str(student_config.checkpoint_dir) if student_config.enable_checkpointing else None
+  return TrainResult(last_step, logger.history, checkpoint_dir, student_config.tensorboard_dir)
+
+
+def _evaluate(eval_step, state, teacher_state, eval_iterator, config, logger, step) -> None:
+  limit = config.eval_steps if config.eval_steps > 0 else None
+  totals = None
+  started = time.perf_counter()
+  for count, batch in enumerate(eval_iterator):
+    if limit is not None and count >= limit:
+      break
+    metrics = eval_step(state, teacher_state, batch)
+    totals = metrics if totals is None else jax.tree.map(jax.numpy.add, totals, metrics)
+    if limit is None and config.dataset_type == "synthetic":
+      break
+  if totals is not None:
+    logger.write_eval(step, totals)
+    logging.info("eval took %.1fs", time.perf_counter() - started)
+
+
+def run(configs) -> int:
+  """CLI entry: trains and returns the process exit code."""
+  result = train(configs)
+  logging.info(
+      "Finished at step %d. Checkpoints: %s  TensorBoard: %s", result.last_step + 1, result.checkpoint_dir,
+      result.tensorboard_dir,
+  )
+  return 0
