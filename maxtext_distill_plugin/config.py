@@ -256,7 +256,9 @@ def build(argv: list[str]) -> DistillConfigs:
   teacher = None
   if not offline:
     shared = {k.split(".")[0]: getattr(global_config, k.split(".")[0]) for k in cli if k in TEACHER_SHARED_KEYS}
-    teacher = _initialize(base, log_config=False, **{**shared, **teacher_overrides})
+    # The distill_* section is run-level: the teacher must sow exactly when the student does.
+    run_level = settings.model_dump()
+    teacher = _initialize(base, log_config=False, **{**shared, **teacher_overrides, **run_level})
     _check_checkpoint_path("teacher_overrides.load_parameters_path", teacher.load_parameters_path)
   if student.load_parameters_path:
     _check_checkpoint_path("load_parameters_path", student.load_parameters_path)

@@ -19,6 +19,7 @@ training loop never blocks on the host except at a log step. A window mean is
 ``sum(sums) / sum(counts)``, the exact token mean whatever each step held.
 """
 
+import json
 import math
 import os
 import time
@@ -33,8 +34,9 @@ from maxtext_distill_plugin import reductions
 class MetricsLogger:
   """One per run; only process 0 writes files."""
 
-  def __init__(self, tensorboard_dir: str | None, total_steps: int, *, enabled: bool = True):
+  def __init__(self, tensorboard_dir: str | None, total_steps: int, *, metrics_file: str = "", enabled: bool = True):
     self.total_steps = total_steps
+    self._metrics_file = metrics_file if enabled and jax.process_index() == 0 else ""
     self._window: list[dict] = []
     self._window_start = time.perf_counter()
     self._run_start = time.perf_counter()
@@ -97,7 +99,11 @@ class MetricsLogger:
     return means
 
   def _write(self, step: int, means: dict[str, float]) -> None:
-    self.history.append({"step": step + 1, **means})
+    record = {"step": step + 1, **means}
+    self.history.append(record)
+    if self._metrics_file:
+      with open(self._metrics_file, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
     if self._writer is not None:
       for name, value in means.items():
         self._writer.add_scalar(name, value, step + 1)

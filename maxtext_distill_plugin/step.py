@@ -68,8 +68,14 @@ def forward(model: nnx.Module, batch: dict, *, settings: DistillSettings, enable
       decoder_target_mask=batch["targets_segmentation"],
   )
   sown = features.pop_out_projection(model)
-  if not settings.extract_features or sown is None:
+  if not settings.extract_features:
     return logits, None
+  if sown is None:
+    raise ValueError(
+        f"distill_beta={settings.distill_beta} (end {settings.distill_beta_end}) needs the attention"
+        f" {features.SOW_NAME}, but {type(model).__name__} sowed none. Fix: use a decoder whose attention"
+        " layer is maxtext.layers.attentions.Attention with scan_layers=True, or set distill_beta=0.0."
+    )
   return logits, features.select_layers(sown, settings.distill_layer_indices)
 
 

@@ -90,7 +90,9 @@ def train(configs) -> TrainResult:
       out_shardings=(state_shardings, None),
   )
   eval_step = jax.jit(step_lib.make_eval_step(state_graphdef, teacher_graphdef, options))
-  logger = metrics_logger.MetricsLogger(student_config.tensorboard_dir, options.total_steps)
+  logger = metrics_logger.MetricsLogger(
+      student_config.tensorboard_dir, options.total_steps, metrics_file=student_config.metrics_file
+  )
   if start_step > 0:
     logging.info("Resumed from checkpoint: continuing at step %d of %d", start_step, options.total_steps)
 

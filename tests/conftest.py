@@ -1,0 +1,113 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Shared fixtures: a tiny teacher checkpoint made by MaxText's own pre-training, and run helpers."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY_YAML = str(REPO / "configs" / "distillation-cpu-tiny.yml")
+DOCUMENTED_MODULE = "maxtext.trainers.post_train.distillation.train_distill"
+
+# The tiny architecture of configs/distillation-cpu-tiny.yml, for MaxText's own trainers.
+TINY_MODEL_ARGS = [
+    "hardware=cpu",
+    "skip_jax_distributed_system=True",
+    "attention=dot_product",
+    "dtype=float32",
+    "weight_dtype=float32",
+    "jax_cache_dir=",
+    "override_model_config=True",
+    "base_emb_dim=64",
+    "base_num_query_heads=4",
+    "base_num_kv_heads=4",
+    "head_dim=16",
+    "base_mlp_dim=128",
+    "vocab_size=512",
+    "dataset_type=synthetic",
+    "max_target_length=32",
+    "per_device_batch_size=2",
+    "enable_checkpointing=True",
+    "async_checkpointing=False",
+]
+
+
+def subprocess_env() -> dict:
+  env = dict(os.environ)
+  env["JAX_PLATFORMS"] = "cpu"
+  env.pop("MAXTEXT_DISTILL_USE_UPSTREAM", None)
+  return env
+
+
+def maxtext_base_yml() -> str:
+  import maxtext  # pylint: disable=import-outside-toplevel
+
+  return str(pathlib.Path(maxtext.__file__).parent / "configs" / "base.yml")
+
+
+def maxtext_pretrain(out_dir, run_name: str, *extra: str) -> subprocess.CompletedProcess:
+  """Runs MaxText's own pre-training on the tiny model."""
+  cmd = [sys.executable, "-m", "maxtext.trainers.pre_train.train", maxtext_base_yml(), f"run_name={run_name}"]
+  cmd += [f"base_output_directory={out_dir}", *TINY_MODEL_ARGS, *extra]
+  return subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600, check=False)
+
+
+@pytest.fixture(scope="session")
+def teacher_checkpoint(tmp_path_factory) -> str:
+  """Items dir of a 2-layer tiny teacher trained 3 steps by MaxText (the student config has 1 layer)."""
+  out = tmp_path_factory.mktemp("teacher")
+  proc = maxtext_pretrain(out, "teacher", "base_num_decoder_layers=2", "steps=3")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  items = out / "teacher" / "checkpoints" / "2" / "items"
+  assert items.is_dir()
+  return str(items)
+
+
+def run_cli(*args: str, cwd=REPO, module: str = DOCUMENTED_MODULE, env=None, timeout=600) -> subprocess.CompletedProcess:
+  """Runs the documented command in a fresh interpreter."""
+  return subprocess.run(
+      [sys.executable, "-m", module, *args],
+      cwd=cwd,
+      env=env or subprocess_env(),
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+      check=False,
+  )
+
+
+def read_metrics(path) -> list[dict]:
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def train_in_process(tmp_path, teacher_checkpoint: str, *overrides: str, run_name: str = "run"):
+  """Builds the three configs and trains in this process; returns the TrainResult."""
+  from maxtext_distill_plugin import config, trainer  # pylint: disable=import-outside-toplevel
+
+  argv = [
+      "train_distill",
+      TINY_YAML,
+      f"run_name={run_name}",
+      f"base_output_directory={tmp_path}",
+      f"teacher_overrides.load_parameters_path={teacher_checkpoint}",
+      *overrides,
+  ]
+  return trainer.train(config.build(argv))
