@@ -17,6 +17,7 @@
   train_distill <config.yml> [key=value ...]     train (online, or offline with offline_data_dir)
   train_distill <config.yml> [key=value ...] --dry-run
                                                  build and check the three configs, print the plan, exit
+  train_distill --list                           the configs shipped with the plugin (usable by name)
 """
 
 import os
@@ -81,6 +82,11 @@ def main(argv: list[str] | None = None) -> None:
   if _host_hook.use_upstream():
     _run_upstream(argv)
     return
+  if "--list" in argv:
+    from maxtext_distill_plugin import config  # pylint: disable=import-outside-toplevel
+
+    print("\n".join(config.shipped_configs()))
+    return
   _setup_logging()
   dry_run = "--dry-run" in argv
   argv = [a for a in argv if a != "--dry-run"]
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     from maxtext_distill_plugin import config  # pylint: disable=import-outside-toplevel
 
     configs = config.build(argv)
-  except (errors.ConfigError, _compat.HostIncompatibleError) as e:
+  except (errors.ConfigError, _compat.HostIncompatibleError, ValueError) as e:  # pydantic errors are ValueErrors
     logging.error("%s", e)
     print(f"maxtext-distill: {e}", file=sys.stderr)
     sys.exit(errors.EXIT_USAGE)

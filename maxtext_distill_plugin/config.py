@@ -116,12 +116,21 @@ def known_keys() -> frozenset[str]:
   return frozenset(config_class().model_fields) | DISTILL_KEYS
 
 
+def _shipped_config_dirs() -> list[str]:
+  here = os.path.dirname(os.path.abspath(__file__))
+  # Installed: configs/ ships inside the package; source checkout: configs/ beside it.
+  return [d for d in (os.path.join(here, "configs"), os.path.join(os.path.dirname(here), "configs")) if os.path.isdir(d)]
+
+
+def shipped_configs() -> list[str]:
+  return sorted({f for d in _shipped_config_dirs() for f in os.listdir(d) if f.endswith(".yml")})
+
+
 def resolve_yaml(name: str) -> str:
   """Finds a YAML by path, among the plugin's shipped configs, or MaxText's."""
   if os.path.isfile(name):
     return os.path.abspath(name)
-  here = os.path.dirname(os.path.abspath(__file__))
-  candidates = [os.path.join(here, "configs", name), os.path.join(os.path.dirname(here), "configs", name)]
+  candidates = [os.path.join(d, name) for d in _shipped_config_dirs()]
   try:
     from maxtext.utils.globals import MAXTEXT_CONFIGS_DIR  # pylint: disable=import-outside-toplevel
 
@@ -181,6 +190,8 @@ def _layer_count(cfg) -> int:
 def cross_check(configs: DistillConfigs) -> None:
   """Checks that need both models' configs; runs before any model is built."""
   student, teacher, settings = configs.student, configs.teacher, configs.settings
+  if student.steps <= 0:
+    raise errors.ConfigError("steps", student.steps, "set steps to the number of optimizer steps to run, e.g. steps=1000.")
   if teacher is None:
     return
   for key in BATCH_SHAPE_KEYS:
