@@ -14,10 +14,10 @@
 
 """Command line: ``maxtext-distill``, ``python -m maxtext_distill_plugin`` and the spec's module name.
 
-  train_distill <config.yml> [key=value ...]     train (online, or offline with offline_data_dir)
-  train_distill <config.yml> [key=value ...] --dry-run
-                                                 build and check the three configs, print the plan, exit
-  train_distill --list                           the configs shipped with the plugin (usable by name)
+train_distill <config.yml> [key=value ...]     train (online, or offline with offline_data_dir)
+train_distill <config.yml> [key=value ...] --dry-run
+                                               build and check the three configs, print the plan, exit
+train_distill --list                           the configs shipped with the plugin (usable by name)
 """
 
 import os
@@ -55,8 +55,10 @@ def describe(configs) -> str:
   s, t, d = configs.student, configs.teacher, configs.settings
   lines = [
       f"mode: {'offline (cache ' + configs.global_config.offline_data_dir + ')' if configs.offline else 'online'}",
-      f"student: model={s.model_name} layers={s.num_decoder_layers} emb={s.emb_dim} vocab={s.vocab_size}"
-      f" load_parameters_path={s.load_parameters_path or '(fresh init)'}",
+      (
+          f"student: model={s.model_name} layers={s.num_decoder_layers} emb={s.emb_dim} vocab={s.vocab_size}"
+          f" load_parameters_path={s.load_parameters_path or '(fresh init)'}"
+      ),
   ]
   if t is not None:
     lines.append(

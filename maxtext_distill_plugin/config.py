@@ -191,7 +191,9 @@ def cross_check(configs: DistillConfigs) -> None:
   """Checks that need both models' configs; runs before any model is built."""
   student, teacher, settings = configs.student, configs.teacher, configs.settings
   if student.steps <= 0:
-    raise errors.ConfigError("steps", student.steps, "set steps to the number of optimizer steps to run, e.g. steps=1000.")
+    raise errors.ConfigError(
+        "steps", student.steps, "set steps to the number of optimizer steps to run, e.g. steps=1000."
+    )
   if teacher is None:
     return
   for key in BATCH_SHAPE_KEYS:
@@ -244,7 +246,9 @@ def build(argv: list[str]) -> DistillConfigs:
   cli_args = [f"{k}={v}" for k, v in cli.items()]
   base = [argv[0] or "train_distill", yaml_path]
   global_config = _initialize(base + cli_args, log_config=False)
-  settings = DistillSettings(**global_config.distill) if isinstance(global_config.distill, dict) else global_config.distill
+  settings = (
+      DistillSettings(**global_config.distill) if isinstance(global_config.distill, dict) else global_config.distill
+  )
   student_overrides = dict(global_config.student_overrides or {})
   teacher_overrides = dict(global_config.teacher_overrides or {})
   _check_override_keys("student_overrides", student_overrides)
@@ -282,7 +286,9 @@ def _check_checkpoint_path(key: str, path: str) -> None:
   if "://" in path:  # Remote storage is checked by Orbax when it restores.
     return
   if not os.path.isdir(path):
-    raise errors.ConfigError(key, path, "point it at an existing MaxText checkpoint, e.g. <run>/checkpoints/<step>/items.")
+    raise errors.ConfigError(
+        key, path, "point it at an existing MaxText checkpoint, e.g. <run>/checkpoints/<step>/items."
+    )
   if not (os.path.exists(os.path.join(path, "_METADATA")) or os.path.exists(os.path.join(path, "_CHECKPOINT_METADATA"))):
     raise errors.ConfigError(
         key, path, "this directory is not an Orbax checkpoint (no _METADATA); use <run>/checkpoints/<step>/items."

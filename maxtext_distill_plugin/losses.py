@@ -47,7 +47,9 @@ def kl_from_log_probs(teacher_logp_BxSxV: jnp.ndarray, student_logp_BxSxV: jnp.n
   return jnp.sum(terms, axis=-1)
 
 
-def kl_divergence(teacher_logits_BxSxV: jnp.ndarray, student_logits_BxSxV: jnp.ndarray, *, temperature=1.0) -> jnp.ndarray:
+def kl_divergence(
+    teacher_logits_BxSxV: jnp.ndarray, student_logits_BxSxV: jnp.ndarray, *, temperature=1.0
+) -> jnp.ndarray:
   """``KL(softmax(t/T) || softmax(s/T))`` per token, without the T^2 factor.
 
   Args:
@@ -58,7 +60,9 @@ def kl_divergence(teacher_logits_BxSxV: jnp.ndarray, student_logits_BxSxV: jnp.n
   Returns:
     ``[B, S]`` KL in nats.
   """
-  return kl_from_log_probs(log_softmax_at(teacher_logits_BxSxV, temperature), log_softmax_at(student_logits_BxSxV, temperature))
+  return kl_from_log_probs(
+      log_softmax_at(teacher_logits_BxSxV, temperature), log_softmax_at(student_logits_BxSxV, temperature)
+  )
 
 
 def cross_entropy_from_log_probs(logp_BxSxV: jnp.ndarray, labels_BxS: jnp.ndarray) -> jnp.ndarray:

@@ -47,7 +47,9 @@ class DistillSettings(pydantic.BaseModel):
       None, description="Scanned layers whose out_projection activations are aligned; None means every layer."
   )
 
-  @pydantic.field_validator("distill_alpha_schedule", "distill_temperature_schedule", "distill_beta_schedule", mode="before")
+  @pydantic.field_validator(
+      "distill_alpha_schedule", "distill_temperature_schedule", "distill_beta_schedule", mode="before"
+  )
   @classmethod
   def _known_schedule(cls, value, info):
     if value not in SCHEDULE_KINDS:

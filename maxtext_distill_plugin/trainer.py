@@ -69,7 +69,7 @@ def train(configs) -> TrainResult:
   if settings.extract_features:
     features.ensure_out_projection_sow()
 
-  (_, checkpoint_manager, state_shardings, _, mesh, lr_schedule, data_iterator, data_loader, _, eval_iterator, state) = (
+  _, checkpoint_manager, state_shardings, _, mesh, lr_schedule, data_iterator, data_loader, _, eval_iterator, state = (
       train_utils.setup_train_loop(student_config, recorder=None)
   )
   start_step = int(state.optimizer.step.get_value())
@@ -106,7 +106,11 @@ def train(configs) -> TrainResult:
       checkpointing.maybe_save_checkpoint(checkpoint_manager, state, student_config, data_iterator, step)
       if (step + 1) % student_config.log_period == 0 or step + 1 == options.total_steps:
         logger.flush(step)
-      if eval_iterator is not None and student_config.eval_interval > 0 and (step + 1) % student_config.eval_interval == 0:
+      if (
+          eval_iterator is not None
+          and student_config.eval_interval > 0
+          and (step + 1) % student_config.eval_interval == 0
+      ):
         _evaluate(eval_step, state, teacher_state, eval_iterator, student_config, logger, step)
     logger.flush(last_step)
     if last_step >= start_step:
@@ -138,7 +142,9 @@ def run(configs) -> int:
   """CLI entry: trains and returns the process exit code."""
   result = train(configs)
   logging.info(
-      "Finished at step %d. Checkpoints: %s  TensorBoard: %s", result.last_step + 1, result.checkpoint_dir,
+      "Finished at step %d. Checkpoints: %s  TensorBoard: %s",
+      result.last_step + 1,
+      result.checkpoint_dir,
       result.tensorboard_dir,
   )
   return 0

@@ -27,14 +27,22 @@ BAD_CLI = [
     ("alpha_end_negative", ["distill_alpha_end=-0.1", "distill_alpha_schedule=linear"], "distill_alpha_end"),
     ("alpha_not_a_number", ["distill_alpha=abc"], "distill_alpha"),
     ("temperature_zero", ["distill_temperature=0"], "distill_temperature"),
-    ("temperature_end_negative", ["distill_temperature_end=-1", "distill_temperature_schedule=cosine"], "distill_temperature_end"),
+    (
+        "temperature_end_negative",
+        ["distill_temperature_end=-1", "distill_temperature_schedule=cosine"],
+        "distill_temperature_end",
+    ),
     ("beta_negative", ["distill_beta=-0.5"], "distill_beta"),
     ("beta_end_negative", ["distill_beta_end=-1", "distill_beta_schedule=linear"], "distill_beta_end"),
     ("unknown_schedule", ["distill_alpha_schedule=exponential"], "distill_alpha_schedule"),
     ("schedule_without_end", ["distill_alpha_schedule=linear"], "distill_alpha_end"),
     ("unknown_feature_loss", ["distill_feature_loss_type=kl"], "distill_feature_loss_type"),
     ("features_without_scan", [*_FEATURES, "scan_layers=False"], "scan_layers"),
-    ("ramp_from_zero_without_scan", ["distill_beta_end=0.5", "distill_beta_schedule=linear", "scan_layers=False"], "scan_layers"),
+    (
+        "ramp_from_zero_without_scan",
+        ["distill_beta_end=0.5", "distill_beta_schedule=linear", "scan_layers=False"],
+        "scan_layers",
+    ),
     ("features_with_nnx_off", [*_FEATURES, "enable_nnx=False"], "enable_nnx"),
     ("layer_index_duplicated", ["distill_beta=0.5", "distill_layer_indices=[0,0]"], "distill_layer_indices"),
     ("layer_index_out_of_range", ["distill_beta=0.5", "distill_layer_indices=[5]"], "distill_layer_indices"),
@@ -96,14 +104,21 @@ def test_bad_yaml_values_are_refused(tmp_path, capsys, teacher_checkpoint):
   bad.write_text(
       f"base_config: {TINY_YAML}\ndistill_beta: 1.0\ndistill_layer_indices: [0]\nscan_layers: False\n", encoding="utf-8"
   )
-  code, err = _run_in_process(capsys, ["train_distill", str(bad), f"teacher_overrides.load_parameters_path={teacher_checkpoint}"])
+  code, err = _run_in_process(
+      capsys, ["train_distill", str(bad), f"teacher_overrides.load_parameters_path={teacher_checkpoint}"]
+  )
   assert code == 2 and "scan_layers" in err
 
 
-@pytest.mark.parametrize("extra,needle", [(["distill_alpha=2"], "distill_alpha"), (["distill_temperature_schedule=step"], "distill_temperature_schedule")])
+@pytest.mark.parametrize(
+    "extra,needle",
+    [(["distill_alpha=2"], "distill_alpha"), (["distill_temperature_schedule=step"], "distill_temperature_schedule")],
+)
 def test_real_process_exits_2_and_writes_nothing(extra, needle, tmp_path, teacher_checkpoint):
   out = tmp_path / "out"
-  proc = run_cli(TINY_YAML, f"base_output_directory={out}", f"teacher_overrides.load_parameters_path={teacher_checkpoint}", *extra)
+  proc = run_cli(
+      TINY_YAML, f"base_output_directory={out}", f"teacher_overrides.load_parameters_path={teacher_checkpoint}", *extra
+  )
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert needle in proc.stderr
   assert not out.exists()

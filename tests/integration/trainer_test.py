@@ -77,7 +77,9 @@ def test_logged_schedules_follow_config_and_beta_ramps_up_from_zero(tmp_path, te
     np.testing.assert_allclose(
         h["distill/temperature"], _independent_schedule("cosine", 2.0, 1.0, optimizer_step, steps), 1e-6
     )
-    np.testing.assert_allclose(h["distill/beta_feature"], _independent_schedule("linear", 0.0, 0.5, optimizer_step, steps))
+    np.testing.assert_allclose(
+        h["distill/beta_feature"], _independent_schedule("linear", 0.0, 0.5, optimizer_step, steps)
+    )
   # beta starts at 0: no feature term at step 1, a positive one once beta > 0.
   assert logged[1]["distill/out_proj_feature_loss"] == 0.0
   assert all(logged[s]["distill/out_proj_feature_loss"] > 0.0 for s in (2, 3, 4))

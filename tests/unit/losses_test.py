@@ -163,9 +163,7 @@ def test_kl_teacher_zero_probability_entries_contribute_zero():
   got = losses.kl_divergence(jnp.asarray(teacher), jnp.asarray(student), temperature=2.0)
   assert np.all(np.isfinite(np.asarray(got)))
   np.testing.assert_allclose(np.asarray(got), _np_kl(teacher, student, 2.0), rtol=RTOL, atol=ATOL)
-  grad = jax.grad(lambda s: jnp.sum(losses.kl_divergence(jnp.asarray(teacher), s, temperature=2.0)))(
-      jnp.asarray(student)
-  )
+  grad = jax.grad(lambda s: jnp.sum(losses.kl_divergence(jnp.asarray(teacher), s, temperature=2.0)))(jnp.asarray(student))
   assert np.all(np.isfinite(np.asarray(grad)))
 
 
@@ -297,9 +295,7 @@ def test_feature_distance_identical_features_is_zero():
   rng = np.random.default_rng(34)
   features = jnp.asarray(_features(rng))
   np.testing.assert_allclose(np.asarray(losses.feature_distance(features, features, loss_type="l2")), 0.0, atol=ATOL)
-  np.testing.assert_allclose(
-      np.asarray(losses.feature_distance(features, features, loss_type="cosine")), 0.0, atol=ATOL
-  )
+  np.testing.assert_allclose(np.asarray(losses.feature_distance(features, features, loss_type="cosine")), 0.0, atol=ATOL)
 
 
 def test_cosine_distance_is_in_zero_two():

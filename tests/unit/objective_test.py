@@ -427,9 +427,7 @@ def test_split_batch_accumulation_equals_full_batch(loss_type):
   np.testing.assert_allclose(float(totals), float(full_total), rtol=RTOL, atol=ATOL)
   assert float(counts) == float(full_count)
   for name in METRIC_NAMES:
-    np.testing.assert_allclose(
-        float(metrics[name][0]), float(full_metrics[name][0]), rtol=RTOL, atol=ATOL, err_msg=name
-    )
+    np.testing.assert_allclose(float(metrics[name][0]), float(full_metrics[name][0]), rtol=RTOL, atol=ATOL, err_msg=name)
     assert float(metrics[name][1]) == float(full_metrics[name][1])
   accumulated_grad = np.concatenate(sum_grads, axis=0) / float(counts)
   np.testing.assert_allclose(accumulated_grad, full_grad, rtol=RTOL, atol=ATOL)
