@@ -73,13 +73,14 @@ class Corpus:
 
 @dataclasses.dataclass(frozen=True)
 class DemoData:
-  """What :func:`prepare` made: the paths MaxText's config keys point at, and counts."""
+  """What :func:`prepare` made: the paths MaxText's config keys point at, counts, and a hash of the settings."""
 
   tokenizer_path: str
   train_pattern: str
   eval_pattern: str
   vocab_size: int
   stats: dict
+  fingerprint: str
 
   def maxtext_args(self) -> list[str]:
     """``key=value`` arguments that make MaxText's Grain pipeline read these files."""
@@ -253,6 +254,10 @@ def _settings(corpus: Corpus, chunk_tokens: int, vocab_size: int) -> dict:
   }
 
 
+def _fingerprint(settings: dict) -> str:
+  return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _load_manifest(data_dir: str) -> dict | None:
   try:
     with open(os.path.join(data_dir, _MANIFEST), encoding="utf-8") as f:
@@ -285,7 +290,7 @@ def prepare(
   manifest = _load_manifest(data_dir)
   if manifest and manifest.get("settings") == settings and all(map(os.path.exists, (tokenizer_path, train_path, eval_path))):
     logging.info("Reusing demo data in %s", data_dir)
-    return DemoData(tokenizer_path, train_path, eval_path, vocab_size, manifest["stats"])
+    return DemoData(tokenizer_path, train_path, eval_path, vocab_size, manifest["stats"], _fingerprint(settings))
 
   os.makedirs(data_dir, exist_ok=True)
   logging.info("Training a %d-piece tokenizer on %d files of %s", vocab_size, len(corpus.train), corpus.root)
@@ -300,4 +305,4 @@ def prepare(
   with open(os.path.join(data_dir, _MANIFEST), "w", encoding="utf-8") as f:
     json.dump({"settings": settings, "stats": stats}, f, indent=2)
   logging.info("Demo data in %s: %s", data_dir, stats)
-  return DemoData(tokenizer_path, train_path, eval_path, vocab_size, stats)
+  return DemoData(tokenizer_path, train_path, eval_path, vocab_size, stats, _fingerprint(settings))

@@ -1,0 +1,152 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Checkpoints: kill-and-restart resumes exactly; the distilled student loads in MaxText's own trainer."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from tests.conftest import DOCUMENTED_MODULE, REPO, TINY_YAML, maxtext_pretrain, read_metrics, subprocess_env
+from tests.conftest import train_in_process
+
+_STEPS = 300
+
+
+def _command(out, run_name, metrics_file, teacher_checkpoint):
+  return [
+      sys.executable,
+      "-m",
+      DOCUMENTED_MODULE,
+      TINY_YAML,
+      f"base_output_directory={out}",
+      f"run_name={run_name}",
+      f"metrics_file={metrics_file}",
+      f"teacher_overrides.load_parameters_path={teacher_checkpoint}",
+      f"steps={_STEPS}",
+      "checkpoint_period=20",
+      "log_period=1",
+      "distill_alpha=0.7",
+      "distill_alpha_end=0.2",
+      "distill_alpha_schedule=cosine",
+  ]
+
+
+def _committed_steps(checkpoint_dir):
+  if not checkpoint_dir.is_dir():
+    return []
+  return sorted(int(p.name) for p in checkpoint_dir.iterdir() if p.name.isdigit() and (p / "commit_success.txt").exists())
+
+
+def test_sigkill_then_same_command_resumes_with_identical_losses(tmp_path, teacher_checkpoint):
+  env = subprocess_env()
+  reference = subprocess.run(
+      _command(tmp_path, "reference", tmp_path / "ref.jsonl", teacher_checkpoint),
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+      check=False,
+  )
+  assert reference.returncode == 0, reference.stderr[-3000:]
+
+  victim = subprocess.Popen(
+      _command(tmp_path, "victim", tmp_path / "first.jsonl", teacher_checkpoint),
+      cwd=REPO,
+      env=env,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+  )
+  checkpoints = tmp_path / "victim" / "checkpoints"
+  deadline = time.monotonic() + 300
+  while time.monotonic() < deadline and victim.poll() is None:
+    if any(step >= 40 for step in _committed_steps(checkpoints)):
+      break
+    time.sleep(0.02)
+  assert victim.poll() is None, "the run ended before it could be killed; raise _STEPS"
+  os.kill(victim.pid, signal.SIGKILL)
+  victim.wait()
+  last_before_kill = max(_committed_steps(checkpoints))
+  assert last_before_kill < _STEPS - 1
+
+  resumed = subprocess.run(
+      _command(tmp_path, "victim", tmp_path / "second.jsonl", teacher_checkpoint),
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+      check=False,
+  )
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "Resumed from checkpoint" in resumed.stderr
+  second = {r["step"]: r for r in read_metrics(tmp_path / "second.jsonl") if "distill/total_loss" in r}
+  ref = {r["step"]: r for r in read_metrics(tmp_path / "ref.jsonl") if "distill/total_loss" in r}
+  resumed_steps = sorted(second)
+  # Optimizer step k is logged as k + 1; the resumed run starts right after the last committed checkpoint.
+  assert resumed_steps[0] >= last_before_kill + 2 and resumed_steps[-1] == _STEPS
+  for step in resumed_steps:
+    for name in ("distill/total_loss", "distill/hard_loss", "distill/soft_loss", "distill/alpha", "learning_rate"):
+      np.testing.assert_allclose(second[step][name], ref[step][name], rtol=1e-6, err_msg=f"{name} at step {step}")
+
+
+def _maxtext_losses(proc):
+  found = [float(x) for x in re.findall(r"completed step: \d+,.*? loss: ([0-9.]+)", proc.stdout + proc.stderr)]
+  assert found, (proc.stdout + proc.stderr)[-3000:]
+  return found
+
+
+def test_distilled_student_loads_through_maxtext_load_parameters_path(tmp_path, teacher_checkpoint):
+  from maxtext.utils import maxtext_utils, model_creation_utils  # pylint: disable=import-outside-toplevel
+  from maxtext.input_pipeline.input_pipeline_interface import create_data_iterator  # pylint: disable=import-outside-toplevel
+
+  from maxtext_distill_plugin import config, losses, step  # pylint: disable=import-outside-toplevel
+
+  result = train_in_process(
+      tmp_path, teacher_checkpoint, "steps=8", "distill_alpha=0.0", "learning_rate=3e-3", run_name="student"
+  )
+  items = tmp_path / "student" / "checkpoints" / str(result.last_step) / "items"
+  assert items.is_dir()
+  first_ce = [h for h in result.history if "distill/hard_loss" in h][0]["distill/hard_loss"]
+
+  # MaxText's own model loading, as every MaxText trainer does for load_parameters_path.
+  cfgs = config.build([
+      "p",
+      TINY_YAML,
+      f"teacher_overrides.load_parameters_path={teacher_checkpoint}",
+      f"load_parameters_path={items}",
+      f"base_output_directory={tmp_path / 'eval'}",
+  ])
+  mesh = maxtext_utils.get_mesh_from_config(cfgs.student)
+  model = model_creation_utils.from_pretrained(cfgs.student, mesh=mesh)
+  batch = next(create_data_iterator(cfgs.student, mesh)[0])
+  logits, _ = step.forward(model, batch, settings=cfgs.settings, enable_dropout=False)
+  loaded_ce = float(losses.cross_entropy(logits, batch["targets"]).mean())
+  assert loaded_ce < first_ce - 1.0, (loaded_ce, first_ce)
+
+  # MaxText's own pre-training starts from it (frozen with lr=0, so every step sees the loaded weights).
+  loaded = maxtext_pretrain(
+      tmp_path, "loaded", "base_num_decoder_layers=1", "steps=2", "learning_rate=0", f"load_parameters_path={items}"
+  )
+  assert loaded.returncode == 0, loaded.stderr[-3000:]
+  fresh = maxtext_pretrain(tmp_path, "fresh", "base_num_decoder_layers=1", "steps=2", "learning_rate=0")
+  loaded_losses, fresh_losses = _maxtext_losses(loaded), _maxtext_losses(fresh)
+  np.testing.assert_allclose(loaded_losses, loaded_losses[0], rtol=1e-6)
+  assert abs(loaded_losses[0] - fresh_losses[0]) > 0.05
