@@ -38,14 +38,16 @@ import jax
 
 from maxtext_distill_plugin import features
 from maxtext_distill_plugin import metrics_logger
+from maxtext_distill_plugin import run_guard
 from maxtext_distill_plugin import step as step_lib
 
 
 class TrainResult:
   """What a finished run leaves behind (for the demo and tests)."""
 
-  def __init__(self, last_step: int, history: list[dict], checkpoint_dir: str | None, tensorboard_dir: str | None):
+  def __init__(self, last_step, history, checkpoint_dir, tensorboard_dir, *, preempted: bool = False):
     self.last_step = last_step
+    self.preempted = preempted
     self.history = history
     self.checkpoint_dir = checkpoint_dir
     self.tensorboard_dir = tensorboard_dir
@@ -96,30 +98,49 @@ def train(configs) -> TrainResult:
   if start_step > 0:
     logging.info("Resumed from checkpoint: continuing at step %d of %d", start_step, options.total_steps)
 
+  preemption, guard = run_guard.PreemptionFlag(), run_guard.FiniteGuard()
+  guard.last_checkpoint = start_step - 1 if start_step > 0 else None
   last_step = start_step - 1
-  with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):
-    for step in range(start_step, options.total_steps):
-      batch = data_loader.load_next_batch()
-      state, metrics = train_step(state, teacher_state, batch)
-      logger.add(metrics)
-      last_step = step
-      checkpointing.maybe_save_checkpoint(checkpoint_manager, state, student_config, data_iterator, step)
-      if (step + 1) % student_config.log_period == 0 or step + 1 == options.total_steps:
-        logger.flush(step)
-      if (
-          eval_iterator is not None
-          and student_config.eval_interval > 0
-          and (step + 1) % student_config.eval_interval == 0
-      ):
-        _evaluate(eval_step, state, teacher_state, eval_iterator, student_config, logger, step)
-    logger.flush(last_step)
-    if last_step >= start_step:
-      checkpointing.maybe_save_checkpoint(checkpoint_manager, state, student_config, data_iterator)
-    if checkpoint_manager is not None:
-      checkpointing.wait_until_finished(checkpoint_manager)
+
+  def save(step=None):
+    guard.check()  # never checkpoint parameters that a non-finite loss produced
+    checkpointing.maybe_save_checkpoint(checkpoint_manager, state, student_config, data_iterator, step)
+
+  try:
+    with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):
+      for step in range(start_step, options.total_steps):
+        batch = data_loader.load_next_batch()
+        state, metrics = train_step(state, teacher_state, batch)
+        logger.add(metrics)
+        guard.add(step, metrics)
+        last_step = step
+        if step % student_config.checkpoint_period == 0:
+          save(step)
+          guard.last_checkpoint = step
+        if (step + 1) % student_config.log_period == 0 or step + 1 == options.total_steps:
+          guard.check()
+          logger.flush(step)
+        if _eval_due(student_config, eval_iterator, step):
+          _evaluate(eval_step, state, teacher_state, eval_iterator, student_config, logger, step)
+        if preemption.requested:
+          logging.warning("Preempted: saving a checkpoint at step %d and exiting.", step)
+          break
+      logger.flush(last_step)
+      if last_step >= start_step:
+        save()
+      if checkpoint_manager is not None:
+        checkpointing.wait_until_finished(checkpoint_manager)
+  finally:
+    preemption.restore()
   logger.close()
   checkpoint_dir = str(student_config.checkpoint_dir) if student_config.enable_checkpointing else None
-  return TrainResult(last_step, logger.history, checkpoint_dir, student_config.tensorboard_dir)
+  return TrainResult(
+      last_step, logger.history, checkpoint_dir, student_config.tensorboard_dir, preempted=preemption.requested
+  )
+
+
+def _eval_due(config, eval_iterator, step: int) -> bool:
+  return eval_iterator is not None and config.eval_interval > 0 and (step + 1) % config.eval_interval == 0
 
 
 def _evaluate(eval_step, state, teacher_state, eval_iterator, config, logger, step) -> None:
@@ -140,7 +161,11 @@ def _evaluate(eval_step, state, teacher_state, eval_iterator, config, logger, st
 
 def run(configs) -> int:
   """CLI entry: trains and returns the process exit code."""
-  result = train(configs)
+  try:
+    result = train(configs)
+  except run_guard.NonFiniteLossError as e:
+    logging.error("%s", e)
+    return run_guard.EXIT_NON_FINITE
   logging.info(
       "Finished at step %d. Checkpoints: %s  TensorBoard: %s",
       result.last_step + 1,
