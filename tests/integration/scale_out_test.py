@@ -1,0 +1,55 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Scale-out on the CPU: a sharded 4-device mesh gives the same losses as one device on the same global batch."""
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY_YAML, read_metrics, run_cli, subprocess_env
+
+_COMPARED = ("distill/total_loss", "distill/hard_loss", "distill/soft_loss", "distill/teacher_loss", "grad_norm")
+
+
+def _run(tmp_path, name, devices, teacher_checkpoint, *extra):
+  env = subprocess_env()
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  metrics = tmp_path / f"{name}.jsonl"
+  proc = run_cli(
+      TINY_YAML,
+      f"base_output_directory={tmp_path}",
+      f"run_name={name}",
+      f"metrics_file={metrics}",
+      f"teacher_overrides.load_parameters_path={teacher_checkpoint}",
+      "steps=3",
+      "enable_checkpointing=False",
+      *extra,
+      env=env,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return {r["step"]: r for r in read_metrics(metrics) if "distill/total_loss" in r}
+
+
+@pytest.mark.parametrize(
+    "sharding",
+    [("ici_fsdp_parallelism=4",), ("ici_data_parallelism=2", "ici_fsdp_parallelism=1", "ici_tensor_parallelism=2")],
+)
+def test_sharded_mesh_matches_single_device(tmp_path, teacher_checkpoint, sharding):
+  features = ("distill_beta=0.5", "distill_layer_indices=[0]")
+  single = _run(tmp_path, "one", 1, teacher_checkpoint, "per_device_batch_size=8", *features)
+  sharded = _run(tmp_path, "four", 4, teacher_checkpoint, "per_device_batch_size=2", *features, *sharding)
+  assert sorted(single) == sorted(sharded) == [1, 2, 3]
+  for step in single:
+    for name in _COMPARED + ("distill/out_proj_feature_loss",):
+      np.testing.assert_allclose(sharded[step][name], single[step][name], rtol=2e-5, err_msg=f"{name} step {step}")
