@@ -34,6 +34,26 @@ def _setup_logging() -> None:
   logging.set_verbosity(logging.INFO)
 
 
+def maybe_initialize_distributed() -> None:
+  """Multi-process runs on plain hosts (CPU clusters, tests): set JAX_COORDINATOR_ADDRESS,
+  JAX_NUM_PROCESSES and JAX_PROCESS_ID and the processes join before any config is built.
+  """
+  address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+  if not address or int(os.environ.get("JAX_NUM_PROCESSES", "1")) <= 1:
+    return
+  import jax  # pylint: disable=import-outside-toplevel
+
+  if jax.distributed.is_initialized():
+    return
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(
+      coordinator_address=address,
+      num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+      process_id=int(os.environ["JAX_PROCESS_ID"]),
+  )
+  logging.info("joined %d JAX processes as process %d", jax.process_count(), jax.process_index())
+
+
 def banner() -> str:
   return (
       f"maxtext-distill {_compat.plugin_version()} is the trainer (host MaxText {_compat.maxtext_version()});"
@@ -93,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
   dry_run = "--dry-run" in argv
   argv = [a for a in argv if a != "--dry-run"]
   logging.info(banner())
+  maybe_initialize_distributed()
   try:
     _compat.check_host()
     from maxtext_distill_plugin import config  # pylint: disable=import-outside-toplevel

@@ -53,3 +53,58 @@ def test_sharded_mesh_matches_single_device(tmp_path, teacher_checkpoint, shardi
   for step in single:
     for name in _COMPARED + ("distill/out_proj_feature_loss",):
       np.testing.assert_allclose(sharded[step][name], single[step][name], rtol=2e-5, err_msg=f"{name} step {step}")
+
+
+def test_two_processes_log_what_one_process_logs_on_the_same_global_batch(tmp_path, teacher_checkpoint):
+  """Two JAX processes (gloo CPU collectives) vs one process with two devices: (sum, count) aggregation."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+
+  import portpicker  # pylint: disable=import-outside-toplevel
+
+  from tests.conftest import REPO  # pylint: disable=import-outside-toplevel
+
+  port = portpicker.pick_unused_port()
+  args = [
+      sys.executable,
+      "-m",
+      "maxtext_distill_plugin",
+      TINY_YAML,
+      f"base_output_directory={tmp_path}",
+      "run_name=multi",
+      f"teacher_overrides.load_parameters_path={teacher_checkpoint}",
+      "steps=3",
+      "enable_checkpointing=False",
+      "distill_alpha=0.6",
+      "distill_beta=0.3",
+      "distill_layer_indices=[0]",
+  ]
+  procs = []
+  for process_id in range(2):
+    env = subprocess_env()
+    env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(process_id))
+    log = open(tmp_path / f"p{process_id}.log", "w", encoding="utf-8")  # pylint: disable=consider-using-with
+    procs.append((
+        subprocess.Popen(
+            [*args, f"metrics_file={tmp_path / f'p{process_id}.jsonl'}"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        ),
+        log,
+    ))
+  for proc, log in procs:
+    proc.wait(timeout=600)
+    log.close()
+    assert proc.returncode == 0, (tmp_path / "p0.log").read_text(encoding="utf-8")[-3000:]
+  assert "joined 2 JAX processes" in (tmp_path / "p1.log").read_text(encoding="utf-8")
+  assert not (tmp_path / "p1.jsonl").exists(), "only process 0 writes metrics"
+  multi = {r["step"]: r for r in read_metrics(tmp_path / "p0.jsonl") if "distill/total_loss" in r}
+  single = _run(
+      tmp_path, "single", 2, teacher_checkpoint, "distill_alpha=0.6", "distill_beta=0.3", "distill_layer_indices=[0]"
+  )
+  assert sorted(multi) == sorted(single) == [1, 2, 3]
+  for step in single:
+    for name in _COMPARED + ("distill/out_proj_feature_loss", "distill/kl_div_T1"):
+      np.testing.assert_allclose(multi[step][name], single[step][name], rtol=1e-6, err_msg=f"{name} step {step}")

@@ -123,5 +123,11 @@ def test_gradient_accumulation_keeps_schedules_and_losses(tmp_path, teacher_chec
   for step in full:
     for name in ("distill/alpha", "distill/temperature", "distill/beta_feature", "learning_rate"):
       np.testing.assert_allclose(accum[step][name], full[step][name], rtol=1e-6)
-    for name in ("distill/total_loss", "distill/hard_loss", "distill/soft_loss", "distill/out_proj_feature_loss"):
+    for name in (
+        "distill/total_loss",
+        "distill/hard_loss",
+        "distill/soft_loss",
+        "distill/out_proj_feature_loss",
+        "grad_norm",
+    ):
       np.testing.assert_allclose(accum[step][name], full[step][name], rtol=1e-5, atol=1e-6)
