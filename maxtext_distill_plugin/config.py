@@ -83,7 +83,7 @@ def config_class():
       return data
     data = dict(data)
     section = {k: data.pop(k) for k in list(data) if k in DISTILL_KEYS}
-    settings = DistillSettings(**{**dict(data.pop("distill", None) or {}), **section})
+    settings = settings_from(**{**dict(data.pop("distill", None) or {}), **section})
     if settings.extract_features:
       if not data.get("scan_layers", True):
         raise ValueError(
@@ -110,6 +110,23 @@ def config_class():
   return pydantic.create_model(
       "DistillMaxTextConfig", __base__=host, __validators__=validators, **extra_fields  # type: ignore[call-overload]
   )
+
+
+def settings_from(**values) -> DistillSettings:
+  """Validates the distill_* section; type errors get the same key/value/fix message as range errors."""
+  try:
+    return DistillSettings(**values)
+  except pydantic.ValidationError as e:
+    problems = []
+    for error in e.errors():
+      key = ".".join(str(part) for part in error["loc"]) or "distill section"
+      message = error["msg"].removeprefix("Value error, ")
+      if "Fix:" not in message:
+        field = DistillSettings.model_fields.get(str(error["loc"][0])) if error["loc"] else None
+        hint = f" ({field.description})" if field is not None and field.description else ""
+        message = f"{key}={error.get('input')!r}: {message}. Fix: give {key} a valid value{hint}."
+      problems.append(message)
+    raise ValueError("; ".join(problems)) from None
 
 
 def known_keys() -> frozenset[str]:
@@ -161,6 +178,8 @@ def parse_cli(argv: list[str]) -> tuple[str, dict[str, str]]:
       close = difflib.get_close_matches(top, known_keys(), n=3)
       hint = f" Did you mean {', '.join(close)}?" if close else ""
       raise errors.ConfigError(top, value, f"remove it or fix its spelling; it is not a MaxText or distill key.{hint}")
+    if key == "steps" and value.lstrip("-").isdigit() and int(value) <= 0:
+      raise errors.ConfigError("steps", value, "set steps to the number of optimizer steps to run, e.g. steps=1000.")
     overrides[key] = value
   return resolve_yaml(argv[1]), overrides
 
@@ -271,9 +290,11 @@ def build(argv: list[str]) -> DistillConfigs:
   teacher = None
   if not offline:
     shared = {k.split(".")[0]: getattr(global_config, k.split(".")[0]) for k in cli if k in TEACHER_SHARED_KEYS}
-    # The distill_* section is run-level: the teacher must sow exactly when the student does.
+    # The distill_* section is run-level: the teacher must sow exactly when the student does. The teacher never
+    # reads data (it scores the student's batches), so MaxText's data-source checks are kept off it.
     run_level = settings.model_dump()
-    teacher = _initialize(base, log_config=False, **{**shared, **teacher_overrides, **run_level})
+    inert_data = {"dataset_type": "synthetic"}
+    teacher = _initialize(base, log_config=False, **{**inert_data, **shared, **teacher_overrides, **run_level})
     _check_checkpoint_path("teacher_overrides.load_parameters_path", teacher.load_parameters_path)
   if student.load_parameters_path:
     _check_checkpoint_path("load_parameters_path", student.load_parameters_path)

@@ -46,6 +46,7 @@ import json
 import logging as std_logging
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,7 +60,9 @@ from maxtext_distill_plugin import demo_data
 
 MODEL_YAML = "demo-model.yml"
 RECIPE_YAML = "demo-pruning-recovery.yml"
-KEEP_LAYERS = (0, 1)
+# First and last layer: of the 2-of-4 choices this one starts worst and recovers best (measured on this demo).
+KEEP_LAYERS = (0, 3)
+_STEP_LINE = re.compile(r"completed step: (\d+), seconds: ([\d.]+).*?\bloss: ([\d.]+)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +147,7 @@ def _subprocess_env() -> dict:
   return env
 
 
-# --- Teacher ------------------------------------------------------------------------------------------------------
+# --- Teacher --------------------------------------------------------------------------------------
 
 
 def _teacher_stamp(data: demo_data.DemoData, steps: int) -> dict:
@@ -175,28 +178,23 @@ def pretrain_command(paths: Paths, data: demo_data.DemoData, steps: int) -> list
   ]
 
 
-def _run_logged(cmd: list[str], log_path: str, echo_every: int) -> None:
-  """Runs ``cmd``, writing all output to ``log_path`` and echoing every ``echo_every``-th step line."""
-  with open(log_path, "w", encoding="utf-8") as log:
+def _run_logged(cmd: list[str], log_path: str, total_steps: int) -> None:
+  """Runs ``cmd``, writing all its output to ``log_path`` and echoing the loss seven times along the way."""
+  echo_every = max(1, total_steps // 7)
+  popen_args = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True, "env": _subprocess_env()}
+  with open(log_path, "w", encoding="utf-8") as log, subprocess.Popen(cmd, **popen_args) as proc:
     log.write(" ".join(cmd) + "\n")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_subprocess_env())
     for line in proc.stdout:
       log.write(line)
-      _maybe_echo(line, echo_every)
+      match = _STEP_LINE.search(line)
+      if match and (int(match.group(1)) + 1) % echo_every == 0:
+        step, seconds, loss = int(match.group(1)) + 1, float(match.group(2)), float(match.group(3))
+        print(f"  teacher step {step}/{total_steps}: train loss {loss:.3f} ({seconds:.2f}s/step)", flush=True)
     code = proc.wait()
   if code != 0:
     with open(log_path, encoding="utf-8") as f:
       tail = f.readlines()[-30:]
     raise RuntimeError(f"{cmd[2]} failed with exit code {code}; last lines of {log_path}:\n{''.join(tail)}")
-
-
-def _maybe_echo(line: str, every: int) -> None:
-  marker = "completed step: "
-  if marker not in line:
-    return
-  step = line.split(marker, 1)[1].split(",", 1)[0]
-  if step.isdigit() and (int(step) + 1) % every == 0:
-    print("  teacher " + line[line.index(marker) :].strip()[:110], flush=True)
 
 
 def ensure_teacher(paths: Paths, data: demo_data.DemoData, steps: int) -> tuple[str, bool]:
@@ -208,7 +206,7 @@ def ensure_teacher(paths: Paths, data: demo_data.DemoData, steps: int) -> tuple[
     return items, True
   shutil.rmtree(paths.teacher_run, ignore_errors=True)
   os.makedirs(paths.teacher_run, exist_ok=True)
-  _run_logged(pretrain_command(paths, data, steps), os.path.join(paths.root, "teacher-pretrain.log"), max(1, steps // 7))
+  _run_logged(pretrain_command(paths, data, steps), os.path.join(paths.root, "teacher-pretrain.log"), steps)
   items = _latest_items(os.path.join(paths.teacher_run, "checkpoints"))
   if items is None:
     raise RuntimeError(f"MaxText's pre-training wrote no checkpoint under {paths.teacher_run}.")
@@ -217,7 +215,7 @@ def ensure_teacher(paths: Paths, data: demo_data.DemoData, steps: int) -> tuple[
   return items, False
 
 
-# --- Configs and evaluation --------------------------------------------------------------------------------------
+# --- Configs and evaluation -----------------------------------------------------------------------
 
 
 def recipe_argv(paths: Paths, data, teacher_items: str, student_items: str, plan: Plan) -> list[str]:
@@ -317,7 +315,7 @@ def _with_student(argv: list[str], items: str) -> list[str]:
   return [a for a in argv if not a.startswith(key)] + [key + items]
 
 
-# --- Report ----------------------------------------------------------------------------------------------------------
+# --- Report ---------------------------------------------------------------------------------------
 
 
 def _row(name: str, layers, ce: float) -> str:
@@ -331,61 +329,97 @@ def format_report(results: dict) -> str:
   recovered = (ce["pruned_student"] - ce["distilled_student"]) / gap if gap > 0 else float("nan")
   lines = [
       "",
-      f"Held-out split: {results['eval_files']} standard-library files not used for training;"
-      f" {results['eval_tokens']} target tokens ({results['eval_batches']} batches of MaxText's eval iterator).",
+      (
+          f"Held-out split: {results['eval_files']} standard-library files not used for training;"
+          f" {results['eval_tokens']} target tokens ({results['eval_batches']} batches of MaxText's eval iterator)."
+      ),
       f"  {'model':<34} {'layers':>6} {'CE (nats)':>10} {'perplexity':>11}",
       _row("unigram (training-split counts)", "-", ce["unigram"]),
       _row("teacher (MaxText pre-training)", results["teacher_layers"], ce["teacher"]),
       _row("pruned student, before", results["student_layers"], ce["pruned_student"]),
       _row("student after distillation", results["student_layers"], ce["distilled_student"]),
-      f"Distillation closed {100 * recovered:.0f}% of the teacher-student gap in {results['distill_steps']} steps"
-      f" (trainer's own eval: student CE {results['trainer_eval'].get('eval/hard_loss', float('nan')):.3f},"
-      f" teacher CE {results['trainer_eval'].get('eval/teacher_loss', float('nan')):.3f}).",
+      (
+          f"Distillation closed {100 * recovered:.0f}% of the teacher-student gap in {results['distill_steps']} steps"
+          " (the trainer's own eval of the same batches: student CE"
+          f" {results['trainer_eval'].get('eval/hard_loss', float('nan')):.3f}, teacher CE"
+          f" {results['trainer_eval'].get('eval/teacher_loss', float('nan')):.3f})."
+      ),
       "",
       f"Teacher checkpoint:          {results['paths']['teacher']}",
       f"Pruned student checkpoint:   {results['paths']['pruned']}",
-      f"Distilled student checkpoint: {results['paths']['student']}",
-      f"TensorBoard:                 tensorboard --logdir {results['paths']['tensorboard']}",
+      f"Distilled student:           {results['paths']['student']}",
+      f"TensorBoard (both runs):     tensorboard --logdir {results['paths']['root']}",
+      f"  distillation logs:         {results['paths']['tensorboard']}",
+      f"  teacher pre-training logs: {results['paths']['teacher_tensorboard']}",
       f"Tokenizer:                   {results['paths']['tokenizer']}",
       "Stage times: " + ", ".join(f"{k} {v:.0f}s" for k, v in results["seconds"].items()),
   ]
   return "\n".join(lines)
 
 
-# --- Main ---------------------------------------------------------------------------------------------------------------
+# --- Stages ---------------------------------------------------------------------------------------
+
+
+def prune_student(paths: Paths, teacher_items: str):
+  """Writes the pruned student checkpoint afresh; returns the :class:`pruning.PruneReport`."""
+  from maxtext_distill_plugin import pruning  # pylint: disable=import-outside-toplevel
+
+  shutil.rmtree(os.path.dirname(os.path.dirname(paths.pruned_items)), ignore_errors=True)
+  return pruning.prune_layers(teacher_items, paths.pruned_items, list(KEEP_LAYERS))
+
+
+def evaluate_before(configs, data: demo_data.DemoData, batches: list[dict]) -> dict[str, float]:
+  """Held-out CE of the unigram floor, the teacher and the pruned student."""
+  ce = {
+      "unigram": unigram_cross_entropy(data.train_pattern, data.vocab_size, batches),
+      "teacher": held_out_cross_entropy(configs.teacher, batches),
+      "pruned_student": held_out_cross_entropy(configs.student, batches),
+  }
+  print("  held-out CE: " + ", ".join(f"{k} {v:.3f}" for k, v in ce.items()), flush=True)
+  return ce
+
+
+def distill(paths: Paths, configs):
+  """The online distillation run (a fresh one each time); returns the trainer's ``TrainResult``."""
+  from maxtext_distill_plugin import trainer  # pylint: disable=import-outside-toplevel
+
+  shutil.rmtree(paths.student_run, ignore_errors=True)
+  return trainer.train(configs)
+
+
+def evaluate_distilled(argv: list[str], data: demo_data.DemoData, trained, batches: list[dict]) -> tuple[str, float]:
+  """Loads the distilled student's last checkpoint as MaxText would; returns ``(items dir, held-out CE)``."""
+  student_items = _latest_items(trained.checkpoint_dir)
+  if student_items is None:
+    raise RuntimeError(f"the distillation wrote no checkpoint under {trained.checkpoint_dir}.")
+  configs = build_configs(_with_student(argv, student_items), data)
+  return student_items, held_out_cross_entropy(configs.student, batches)
+
+
+# --- Main -----------------------------------------------------------------------------------------
 
 
 def run(output_dir: str, plan: Plan) -> dict:
   """Runs every stage; returns (and writes to ``results.json``) the numbers and paths."""
-  from maxtext_distill_plugin import pruning  # pylint: disable=import-outside-toplevel
-
   paths = Paths(os.path.abspath(output_dir))
   os.makedirs(paths.root, exist_ok=True)
   timer = StageTimer()
   with timer.stage("data"):
-    max_length = _model_max_length()
-    data = demo_data.prepare(paths.data, chunk_tokens=max_length, max_files=plan.max_files)
+    data = demo_data.prepare(paths.data, chunk_tokens=_model_max_length(), max_files=plan.max_files)
   with timer.stage("teacher"):
     teacher_items, reused = ensure_teacher(paths, data, plan.teacher_steps)
     print(f"  teacher {'reused' if reused else 'pre-trained'}: {teacher_items}", flush=True)
   with timer.stage("prune"):
-    shutil.rmtree(os.path.dirname(os.path.dirname(paths.pruned_items)), ignore_errors=True)
-    report = pruning.prune_layers(teacher_items, paths.pruned_items, list(KEEP_LAYERS))
+    report = prune_student(paths, teacher_items)
   with timer.stage("eval before"):
     argv = recipe_argv(paths, data, teacher_items, paths.pruned_items, plan)
     configs = build_configs(argv, data)
     batches = collect_eval_batches(configs.student, plan.eval_batches)
-    ce = {
-        "unigram": unigram_cross_entropy(data.train_pattern, data.vocab_size, batches),
-        "teacher": held_out_cross_entropy(configs.teacher, batches),
-        "pruned_student": held_out_cross_entropy(configs.student, batches),
-    }
+    ce = evaluate_before(configs, data, batches)
   with timer.stage("distill"):
-    trained = _distill(paths, configs)
+    trained = distill(paths, configs)
   with timer.stage("eval after"):
-    student_items = _latest_items(trained.checkpoint_dir)
-    after = build_configs(_with_student(argv, student_items), data)
-    ce["distilled_student"] = held_out_cross_entropy(after.student, batches)
+    student_items, ce["distilled_student"] = evaluate_distilled(argv, data, trained, batches)
   evals = [h for h in trained.history if "eval/hard_loss" in h]
   results = {
       "cross_entropy": ce,
@@ -399,10 +433,12 @@ def run(output_dir: str, plan: Plan) -> dict:
       "trainer_eval": evals[-1] if evals else {},
       "seconds": timer.seconds,
       "paths": {
+          "root": paths.root,
           "teacher": teacher_items,
           "pruned": paths.pruned_items,
           "student": student_items,
           "tensorboard": trained.tensorboard_dir,
+          "teacher_tensorboard": os.path.join(paths.teacher_run, "tensorboard"),
           "tokenizer": data.tokenizer_path,
       },
   }
@@ -418,21 +454,14 @@ def _model_max_length() -> int:
     return int(yaml.safe_load(f)["max_target_length"])
 
 
-def _distill(paths: Paths, configs):
-  from maxtext_distill_plugin import trainer  # pylint: disable=import-outside-toplevel
-
-  shutil.rmtree(paths.student_run, ignore_errors=True)
-  return trainer.train(configs)
+_PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class _PluginRecordsOnly(std_logging.Filter):
   """Lets through the plugin's own INFO lines (progress, evals) and anyone's errors; hides the hosts' chatter."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.ERROR or _PLUGIN_DIR in os.path.abspath(record.pathname)
-
-
-_PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    return record.levelno >= std_logging.ERROR or os.path.abspath(record.pathname).startswith(_PLUGIN_DIR)
 
 
 def _quiet_host_logs() -> None:
@@ -442,7 +471,9 @@ def _quiet_host_logs() -> None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog="python -m maxtext_distill_plugin.demo", description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(
+      prog="python -m maxtext_distill_plugin.demo", description=__doc__.split("\n", maxsplit=1)[0]
+  )
   parser.add_argument("--output-dir", default="demo_output", help="where every artifact goes (default: demo_output)")
   parser.add_argument("--fast", action="store_true", help="a few steps of each stage on a small corpus (smoke test)")
   return parser.parse_args(argv)

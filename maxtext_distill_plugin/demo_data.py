@@ -153,7 +153,7 @@ def train_tokenizer(corpus: Corpus, model_path: str, vocab_size: int = VOCAB_SIZ
 
   spm.set_random_generator_seed(SEED)
   model = io.BytesIO()
-  spm.SentencePieceTrainer.train(
+  spm.SentencePieceTrainer.Train(
       sentence_iterator=_training_lines(corpus),
       model_writer=model,
       model_type="bpe",
@@ -197,7 +197,7 @@ def encode_split(tokenizer, root: str, paths: tuple[str, ...], chunk_tokens: int
   """All chunks of ``paths``, in a seeded random order."""
   chunks = []
   for rel_path in paths:
-    ids = [BOS_ID] + tokenizer.encode(read_source(root, rel_path)) + [EOS_ID]
+    ids = [BOS_ID] + tokenizer.EncodeAsIds(read_source(root, rel_path)) + [EOS_ID]
     chunks.extend(chunk_document(ids, chunk_tokens))
   random.Random(SEED).shuffle(chunks)
   return chunks
@@ -207,7 +207,7 @@ def serialize(ids: list[int]) -> bytes:
   """One record: a ``tf.train.Example`` with ``COLUMN`` as an int64 list (what MaxText's ``ParseFeatures`` reads)."""
   from maxtext.input_pipeline.protos import example_pb2  # pylint: disable=import-outside-toplevel
 
-  example = example_pb2.Example()
+  example = example_pb2.Example()  # pylint: disable=no-member
   example.features.feature[COLUMN].int64_list.value.extend(ids)
   return example.SerializeToString()
 
@@ -216,7 +216,7 @@ def write_array_record(path: str, chunks: list[list[int]]) -> None:
   """Writes ``chunks`` as one ArrayRecord file (one record per group, for random access)."""
   from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
 
-  writer = array_record_module.ArrayRecordWriter(path, "group_size:1")
+  writer = array_record_module.ArrayRecordWriter(path, "group_size:1")  # pylint: disable=c-extension-no-member
   try:
     for ids in chunks:
       writer.write(serialize(ids))
@@ -229,14 +229,14 @@ def read_array_record(path: str) -> list[list[int]]:
   from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
   from maxtext.input_pipeline.protos import example_pb2  # pylint: disable=import-outside-toplevel
 
-  reader = array_record_module.ArrayRecordReader(path)
+  reader = array_record_module.ArrayRecordReader(path)  # pylint: disable=c-extension-no-member
   try:
     records = reader.read_all()
   finally:
     reader.close()
   out = []
   for record in records:
-    example = example_pb2.Example()
+    example = example_pb2.Example()  # pylint: disable=no-member
     example.ParseFromString(record)
     out.append(list(example.features.feature[COLUMN].int64_list.value))
   return out
@@ -266,9 +266,7 @@ def _load_manifest(data_dir: str) -> dict | None:
     return None
 
 
-def prepare(
-    data_dir: str, chunk_tokens: int, vocab_size: int = VOCAB_SIZE, max_files: int | None = None
-) -> DemoData:
+def prepare(data_dir: str, chunk_tokens: int, vocab_size: int = VOCAB_SIZE, max_files: int | None = None) -> DemoData:
   """Makes (or reuses) the tokenizer and the train/eval ArrayRecord files under ``data_dir``.
 
   Args:
@@ -288,7 +286,11 @@ def prepare(
   train_path = os.path.join(data_dir, "train.array_record")
   eval_path = os.path.join(data_dir, "eval.array_record")
   manifest = _load_manifest(data_dir)
-  if manifest and manifest.get("settings") == settings and all(map(os.path.exists, (tokenizer_path, train_path, eval_path))):
+  if (
+      manifest
+      and manifest.get("settings") == settings
+      and all(map(os.path.exists, (tokenizer_path, train_path, eval_path)))
+  ):
     logging.info("Reusing demo data in %s", data_dir)
     return DemoData(tokenizer_path, train_path, eval_path, vocab_size, manifest["stats"], _fingerprint(settings))
 

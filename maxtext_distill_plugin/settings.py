@@ -46,6 +46,17 @@ class DistillSettings(pydantic.BaseModel):
   distill_layer_indices: list[int] | None = Field(
       None, description="Scanned layers whose out_projection activations are aligned; None means every layer."
   )
+  distill_loss_impl: Literal["auto", "dense", "chunked"] = Field(
+      "auto",
+      description=(
+          "dense: full [B, S, V] logits; chunked: tiles from hidden states (chunked_objective); auto: chunked"
+          " when a model has num_vocab_tiling > 1 or the student's logits would be large, dense otherwise."
+      ),
+  )
+  distill_seq_chunk: int = Field(128, gt=0, description="Chunked loss: sequence positions per tile (all rows).")
+  distill_vocab_chunk: int | None = Field(
+      None, gt=0, description="Chunked loss: vocabulary columns per tile; None takes the whole vocabulary."
+  )
 
   @pydantic.field_validator(
       "distill_alpha_schedule", "distill_temperature_schedule", "distill_beta_schedule", mode="before"

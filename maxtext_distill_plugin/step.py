@@ -27,7 +27,9 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from maxtext_distill_plugin import chunked_objective
 from maxtext_distill_plugin import features
+from maxtext_distill_plugin import lean_forward
 from maxtext_distill_plugin import objective
 from maxtext_distill_plugin import reductions
 from maxtext_distill_plugin.schedules import schedule_value
@@ -43,6 +45,30 @@ class StepOptions:
   accumulation_steps: int = 1
   clip_threshold: float = 0.0
   enable_dropout: bool = False
+  chunked_loss: bool = False  # see use_chunked_loss
+
+
+# "auto" picks the chunked loss from this many student logits per micro-batch on a device (256 MiB in float32).
+AUTO_CHUNKED_MIN_LOGITS = 1 << 26
+
+
+def use_chunked_loss(settings: DistillSettings, student_config, teacher_config) -> bool:
+  """Resolves ``distill_loss_impl``: whether the step computes the loss from hidden states, tile by tile."""
+  if settings.distill_loss_impl == "dense":
+    return False
+  configs = [student_config, teacher_config]
+  reasons = [] if teacher_config is not None else ["the offline teacher cache has no teacher hidden states"]
+  reasons += [r for r in map(lean_forward.unsupported_reason, filter(None, configs)) if r]
+  if settings.distill_loss_impl == "chunked":
+    if reasons:
+      raise ValueError(f"distill_loss_impl=chunked: {reasons[0]}. Fix: set distill_loss_impl=dense.")
+    return True
+  # A model with num_vocab_tiling > 1 returns no logits in training: only the chunked loss can run.
+  if any(c.num_vocab_tiling > 1 for c in filter(None, configs)):
+    return not reasons
+  c = student_config
+  logits = c.per_device_batch_size * c.max_target_length * c.vocab_size / max(c.gradient_accumulation_steps, 1)
+  return not reasons and logits >= AUTO_CHUNKED_MIN_LOGITS
 
 
 def scheduled_weights(settings: DistillSettings, step, total_steps: int) -> objective.LossWeights:
@@ -67,16 +93,27 @@ def forward(model: nnx.Module, batch: dict, *, settings: DistillSettings, enable
       decoder_target_tokens=batch["targets"],
       decoder_target_mask=batch["targets_segmentation"],
   )
+  return logits, _pop_features(model, settings)
+
+
+def forward_hidden(model: nnx.Module, batch: dict, *, settings: DistillSettings, enable_dropout: bool):
+  """Like :func:`forward` without logits: ``((hidden [B, S, D], unembed [D, V], softcap), features)``."""
+  head = lean_forward.forward_hidden(model, batch, enable_dropout=enable_dropout)
+  return head, _pop_features(model, settings)
+
+
+def _pop_features(model: nnx.Module, settings: DistillSettings):
+  """The chosen layers' sown features ``[L, B, S, D]``, or None when the feature loss is off."""
   sown = features.pop_out_projection(model)
   if not settings.extract_features:
-    return logits, None
+    return None
   if sown is None:
     raise ValueError(
         f"distill_beta={settings.distill_beta} (end {settings.distill_beta_end}) needs the attention"
         f" {features.SOW_NAME}, but {type(model).__name__} sowed none. Fix: use a decoder whose attention"
         " layer is maxtext.layers.attentions.Attention with scan_layers=True, or set distill_beta=0.0."
     )
-  return logits, features.select_layers(sown, settings.distill_layer_indices)
+  return features.select_layers(sown, settings.distill_layer_indices)
 
 
 def token_mask(batch: dict) -> jnp.ndarray:
@@ -89,6 +126,48 @@ def teacher_outputs(teacher_graphdef, teacher_state, batch, settings: DistillSet
   teacher = nnx.merge(teacher_graphdef, jax.lax.stop_gradient(teacher_state))
   logits, feats = forward(teacher, batch, settings=settings, enable_dropout=False)
   return jax.lax.stop_gradient(objective.TeacherOutputs(logits_BxSxV=logits, features_LxBxSxD=feats))
+
+
+def teacher_for_loss(teacher_graphdef, teacher_state, batch, settings: DistillSettings, chunked: bool):
+  """What the loss needs from the frozen teacher: TeacherOutputs (dense) or ``forward_hidden``'s output (chunked)."""
+  if not chunked:
+    return teacher_outputs(teacher_graphdef, teacher_state, batch, settings)
+  teacher = nnx.merge(teacher_graphdef, jax.lax.stop_gradient(teacher_state))
+  (hidden, unembed, softcap), feats = forward_hidden(teacher, batch, settings=settings, enable_dropout=False)
+  return jax.lax.stop_gradient((hidden, unembed, feats)), softcap
+
+
+def student_terms(model, teacher, batch, weights, settings: DistillSettings, *, chunked: bool, enable_dropout: bool):
+  """``(objective_sum, count, metrics)`` of the student ``model`` against ``teacher_for_loss``'s output."""
+  if not chunked:
+    logits, feats = forward(model, batch, settings=settings, enable_dropout=enable_dropout)
+    return objective.distillation_terms(
+        logits,
+        teacher,
+        batch["targets"],
+        token_mask(batch),
+        weights,
+        student_features_LxBxSxD=feats,
+        feature_loss_type=settings.distill_feature_loss_type,
+    )
+  (teacher_hidden, teacher_unembed, teacher_feats), teacher_softcap = teacher
+  (hidden, unembed, softcap), feats = forward_hidden(model, batch, settings=settings, enable_dropout=enable_dropout)
+  return chunked_objective.distillation_terms_from_hidden(
+      hidden,
+      unembed,
+      teacher_hidden,
+      teacher_unembed,
+      batch["targets"],
+      token_mask(batch),
+      weights,
+      student_features_LxBxSxD=feats,
+      teacher_features_LxBxSxD=teacher_feats,
+      feature_loss_type=settings.distill_feature_loss_type,
+      seq_chunk=settings.distill_seq_chunk,
+      vocab_chunk=settings.distill_vocab_chunk,
+      student_logit_softcap=softcap,
+      teacher_logit_softcap=teacher_softcap,
+  )
 
 
 def _split_micro_batches(batch: dict, k: int) -> dict:
@@ -105,19 +184,18 @@ def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, lear
   settings = options.settings
 
   def micro_step(model_graphdef, params, rest, teacher_state, micro_batch, weights):
-    teacher = teacher_outputs(teacher_graphdef, teacher_state, micro_batch, settings)
+    teacher = teacher_for_loss(teacher_graphdef, teacher_state, micro_batch, settings, options.chunked_loss)
 
     def objective_sum_fn(p):
       model = nnx.merge(model_graphdef, p, rest)
-      logits, feats = forward(model, micro_batch, settings=settings, enable_dropout=options.enable_dropout)
-      total, count, metrics = objective.distillation_terms(
-          logits,
+      total, count, metrics = student_terms(
+          model,
           teacher,
-          micro_batch["targets"],
-          token_mask(micro_batch),
+          micro_batch,
           weights,
-          student_features_LxBxSxD=feats,
-          feature_loss_type=settings.distill_feature_loss_type,
+          settings,
+          chunked=options.chunked_loss,
+          enable_dropout=options.enable_dropout,
       )
       return total, (count, metrics, nnx.state(model, nnx.Not(nnx.Param)))
 
@@ -166,16 +244,9 @@ def make_eval_step(state_graphdef, teacher_graphdef, options: StepOptions):
   def eval_step(state, teacher_state, batch):
     train_state = nnx.merge(state_graphdef, state)
     weights = scheduled_weights(settings, train_state.optimizer.step.get_value(), options.total_steps)
-    teacher = teacher_outputs(teacher_graphdef, teacher_state, batch, settings)
-    logits, feats = forward(train_state.model, batch, settings=settings, enable_dropout=False)
-    _, _, metrics = objective.distillation_terms(
-        logits,
-        teacher,
-        batch["targets"],
-        token_mask(batch),
-        weights,
-        student_features_LxBxSxD=feats,
-        feature_loss_type=settings.distill_feature_loss_type,
+    teacher = teacher_for_loss(teacher_graphdef, teacher_state, batch, settings, options.chunked_loss)
+    _, _, metrics = student_terms(
+        train_state.model, teacher, batch, weights, settings, chunked=options.chunked_loss, enable_dropout=False
     )
     return {
         "eval/hard_loss": metrics["distill/hard_loss"],

@@ -85,7 +85,9 @@ def train(configs) -> TrainResult:
       accumulation_steps=int(student_config.gradient_accumulation_steps),
       clip_threshold=float(student_config.gradient_clipping_threshold),
       enable_dropout=bool(student_config.enable_dropout),
+      chunked_loss=step_lib.use_chunked_loss(settings, student_config, configs.teacher),
   )
+  logging.info("Distillation loss: %s", "chunked (from hidden states)" if options.chunked_loss else "dense (full logits)")
   train_step = jax.jit(
       step_lib.make_train_step(state_graphdef, teacher_graphdef, options, lr_schedule),
       donate_argnums=(0,),

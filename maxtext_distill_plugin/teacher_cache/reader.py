@@ -1,0 +1,185 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Reads a teacher cache: random access by global record index, a Grain data source.
+
+Global record order is shard order in the manifest (part, then host), then the
+order of records inside a shard. Each record decodes to a dict of NumPy arrays::
+
+  inputs, targets, inputs_segmentation, targets_segmentation,
+  inputs_position, targets_position                      [S] int32
+  teacher_topk_ids                                       [S, k] int32, ascending id per row
+  teacher_topk_logprobs                                  [S, k] float32, log p at T=1
+  teacher_tail_logmass                                   [S] float32, log of the mass outside the k ids
+"""
+
+import bisect
+import os
+import threading
+
+from absl import logging
+from array_record.python import array_record_module
+import numpy as np
+
+from maxtext_distill_plugin.teacher_cache import format as cache_format
+from maxtext_distill_plugin.teacher_cache import writer as cache_writer
+
+
+class CacheIntegrityError(ValueError):
+  """A shard is missing, resized or altered; the message names the file, the expected and the actual value."""
+
+
+class TeacherCache:
+  """A Grain ``RandomAccessDataSource`` over a cache's shards (``len``, ``[i]``). Picklable: readers reopen lazily."""
+
+  def __init__(self, directory: str, manifest: cache_format.Manifest):
+    self.directory = directory
+    self.manifest = manifest
+    self._record_starts = np.cumsum([0] + [s.records for s in manifest.shards]).tolist()
+    self._readers: dict[int, array_record_module.ArrayRecordReader] = {}
+    self._lock = threading.Lock()
+
+  @property
+  def top_k(self) -> int:
+    return self.manifest.identity.top_k
+
+  @property
+  def vocab_size(self) -> int:
+    return self.manifest.identity.vocab_size
+
+  def __len__(self) -> int:
+    return self._record_starts[-1]
+
+  def __repr__(self) -> str:
+    return f"TeacherCache({self.directory!r}, records={len(self)}, k={self.top_k})"
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state["_readers"], state["_lock"] = {}, None
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+
+  def _reader(self, shard_index: int) -> array_record_module.ArrayRecordReader:
+    with self._lock:
+      if shard_index not in self._readers:
+        path = os.path.join(self.directory, self.manifest.shards[shard_index].file)
+        self._readers[shard_index] = array_record_module.ArrayRecordReader(path, "readahead_buffer_size:0")
+      return self._readers[shard_index]
+
+  def locate(self, index: int) -> tuple[int, int]:
+    """``(shard index, record index inside the shard)`` of global record ``index``."""
+    index = int(index)
+    if not 0 <= index < len(self):
+      raise IndexError(f"record {index} is outside [0, {len(self)}) of {self.directory}")
+    shard = bisect.bisect_right(self._record_starts, index) - 1
+    return shard, index - self._record_starts[shard]
+
+  def raw_record(self, index: int) -> bytes:
+    shard, offset = self.locate(index)
+    return self._reader(shard).read([offset])[0]
+
+  def __getitem__(self, index) -> dict[str, np.ndarray]:
+    return cache_format.decode_record(self.raw_record(index), vocab_size=self.vocab_size)
+
+  def __getitems__(self, indices) -> list[dict[str, np.ndarray]]:
+    return [self[i] for i in indices]
+
+  def close(self) -> None:
+    with self._lock:
+      for reader in self._readers.values():
+        reader.close()
+      self._readers.clear()
+
+
+def iter_shard_records(path: str, chunk: int = 64):
+  """``(index, record bytes)`` of one ArrayRecord file in order, ``chunk`` records in memory at a time."""
+  records = array_record_module.ArrayRecordReader(path)
+  try:
+    total = records.num_records()
+    for start in range(0, total, chunk):
+      for offset, raw in enumerate(records.read(list(range(start, min(start + chunk, total))))):
+        yield start + offset, raw
+  finally:
+    records.close()
+
+
+def check_shard(directory: str, shard: cache_format.ShardInfo, *, checksum: bool = True) -> None:
+  """Raises :class:`CacheIntegrityError` naming the file when it differs from the manifest."""
+  path = os.path.join(directory, shard.file)
+  if not os.path.isfile(path):
+    raise CacheIntegrityError(f"{path}: listed in the manifest but missing. Fix: rerun the caching tool to resume.")
+  size = os.path.getsize(path)
+  if size != shard.bytes:
+    raise CacheIntegrityError(f"{path}: size expected {shard.bytes} bytes, actual {size}. The shard is damaged.")
+  if checksum:
+    actual = cache_writer.file_sha256(path)
+    if actual != shard.sha256:
+      raise CacheIntegrityError(
+          f"{path}: sha256 expected {shard.sha256}, actual {actual}. The shard is damaged; delete it and rerun the"
+          " caching tool, which rewrites it."
+      )
+
+
+def open_cache(directory: str, *, verify_checksums: bool = True, allow_incomplete: bool = False) -> TeacherCache:
+  """Opens a cache after checking its manifest, every shard's size and (by default) sha256.
+
+  Args:
+    directory: the cache directory (``offline_data_dir``).
+    verify_checksums: hash every shard (reads the whole cache once); sizes are always checked.
+    allow_incomplete: accept a cache whose writing has not finished (only its listed shards are read).
+
+  Returns:
+    A :class:`TeacherCache`.
+  """
+  manifest = cache_format.read_manifest(directory)
+  if not manifest.complete and not allow_incomplete:
+    raise CacheIntegrityError(
+        f"{os.path.join(directory, cache_format.MANIFEST_NAME)}: the cache is incomplete (steps"
+        f" [{manifest.first_step}, {manifest.last_step}) written). Fix: rerun the caching tool with the same arguments to"
+        " finish it."
+    )
+  for shard in manifest.shards:
+    check_shard(directory, shard, checksum=verify_checksums)
+  logging.info("Opened teacher cache %s: %d sequences, k=%d", directory, manifest.records, manifest.identity.top_k)
+  return TeacherCache(directory, manifest)
+
+
+def host_dataset(
+    cache: TeacherCache, batch_size: int, *, process_index: int = 0, process_count: int = 1, shuffle_seed=None
+):
+  """Host-local batches for training: a Grain ``IterDataset`` of dicts of ``[batch_size, ...]`` arrays.
+
+  Records are split into ``process_count`` contiguous equal slices (the rest
+  dropped), optionally shuffled, repeated forever, and batched; its iterator is
+  checkpointable like any Grain iterator.
+
+  Args:
+    cache: an opened cache.
+    batch_size: rows per host per step (``per_device_batch_size * local devices``).
+    process_index: this host, ``jax.process_index()``.
+    process_count: ``jax.process_count()``.
+    shuffle_seed: None keeps cache order; an int shuffles each epoch.
+  """
+  import grain  # pylint: disable=import-outside-toplevel
+
+  per_host = len(cache) // process_count
+  if per_host < batch_size:
+    raise ValueError(f"{cache.directory} holds {len(cache)} sequences: too few for {process_count} hosts x {batch_size}")
+  dataset = grain.MapDataset.source(cache)[process_index * per_host : (process_index + 1) * per_host]
+  if shuffle_seed is not None:
+    dataset = dataset.shuffle(seed=shuffle_seed)
+  return dataset.repeat().batch(batch_size, drop_remainder=True).to_iter_dataset()

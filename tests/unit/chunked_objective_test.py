@@ -1,0 +1,279 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Tests for maxtext_distill_plugin.chunked_objective against objective.distillation_terms on full logits."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from maxtext_distill_plugin import chunked_objective
+from maxtext_distill_plugin import objective
+
+VALUE_RTOL, VALUE_ATOL = 1e-5, 1e-5
+GRAD_RTOL, GRAD_ATOL = 1e-4, 1e-6
+# S=11 divides by neither chunk below; V=37 does not divide by 10. Widths differ between the models.
+STUDENT_DIM, TEACHER_DIM, FEATURE_DIM, LAYERS, VOCAB = 8, 12, 8, 2, 37
+SEQ_CHUNK = 4
+# Ragged right padding plus interior holes (as with packing); 22 valid tokens out of 33.
+MASK = np.array(
+    [
+        [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+        [1, 1, 0, 1, 1, 1, 0, 1, 1, 0, 0],
+        [1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0],
+    ],
+    dtype=bool,
+)
+METRIC_NAMES = (
+    "distill/soft_loss",
+    "distill/hard_loss",
+    "distill/teacher_loss",
+    "distill/kl_div_at_T",
+    "distill/kl_div_T1",
+    "distill/out_proj_feature_loss",
+    "distill/total_loss",
+)
+
+
+def _inputs(seed, mask=MASK, vocab=VOCAB):
+  rng = np.random.default_rng(seed)
+  batch, seq = mask.shape
+  return {
+      "student_hidden": rng.standard_normal((batch, seq, STUDENT_DIM)).astype(np.float32),
+      "student_unembed": (2.0 * rng.standard_normal((STUDENT_DIM, vocab)) / np.sqrt(STUDENT_DIM)).astype(np.float32),
+      "teacher_hidden": rng.standard_normal((batch, seq, TEACHER_DIM)).astype(np.float32),
+      "teacher_unembed": (3.0 * rng.standard_normal((TEACHER_DIM, vocab)) / np.sqrt(TEACHER_DIM)).astype(np.float32),
+      "labels": rng.integers(0, vocab, size=(batch, seq)).astype(np.int32),
+      "mask": mask,
+      "student_features": rng.standard_normal((LAYERS, batch, seq, FEATURE_DIM)).astype(np.float32),
+      "teacher_features": rng.standard_normal((LAYERS, batch, seq, FEATURE_DIM)).astype(np.float32),
+  }
+
+
+def _weights(alpha, temperature, beta=0.4):
+  return objective.LossWeights(alpha=jnp.float32(alpha), temperature=jnp.float32(temperature), beta=jnp.float32(beta))
+
+
+def _capped(logits, softcap):
+  return logits if softcap is None else softcap * jnp.tanh(logits / softcap)
+
+
+def _dense(student_hidden, student_unembed, student_features, inputs, weights, loss_type, softcaps):
+  """The reference: objective.distillation_terms on the full [B, S, V] logits of both models."""
+  student_softcap, teacher_softcap = softcaps or (None, None)
+  teacher_logits = _capped(
+      jnp.asarray(inputs["teacher_hidden"]) @ jnp.asarray(inputs["teacher_unembed"]), teacher_softcap
+  )
+  teacher = objective.TeacherOutputs(
+      logits_BxSxV=jax.lax.stop_gradient(teacher_logits),
+      features_LxBxSxD=None if loss_type is None else jnp.asarray(inputs["teacher_features"]),
+  )
+  return objective.distillation_terms(
+      _capped(student_hidden @ student_unembed, student_softcap),
+      teacher,
+      jnp.asarray(inputs["labels"]),
+      jnp.asarray(inputs["mask"]),
+      weights,
+      student_features_LxBxSxD=None if loss_type is None else student_features,
+      feature_loss_type=loss_type or "cosine",
+  )
+
+
+def _lean(student_hidden, student_unembed, student_features, inputs, weights, loss_type, softcaps, vocab_chunk):
+  student_softcap, teacher_softcap = softcaps or (None, None)
+  return chunked_objective.distillation_terms_from_hidden(
+      student_hidden,
+      student_unembed,
+      jnp.asarray(inputs["teacher_hidden"]),
+      jnp.asarray(inputs["teacher_unembed"]),
+      jnp.asarray(inputs["labels"]),
+      jnp.asarray(inputs["mask"]),
+      weights,
+      student_features_LxBxSxD=None if loss_type is None else student_features,
+      teacher_features_LxBxSxD=None if loss_type is None else jnp.asarray(inputs["teacher_features"]),
+      feature_loss_type=loss_type or "cosine",
+      seq_chunk=SEQ_CHUNK,
+      vocab_chunk=vocab_chunk,
+      student_logit_softcap=student_softcap,
+      teacher_logit_softcap=teacher_softcap,
+  )
+
+
+def _value_and_grads(fn, inputs, weights):
+  """Jitted (objective_sum, count, metrics) and d objective_sum / d (student hidden, unembed, features)."""
+
+  def objective_sum(student_hidden, student_unembed, student_features):
+    total, count, metrics = fn(student_hidden, student_unembed, student_features, inputs, weights)
+    return total, (count, metrics)
+
+  args = (inputs["student_hidden"], inputs["student_unembed"], inputs["student_features"])
+  (total, (count, metrics)), grads = jax.jit(jax.value_and_grad(objective_sum, argnums=(0, 1, 2), has_aux=True))(
+      *map(jnp.asarray, args)
+  )
+  return total, count, metrics, grads
+
+
+def _assert_lean_matches_dense(inputs, weights, loss_type, softcaps, vocab_chunk):
+  dense = functools.partial(_dense, loss_type=loss_type, softcaps=softcaps)
+  lean = functools.partial(_lean, loss_type=loss_type, softcaps=softcaps, vocab_chunk=vocab_chunk)
+  want_total, want_count, want_metrics, want_grads = _value_and_grads(dense, inputs, weights)
+  got_total, got_count, got_metrics, got_grads = _value_and_grads(lean, inputs, weights)
+  np.testing.assert_allclose(float(got_total), float(want_total), rtol=VALUE_RTOL, atol=VALUE_ATOL)
+  assert float(got_count) == float(want_count) == float(inputs["mask"].sum())
+  assert set(got_metrics) == set(want_metrics) == set(METRIC_NAMES)
+  for name in METRIC_NAMES:
+    np.testing.assert_allclose(
+        float(got_metrics[name][0]), float(want_metrics[name][0]), rtol=VALUE_RTOL, atol=VALUE_ATOL, err_msg=name
+    )
+    assert float(got_metrics[name][1]) == float(want_metrics[name][1]), name
+  for label, got, want in zip(("hidden", "unembed", "features"), got_grads, want_grads):
+    assert got.shape == want.shape and got.dtype == want.dtype, label
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=GRAD_RTOL, atol=GRAD_ATOL, err_msg=label)
+  # The test is only meaningful if the gradients are not trivially zero.
+  assert np.abs(np.asarray(got_grads[1])).max() > 1e-3
+
+
+@pytest.mark.parametrize("vocab_chunk", (None, 10), ids=("whole_vocab", "vocab_chunk_10"))
+@pytest.mark.parametrize("loss_type", (None, "cosine"), ids=("no_features", "cosine"))
+@pytest.mark.parametrize("alpha", (0.0, 0.3, 1.0))
+def test_matches_dense_objective(alpha, loss_type, vocab_chunk):
+  _assert_lean_matches_dense(_inputs(0), _weights(alpha, 2.0), loss_type, None, vocab_chunk)
+
+
+@pytest.mark.parametrize(
+    "temperature,loss_type,softcaps,vocab_chunk",
+    (
+        (0.5, "l2", None, 10),
+        (1.0, None, None, 37),
+        (3.0, None, (3.0, 3.0), 10),
+        (0.7, "cosine", (5.0, None), None),
+        (2.0, None, (None, 2.5), 16),
+    ),
+)
+def test_matches_dense_objective_other_temperatures_and_softcaps(temperature, loss_type, softcaps, vocab_chunk):
+  _assert_lean_matches_dense(_inputs(1), _weights(0.6, temperature), loss_type, softcaps, vocab_chunk)
+
+
+def test_single_tile_and_unpadded_batch():
+  """seq_chunk >= S and vocab_chunk >= V: one tile, no padding anywhere."""
+  inputs = _inputs(2, mask=np.ones((2, 3), bool))
+  weights = _weights(0.5, 2.0)
+  got = chunked_objective.distillation_terms_from_hidden(
+      *(jnp.asarray(inputs[k]) for k in ("student_hidden", "student_unembed", "teacher_hidden", "teacher_unembed")),
+      jnp.asarray(inputs["labels"]),
+      jnp.asarray(inputs["mask"]),
+      weights,
+      seq_chunk=64,
+      vocab_chunk=1000,
+  )
+  student_hidden, student_unembed = jnp.asarray(inputs["student_hidden"]), jnp.asarray(inputs["student_unembed"])
+  want = _dense(student_hidden, student_unembed, None, inputs, weights, loss_type=None, softcaps=None)
+  np.testing.assert_allclose(float(got[0]), float(want[0]), rtol=VALUE_RTOL, atol=VALUE_ATOL)
+
+
+def test_teacher_gets_no_gradient_and_padding_gets_none():
+  inputs = _inputs(3)
+
+  def objective_sum(student_hidden, teacher_hidden, teacher_unembed):
+    return chunked_objective.distillation_terms_from_hidden(
+        student_hidden,
+        jnp.asarray(inputs["student_unembed"]),
+        teacher_hidden,
+        teacher_unembed,
+        jnp.asarray(inputs["labels"]),
+        jnp.asarray(inputs["mask"]),
+        _weights(0.5, 2.0),
+        seq_chunk=SEQ_CHUNK,
+        vocab_chunk=10,
+    )[0]
+
+  args = (inputs["student_hidden"], inputs["teacher_hidden"], inputs["teacher_unembed"])
+  d_student, d_teacher_hidden, d_teacher_unembed = jax.grad(objective_sum, argnums=(0, 1, 2))(*map(jnp.asarray, args))
+  assert not np.any(np.asarray(d_teacher_hidden)) and not np.any(np.asarray(d_teacher_unembed))
+  assert np.all(np.asarray(d_student)[~MASK] == 0.0)
+  assert np.all(np.abs(np.asarray(d_student)[MASK]).max(axis=-1) > 0.0)
+
+
+def test_bfloat16_inputs_keep_their_dtype_and_stay_close():
+  inputs = _inputs(4)
+  weights = _weights(0.5, 2.0)
+  bf16 = {k: jnp.asarray(inputs[k], jnp.bfloat16) for k in ("student_hidden", "student_unembed")}
+  lean = functools.partial(_lean, loss_type=None, softcaps=None, vocab_chunk=10)
+  total, _, _ = lean(bf16["student_hidden"], bf16["student_unembed"], None, inputs, weights)
+  grads = jax.grad(lambda h, w: lean(h, w, None, inputs, weights)[0], argnums=(0, 1))(*bf16.values())
+  assert [g.dtype for g in grads] == [jnp.bfloat16, jnp.bfloat16]
+  hidden_f32, unembed_f32 = (x.astype(jnp.float32) for x in bf16.values())
+  want, _, _ = _dense(hidden_f32, unembed_f32, None, inputs, weights, loss_type=None, softcaps=None)
+  np.testing.assert_allclose(float(total), float(want), rtol=1e-4)
+
+
+def test_rejects_mismatched_shapes():
+  inputs = _inputs(5)
+  args = [jnp.asarray(inputs[k]) for k in ("student_hidden", "student_unembed", "teacher_hidden", "teacher_unembed")]
+  labels, mask = jnp.asarray(inputs["labels"]), jnp.asarray(inputs["mask"])
+  with pytest.raises(ValueError, match="vocabulary"):
+    chunked_objective.distillation_terms_from_hidden(*args[:3], args[3][:, :-1], labels, mask, _weights(0.5, 1.0))
+  with pytest.raises(ValueError, match="hidden"):
+    chunked_objective.distillation_terms_from_hidden(args[0], args[1][:-1], *args[2:], labels, mask, _weights(0.5, 1.0))
+  with pytest.raises(ValueError, match="positive"):
+    chunked_objective.distillation_terms_from_hidden(*args, labels, mask, _weights(0.5, 1.0), seq_chunk=0)
+
+
+# ----------------------------------------------------------------------------- Compiled memory, not timing
+
+MEMORY_B, MEMORY_S, MEMORY_D, MEMORY_V = 2, 256, 64, 8192
+
+
+def _compiled_value_and_grad(loss_fn):
+  """The compiled jit(value_and_grad) of an objective_sum w.r.t. student hidden states and unembedding."""
+  hidden = jax.ShapeDtypeStruct((MEMORY_B, MEMORY_S, MEMORY_D), jnp.float32)
+  unembed = jax.ShapeDtypeStruct((MEMORY_D, MEMORY_V), jnp.float32)
+  labels = jax.ShapeDtypeStruct((MEMORY_B, MEMORY_S), jnp.int32)
+  mask = jax.ShapeDtypeStruct((MEMORY_B, MEMORY_S), jnp.bool_)
+  weights = _weights(0.5, 2.0)
+  return (
+      jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))
+      .lower(hidden, unembed, hidden, unembed, labels, mask, weights)
+      .compile()
+  )
+
+
+def _dense_objective_sum(student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, mask, weights):
+  teacher = objective.TeacherOutputs(logits_BxSxV=jax.lax.stop_gradient(teacher_hidden @ teacher_unembed))
+  return objective.distillation_terms(student_hidden @ student_unembed, teacher, labels, mask, weights)[0]
+
+
+@pytest.mark.parametrize("seq_chunk,vocab_chunk", ((32, None), (64, 1024)))
+def test_compiled_temp_memory_is_a_fraction_of_dense(seq_chunk, vocab_chunk):
+  def lean_objective_sum(*args):
+    return chunked_objective.distillation_terms_from_hidden(*args, seq_chunk=seq_chunk, vocab_chunk=vocab_chunk)[0]
+
+  dense = _compiled_value_and_grad(_dense_objective_sum)
+  lean = _compiled_value_and_grad(lean_objective_sum)
+  dense_bytes = dense.memory_analysis().temp_size_in_bytes
+  lean_bytes = lean.memory_analysis().temp_size_in_bytes
+  print(
+      f"\n[B={MEMORY_B}, S={MEMORY_S}, D={MEMORY_D}, V={MEMORY_V}] temp_size_in_bytes: dense={dense_bytes}"
+      f" ({dense_bytes / 2**20:.1f} MiB), chunked(seq_chunk={seq_chunk}, vocab_chunk={vocab_chunk})={lean_bytes}"
+      f" ({lean_bytes / 2**20:.1f} MiB), ratio={lean_bytes / dense_bytes:.3f}"
+  )
+  assert lean_bytes < 0.25 * dense_bytes, (lean_bytes, dense_bytes)
+  # Structural check as well: no [B, S, V] float32 array anywhere in the compiled lean program.
+  assert f"f32[{MEMORY_B},{MEMORY_S},{MEMORY_V}]" in dense.as_text()
+  lean_text = lean.as_text()
+  assert f"[{MEMORY_B},{MEMORY_S},{MEMORY_V}]" not in lean_text
+  assert f"[{MEMORY_B * MEMORY_S},{MEMORY_V}]" not in lean_text

@@ -1,0 +1,219 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Tests for maxtext_distill_plugin.sparse_losses against an independent float64 NumPy reference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from maxtext_distill_plugin import losses
+from maxtext_distill_plugin import reductions
+from maxtext_distill_plugin import sparse_losses
+
+RTOL = 1e-5
+ATOL = 1e-6
+B, S, V, K = 2, 3, 11, 4
+TEMPERATURES = (0.5, 1.0, 2.0, 4.0)
+
+
+def _np_log_softmax(x):
+  x = np.asarray(x, np.float64)
+  shifted = x - x.max(-1, keepdims=True)
+  return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def _np_kl(log_p, log_q):
+  p = np.exp(log_p)
+  with np.errstate(invalid="ignore"):
+    return np.where(p > 0, p * (log_p - log_q), 0.0).sum(-1)
+
+
+def _np_sparse_kl(student_logits, ids, logprobs, tail, temperature, mode):
+  """Token by token: the student's tail summed explicitly over the complement of the ids."""
+  student_logits, logprobs, tail = (np.asarray(x, np.float64) for x in (student_logits, logprobs, tail))
+  out = np.zeros(ids.shape[:-1])
+  vocab, k = student_logits.shape[-1], ids.shape[-1]
+  for index in np.ndindex(*ids.shape[:-1]):
+    token_ids = ids[index]
+    q_full = np.exp(_np_log_softmax(student_logits[index] / temperature))
+    outside = np.setdiff1d(np.arange(vocab), token_ids)
+    if mode == "renormalize":
+      p = np.exp(logprobs[index] / temperature)
+      out[index] = _np_kl(np.log(p / p.sum()), np.log(q_full[token_ids] / q_full[token_ids].sum()))
+      continue
+    weights = np.exp(logprobs[index]) ** (1.0 / temperature)
+    if k < vocab:  # The tail spread uniformly over its V - k tokens, each tempered.
+      weights = np.append(weights, (vocab - k) * (np.exp(tail[index]) / (vocab - k)) ** (1.0 / temperature))
+    q = q_full[token_ids] if k == vocab else np.append(q_full[token_ids], q_full[outside].sum())
+    out[index] = _np_kl(np.log(weights / weights.sum()), np.log(q))
+  return out
+
+
+def _teacher_topk(teacher_logits, k, rng):
+  """Exact top-k ids (shuffled within each row), their log-probs and the tail log-mass, float64."""
+  logp = _np_log_softmax(teacher_logits)
+  ids = np.argsort(-logp, axis=-1)[..., :k]
+  ids = np.take_along_axis(ids, rng.permuted(np.broadcast_to(np.arange(k), ids.shape), axis=-1), axis=-1)
+  at_ids = np.take_along_axis(logp, ids, axis=-1)
+  rest = logp.copy()
+  np.put_along_axis(rest, ids, -np.inf, axis=-1)
+  with np.errstate(divide="ignore"):
+    tail = np.log(np.exp(rest).sum(-1))
+  return ids.astype(np.int32), at_ids, tail
+
+
+@pytest.fixture(name="case")
+def _case():
+  rng = np.random.default_rng(0)
+  teacher = rng.normal(size=(B, S, V)) * 2.0
+  student = rng.normal(size=(B, S, V)) * 2.0
+  ids, logprobs, tail = _teacher_topk(teacher, K, rng)
+  return rng, teacher, student, ids, logprobs, tail
+
+
+def _jax_kl(student, ids, logprobs, tail, temperature, mode):
+  return sparse_losses.sparse_kl_divergence(
+      jnp.asarray(student, jnp.float32),
+      jnp.asarray(ids),
+      jnp.asarray(logprobs, jnp.float32),
+      jnp.asarray(tail, jnp.float32),
+      temperature=temperature,
+      tail=mode,
+  )
+
+
+@pytest.mark.parametrize("mode", sparse_losses.TAIL_MODES)
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+def test_matches_numpy_reference(case, mode, temperature):
+  _, _, student, ids, logprobs, tail = case
+  got = _jax_kl(student, ids, logprobs, tail, temperature, mode)
+  assert got.shape == (B, S)
+  np.testing.assert_allclose(got, _np_sparse_kl(student, ids, logprobs, tail, temperature, mode), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("mode", sparse_losses.TAIL_MODES)
+@pytest.mark.parametrize("temperature", (1.0, 2.0))
+def test_full_vocabulary_equals_dense_kl(mode, temperature):
+  rng = np.random.default_rng(1)
+  teacher, student = rng.normal(size=(B, S, V)) * 3.0, rng.normal(size=(B, S, V)) * 3.0
+  ids, logprobs, tail = _teacher_topk(teacher, V, rng)
+  assert np.all(np.isneginf(tail))
+  dense = losses.kl_divergence(
+      jnp.asarray(teacher, jnp.float32), jnp.asarray(student, jnp.float32), temperature=temperature
+  )
+  np.testing.assert_allclose(_jax_kl(student, ids, logprobs, tail, temperature, mode), dense, rtol=RTOL, atol=ATOL)
+
+
+def test_bucket_is_zero_for_identical_models_at_t1(case):
+  _, teacher, _, ids, logprobs, tail = case
+  np.testing.assert_allclose(_jax_kl(teacher, ids, logprobs, tail, 1.0, "bucket"), 0.0, atol=ATOL)
+
+
+def test_renormalize_ignores_the_tail(case):
+  _, _, student, ids, logprobs, tail = case
+  np.testing.assert_allclose(
+      _jax_kl(student, ids, logprobs, tail, 2.0, "renormalize"),
+      _jax_kl(student, ids, logprobs, tail - 5.0, 2.0, "renormalize"),
+      rtol=RTOL,
+      atol=ATOL,
+  )
+
+
+def test_mask_equals_slice(case):
+  _, _, student, ids, logprobs, tail = case
+  mask = np.array([[True, False, True], [False, True, True]])
+  total, count = reductions.masked_sum_count(_jax_kl(student, ids, logprobs, tail, 2.0, "bucket"), jnp.asarray(mask))
+  sliced = _jax_kl(student[mask][None], ids[mask][None], logprobs[mask][None], tail[mask][None], 2.0, "bucket")
+  np.testing.assert_allclose(total, jnp.sum(sliced), rtol=RTOL)
+  assert count == mask.sum()
+
+
+def test_jit_with_traced_temperature(case):
+  _, _, student, ids, logprobs, tail = case
+  jitted = jax.jit(sparse_losses.sparse_kl_divergence, static_argnames="tail")
+  for mode in sparse_losses.TAIL_MODES:
+    got = jitted(
+        student.astype(np.float32), ids, logprobs.astype(np.float32), tail.astype(np.float32), temperature=2.0, tail=mode
+    )
+    np.testing.assert_allclose(got, _jax_kl(student, ids, logprobs, tail, 2.0, mode), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("mode", sparse_losses.TAIL_MODES)
+@pytest.mark.parametrize("temperature", (1.0, 2.0))
+def test_gradient_matches_numpy_finite_differences(case, mode, temperature):
+  _, _, student, ids, logprobs, tail = case
+
+  def total(logits):
+    return jnp.sum(_jax_kl(logits, ids, logprobs, tail, temperature, mode))
+
+  got = jax.grad(total)(jnp.asarray(student, jnp.float32))
+  expected, eps = np.zeros_like(student), 1e-5
+  for index in np.ndindex(*student.shape):
+    plus, minus = student.copy(), student.copy()
+    plus[index] += eps
+    minus[index] -= eps
+    difference = _np_sparse_kl(plus, ids, logprobs, tail, temperature, mode) - _np_sparse_kl(
+        minus, ids, logprobs, tail, temperature, mode
+    )
+    expected[index] = difference.sum() / (2 * eps)
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_confident_student_and_empty_teacher_tail_stay_finite():
+  rng = np.random.default_rng(2)
+  ids = np.tile(np.arange(K, dtype=np.int32), (B, S, 1))
+  student = np.full((B, S, V), -80.0)
+  student[..., :K] = 20.0  # the student's tail underflows float32 relative precision
+  logprobs = np.full((B, S, K), -np.log(K))
+  tail = np.full((B, S), -np.inf)  # converted upstream caches carry no tail
+  for mode in sparse_losses.TAIL_MODES:
+    value, grad = jax.value_and_grad(lambda z, m=mode: jnp.sum(_jax_kl(z, ids, logprobs, tail, 2.0, m)))(
+        jnp.asarray(student, jnp.float32)
+    )
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+  del rng
+
+
+def test_bfloat16_student_logits(case):
+  _, _, student, ids, logprobs, tail = case
+  got = _jax_kl(jnp.asarray(student, jnp.bfloat16), ids, logprobs, tail, 1.0, "bucket")
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(got, _np_sparse_kl(student, ids, logprobs, tail, 1.0, "bucket"), rtol=5e-2, atol=5e-2)
+
+
+def test_topk_coverage(case):
+  _, _, _, _, logprobs, tail = case
+  np.testing.assert_allclose(sparse_losses.topk_coverage(jnp.asarray(tail)), np.exp(logprobs).sum(-1), rtol=RTOL)
+
+
+def test_teacher_label_log_prob(case):
+  _, teacher, _, ids, logprobs, tail = case
+  labels = np.array([[ids[0, 0, 1], 0, 1], [2, ids[1, 1, 3], 3]])
+  got = sparse_losses.teacher_label_log_prob(ids, logprobs, tail, labels, vocab_size=V)
+  exact = np.take_along_axis(_np_log_softmax(teacher), labels[..., None], -1)[..., 0]
+  in_topk = (ids == labels[..., None]).any(-1)
+  expected = np.where(in_topk, exact, tail - np.log(V - K))
+  np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+
+
+def test_rejects_bad_shapes_and_modes(case):
+  _, _, student, ids, logprobs, tail = case
+  with pytest.raises(ValueError, match="tail="):
+    _jax_kl(student, ids, logprobs, tail, 1.0, "drop")
+  with pytest.raises(ValueError, match="share"):
+    _jax_kl(student, ids[:, :2], logprobs, tail, 1.0, "bucket")
+  with pytest.raises(ValueError, match="tail log-mass"):
+    _jax_kl(student, ids, logprobs, tail[:, :2], 1.0, "bucket")
