@@ -286,7 +286,9 @@ def build(argv: list[str]) -> DistillConfigs:
         "online distillation needs trained teacher weights: set teacher_overrides: {load_parameters_path:"
         " <run>/checkpoints/<step>/items} in the YAML, or teacher_overrides.load_parameters_path=... on the CLI.",
     )
-  student = _initialize(base + cli_args, **student_overrides)
+  # Offline, the cache supplies the batches: MaxText's own pipeline is kept idle.
+  offline_data = {"dataset_type": "synthetic"} if offline else {}
+  student = _initialize(base + cli_args, **{**student_overrides, **offline_data})
   teacher = None
   if not offline:
     shared = {k.split(".")[0]: getattr(global_config, k.split(".")[0]) for k in cli if k in TEACHER_SHARED_KEYS}
@@ -300,7 +302,54 @@ def build(argv: list[str]) -> DistillConfigs:
     _check_checkpoint_path("load_parameters_path", student.load_parameters_path)
   configs = DistillConfigs(global_config=global_config, student=student, teacher=teacher, settings=settings)
   cross_check(configs)
+  if offline:
+    check_cache_matches(global_config.offline_data_dir, student, settings)
   return configs
+
+
+def check_cache_matches(directory: str, student, settings: DistillSettings) -> None:
+  """Refuses a teacher cache made for another tokenizer, vocabulary or sequence length (manifest only: cheap)."""
+  import hashlib  # pylint: disable=import-outside-toplevel
+
+  from maxtext_distill_plugin.teacher_cache import format as cache_format  # pylint: disable=import-outside-toplevel
+
+  if not os.path.exists(os.path.join(directory, cache_format.MANIFEST_NAME)):
+    raise errors.ConfigError(
+        "offline_data_dir",
+        directory,
+        "it has no manifest.json. A cache from upstream's save_top_k_teacher_logits.py converts with"
+        " `python -m maxtext_distill_plugin.teacher_cache.upstream_interop <src> <dst> --vocab-size V`.",
+    )
+  identity = cache_format.read_manifest(directory).identity
+  if identity.vocab_size != student.vocab_size:
+    raise errors.ConfigError(
+        "vocab_size", f"student={student.vocab_size} cache={identity.vocab_size}", "use a cache of this tokenizer."
+    )
+  if identity.max_target_length != student.max_target_length:
+    raise errors.ConfigError(
+        "max_target_length",
+        f"student={student.max_target_length} cache={identity.max_target_length}",
+        f"set max_target_length={identity.max_target_length}, or cache the teacher at this length.",
+    )
+  tokenizer = str(student.tokenizer_path)
+  if identity.tokenizer_sha256 and os.path.isfile(tokenizer):
+    with open(tokenizer, "rb") as f:
+      digest = hashlib.sha256(f.read()).hexdigest()
+    if digest != identity.tokenizer_sha256:
+      raise errors.ConfigError(
+          "tokenizer_path",
+          f"student={tokenizer} (sha256 {digest[:12]}) cache={identity.tokenizer_path}"
+          f" ({identity.tokenizer_sha256[:12]})",
+          "train with the tokenizer the cache was written with.",
+      )
+  if settings.extract_features:
+    raise errors.ConfigError(
+        "distill_beta", settings.distill_beta, "a teacher cache holds logits only: set distill_beta=0 offline."
+    )
+  if settings.distill_offline_tail == "bucket" and not identity.tail_logmass_known:
+    raise errors.ConfigError(
+        "distill_offline_tail", "bucket", "this cache stores no tail mass: use distill_offline_tail=renormalize."
+    )
 
 
 def _check_checkpoint_path(key: str, path: str) -> None:

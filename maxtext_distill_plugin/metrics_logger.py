@@ -72,14 +72,15 @@ class MetricsLogger:
     remaining = max(self.total_steps - done, 0)
     eta = remaining * means["perf/step_time_s"]
     logging.info(
-        "step %d/%d | total %.4f soft %.4f hard %.4f teacher %.4f feat %.4f | alpha %.3f T %.3f beta %.3g |"
+        "step %d/%d | total %.4f soft %.4f hard %.4f %s %.4f feat %.4f | alpha %.3f T %.3f beta %.3g |"
         " lr %.2e | %.0f tok/s | eta %s",
         done,
         self.total_steps,
         means.get("distill/total_loss", math.nan),
         means.get("distill/soft_loss", math.nan),
         means.get("distill/hard_loss", math.nan),
-        means.get("distill/teacher_loss", math.nan),
+        "coverage" if "distill/topk_coverage" in means else "teacher",
+        means.get("distill/topk_coverage", means.get("distill/teacher_loss", math.nan)),
         means.get("distill/out_proj_feature_loss", math.nan),
         means.get("distill/alpha", math.nan),
         means.get("distill/temperature", math.nan),

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from maxtext_distill_plugin import losses
 from maxtext_distill_plugin import reductions
+from maxtext_distill_plugin import sparse_losses
 
 
 @jax.tree_util.register_dataclass
@@ -43,19 +44,53 @@ class LossWeights:
 
 @dataclasses.dataclass(frozen=True)
 class TeacherOutputs:
-  """What the objective needs from the teacher for one batch.
+  """What the objective needs from the teacher for one batch: dense logits (online) or a top-k cache (offline).
 
   Attributes:
-    logits_BxSxV: teacher logits.
-    features_LxBxSxD: teacher out_projection activations of the chosen layers,
-      or None when the feature loss is off.
+    logits_BxSxV: teacher logits, or None for a cached teacher.
+    features_LxBxSxD: teacher out_projection activations of the chosen layers, or None.
+    topk_ids_BxSxK: cached teacher top-k ids (offline).
+    topk_logprobs_BxSxK: their log-probabilities at T = 1 (offline).
+    tail_logmass_BxS: log of the teacher mass outside the top-k (offline).
+    tail: how the sparse KL treats that mass, ``"bucket"`` or ``"renormalize"`` (static).
   """
 
-  logits_BxSxV: jnp.ndarray
+  logits_BxSxV: jnp.ndarray | None = None
   features_LxBxSxD: jnp.ndarray | None = None
+  topk_ids_BxSxK: jnp.ndarray | None = None
+  topk_logprobs_BxSxK: jnp.ndarray | None = None
+  tail_logmass_BxS: jnp.ndarray | None = None
+  tail: str = "bucket"
 
 
-jax.tree_util.register_dataclass(TeacherOutputs, data_fields=["logits_BxSxV", "features_LxBxSxD"], meta_fields=[])
+jax.tree_util.register_dataclass(
+    TeacherOutputs,
+    data_fields=["logits_BxSxV", "features_LxBxSxD", "topk_ids_BxSxK", "topk_logprobs_BxSxK", "tail_logmass_BxS"],
+    meta_fields=["tail"],
+)
+
+
+def _logit_terms(student_logits_BxSxV, teacher: TeacherOutputs, labels_BxS, temperature):
+  """Per-token ``(kl_at_T, kl_at_1, student_ce, extra)``; ``extra`` holds the teacher's CE or top-k coverage."""
+  student_logp = losses.log_softmax_at(student_logits_BxSxV, 1.0)
+  student_ce = losses.cross_entropy_from_log_probs(student_logp, labels_BxS)
+  if teacher.logits_BxSxV is not None:
+    student_logp_T = losses.log_softmax_at(student_logits_BxSxV, temperature)
+    teacher_logp_T = losses.log_softmax_at(teacher.logits_BxSxV, temperature)
+    kl_at_T = losses.kl_from_log_probs(teacher_logp_T, student_logp_T)
+    teacher_logp = jax.lax.stop_gradient(losses.log_softmax_at(teacher.logits_BxSxV, 1.0))
+    kl_at_1 = losses.kl_from_log_probs(teacher_logp, student_logp)
+    return (
+        kl_at_T,
+        kl_at_1,
+        student_ce,
+        {"distill/teacher_loss": losses.cross_entropy_from_log_probs(teacher_logp, labels_BxS)},
+    )
+  cached = (teacher.topk_ids_BxSxK, teacher.topk_logprobs_BxSxK, teacher.tail_logmass_BxS)
+  kl_at_T = sparse_losses.sparse_kl_divergence(student_logits_BxSxV, *cached, temperature=temperature, tail=teacher.tail)
+  kl_at_1 = sparse_losses.sparse_kl_divergence(student_logits_BxSxV, *cached, temperature=1.0, tail=teacher.tail)
+  # Offline there is no teacher CE to report honestly (labels outside the top-k have no stored probability).
+  return kl_at_T, kl_at_1, student_ce, {"distill/topk_coverage": sparse_losses.topk_coverage(teacher.tail_logmass_BxS)}
 
 
 def distillation_terms(
@@ -72,7 +107,7 @@ def distillation_terms(
 
   Args:
     student_logits_BxSxV: ``[B, S, V]`` student logits.
-    teacher: teacher logits ``[B, S, V]`` and optional features ``[L, B, S, D]``.
+    teacher: teacher logits ``[B, S, V]`` (online) or its cached top-k (offline), and optional features.
     labels_BxS: ``[B, S]`` integer targets.
     mask_BxS: ``[B, S]`` validity (padding is false).
     weights: scheduled alpha, temperature and beta.
@@ -86,14 +121,8 @@ def distillation_terms(
     named as in the spec's Monitoring table.
   """
   temperature = weights.temperature
-  student_logp_T = losses.log_softmax_at(student_logits_BxSxV, temperature)
-  teacher_logp_T = losses.log_softmax_at(teacher.logits_BxSxV, temperature)
-  kl_at_T = losses.kl_from_log_probs(teacher_logp_T, student_logp_T)
-  student_logp = losses.log_softmax_at(student_logits_BxSxV, 1.0)
-  teacher_logp = jax.lax.stop_gradient(losses.log_softmax_at(teacher.logits_BxSxV, 1.0))
-  kl_at_1 = jax.lax.stop_gradient(losses.kl_from_log_probs(teacher_logp, student_logp))
-  student_ce = losses.cross_entropy_from_log_probs(student_logp, labels_BxS)
-  teacher_ce = losses.cross_entropy_from_log_probs(teacher_logp, labels_BxS)
+  kl_at_T, kl_at_1, student_ce, extra = _logit_terms(student_logits_BxSxV, teacher, labels_BxS, temperature)
+  kl_at_1 = jax.lax.stop_gradient(kl_at_1)
 
   soft = kl_at_T * jnp.square(temperature)
   per_token = weights.alpha * soft + (1.0 - weights.alpha) * student_ce
@@ -110,12 +139,12 @@ def distillation_terms(
   metrics = {
       "distill/soft_loss": reductions.masked_sum_count(soft, mask_BxS),
       "distill/hard_loss": reductions.masked_sum_count(student_ce, mask_BxS),
-      "distill/teacher_loss": reductions.masked_sum_count(teacher_ce, mask_BxS),
       "distill/kl_div_at_T": reductions.masked_sum_count(kl_at_T, mask_BxS),
       "distill/kl_div_T1": reductions.masked_sum_count(kl_at_1, mask_BxS),
       "distill/out_proj_feature_loss": reductions.masked_sum_count(feature, mask_BxS),
       "distill/total_loss": (objective_sum, count),
   }
+  metrics.update({name: reductions.masked_sum_count(values, mask_BxS) for name, values in extra.items()})
   return objective_sum, count, jax.tree.map(jax.lax.stop_gradient, metrics)
 
 

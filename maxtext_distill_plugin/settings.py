@@ -58,6 +58,15 @@ class DistillSettings(pydantic.BaseModel):
       None, gt=0, description="Chunked loss: vocabulary columns per tile; None takes the whole vocabulary."
   )
 
+  distill_top_k: int = Field(128, gt=0, description="Offline: teacher logits kept per token by the caching tool.")
+  distill_offline_tail: Literal["auto", "bucket", "renormalize"] = Field(
+      "auto",
+      description=(
+          "Offline: the teacher mass outside its top-k as one extra bucket, or renormalise both models over the"
+          " top-k ids (upstream's choice; the only one for caches without a stored tail). auto: bucket when stored."
+      ),
+  )
+
   @pydantic.field_validator(
       "distill_alpha_schedule", "distill_temperature_schedule", "distill_beta_schedule", mode="before"
   )

@@ -46,6 +46,7 @@ class StepOptions:
   clip_threshold: float = 0.0
   enable_dropout: bool = False
   chunked_loss: bool = False  # see use_chunked_loss
+  offline_tail: str | None = None  # None: online teacher; else the cached teacher's tail handling
 
 
 # "auto" picks the chunked loss from this many student logits per micro-batch on a device (256 MiB in float32).
@@ -128,8 +129,21 @@ def teacher_outputs(teacher_graphdef, teacher_state, batch, settings: DistillSet
   return jax.lax.stop_gradient(objective.TeacherOutputs(logits_BxSxV=logits, features_LxBxSxD=feats))
 
 
-def teacher_for_loss(teacher_graphdef, teacher_state, batch, settings: DistillSettings, chunked: bool):
-  """What the loss needs from the frozen teacher: TeacherOutputs (dense) or ``forward_hidden``'s output (chunked)."""
+def cached_teacher(batch: dict, tail: str) -> objective.TeacherOutputs:
+  """The offline teacher: its top-k as read from the cache with the batch."""
+  return objective.TeacherOutputs(
+      topk_ids_BxSxK=batch["teacher_topk_ids"],
+      topk_logprobs_BxSxK=batch["teacher_topk_logprobs"],
+      tail_logmass_BxS=batch["teacher_tail_logmass"],
+      tail=tail,
+  )
+
+
+def teacher_for_loss(teacher_graphdef, teacher_state, batch, settings: DistillSettings, chunked: bool, tail=None):
+  """What the loss needs from the teacher: the cached top-k (offline, ``tail`` set), TeacherOutputs (dense) or
+  ``forward_hidden``'s output (chunked)."""
+  if tail is not None:
+    return cached_teacher(batch, tail)
   if not chunked:
     return teacher_outputs(teacher_graphdef, teacher_state, batch, settings)
   teacher = nnx.merge(teacher_graphdef, jax.lax.stop_gradient(teacher_state))
@@ -184,7 +198,9 @@ def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, lear
   settings = options.settings
 
   def micro_step(model_graphdef, params, rest, teacher_state, micro_batch, weights):
-    teacher = teacher_for_loss(teacher_graphdef, teacher_state, micro_batch, settings, options.chunked_loss)
+    teacher = teacher_for_loss(
+        teacher_graphdef, teacher_state, micro_batch, settings, options.chunked_loss, options.offline_tail
+    )
 
     def objective_sum_fn(p):
       model = nnx.merge(model_graphdef, p, rest)
@@ -244,14 +260,13 @@ def make_eval_step(state_graphdef, teacher_graphdef, options: StepOptions):
   def eval_step(state, teacher_state, batch):
     train_state = nnx.merge(state_graphdef, state)
     weights = scheduled_weights(settings, train_state.optimizer.step.get_value(), options.total_steps)
-    teacher = teacher_for_loss(teacher_graphdef, teacher_state, batch, settings, options.chunked_loss)
+    teacher = teacher_for_loss(
+        teacher_graphdef, teacher_state, batch, settings, options.chunked_loss, options.offline_tail
+    )
     _, _, metrics = student_terms(
         train_state.model, teacher, batch, weights, settings, chunked=options.chunked_loss, enable_dropout=False
     )
-    return {
-        "eval/hard_loss": metrics["distill/hard_loss"],
-        "eval/kl_div_T1": metrics["distill/kl_div_T1"],
-        "eval/teacher_loss": metrics["distill/teacher_loss"],
-    }
+    names = ("distill/hard_loss", "distill/kl_div_T1", "distill/teacher_loss", "distill/topk_coverage")
+    return {name.replace("distill/", "eval/"): metrics[name] for name in names if name in metrics}
 
   return eval_step

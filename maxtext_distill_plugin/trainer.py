@@ -62,6 +62,24 @@ def build_teacher(teacher_config, mesh):
   return nnx.split(teacher)
 
 
+def open_offline_data(configs, data_sharding):
+  """The teacher cache as batches, and the tail handling of its sparse KL."""
+  from maxtext_distill_plugin import offline_data  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.teacher_cache import reader  # pylint: disable=import-outside-toplevel
+
+  student, settings = configs.student, configs.settings
+  cache = reader.open_cache(configs.global_config.offline_data_dir)
+  tail = settings.distill_offline_tail
+  if tail == "auto":
+    tail = "bucket" if cache.manifest.identity.tail_logmass_known else "renormalize"
+  seed = int(student.data_shuffle_seed) if student.enable_data_shuffling else None
+  batches = offline_data.OfflineBatches(
+      cache, global_batch=int(student.global_batch_size_to_load), data_sharding=data_sharding, shuffle_seed=seed
+  )
+  logging.info("Offline distillation from %s (k=%d, tail=%s); no teacher in memory.", cache.directory, cache.top_k, tail)
+  return batches, tail
+
+
 def train(configs) -> TrainResult:
   """Runs the distillation described by ``configs`` (a :class:`config.DistillConfigs`)."""
   from maxtext.common import checkpointing  # pylint: disable=import-outside-toplevel
@@ -76,8 +94,14 @@ def train(configs) -> TrainResult:
   )
   start_step = int(state.optimizer.step.get_value())
   state_graphdef, state = nnx.split(state)
-  with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):
-    teacher_graphdef, teacher_state = build_teacher(configs.teacher, mesh)
+  offline_batches, offline_tail = None, None
+  if configs.offline:
+    offline_batches, offline_tail = open_offline_data(configs, data_loader.input_data_shardings)
+    teacher_graphdef = teacher_state = None
+    eval_iterator = None  # the cache holds the training split only
+  else:
+    with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):
+      teacher_graphdef, teacher_state = build_teacher(configs.teacher, mesh)
 
   options = step_lib.StepOptions(
       settings=settings,
@@ -86,6 +110,7 @@ def train(configs) -> TrainResult:
       clip_threshold=float(student_config.gradient_clipping_threshold),
       enable_dropout=bool(student_config.enable_dropout),
       chunked_loss=step_lib.use_chunked_loss(settings, student_config, configs.teacher),
+      offline_tail=offline_tail,
   )
   logging.info("Distillation loss: %s", "chunked (from hidden states)" if options.chunked_loss else "dense (full logits)")
   train_step = jax.jit(
@@ -111,7 +136,7 @@ def train(configs) -> TrainResult:
   try:
     with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):
       for step in range(start_step, options.total_steps):
-        batch = data_loader.load_next_batch()
+        batch = offline_batches.load(step) if offline_batches else data_loader.load_next_batch()
         state, metrics = train_step(state, teacher_state, batch)
         logger.add(metrics)
         guard.add(step, metrics)

@@ -1,0 +1,69 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Offline batches: the student's training data read from a teacher top-k cache, no teacher in memory.
+
+Batch ``b`` of an epoch is a pure function of ``(b, seed)``: host ``h`` reads its
+own contiguous slice of the cache, permuted per epoch when a seed is set. So a
+resumed run only needs the step number to continue exactly where it stopped,
+and nothing about the data position has to live in the checkpoint.
+"""
+
+import jax
+import numpy as np
+
+from maxtext_distill_plugin.teacher_cache import reader
+
+# Cache fields -> batch keys the step reads.
+TEACHER_FIELDS = ("teacher_topk_ids", "teacher_topk_logprobs", "teacher_tail_logmass")
+TOKEN_FIELDS = ("inputs", "targets", "inputs_segmentation", "targets_segmentation", "inputs_position", "targets_position")
+
+
+class OfflineBatches:
+  """Host-local rows of the cache, stitched into global arrays on the student's data sharding."""
+
+  def __init__(self, cache: reader.TeacherCache, *, global_batch: int, data_sharding, shuffle_seed: int | None):
+    processes, index = jax.process_count(), jax.process_index()
+    if global_batch % processes:
+      raise ValueError(f"global batch {global_batch} does not split over {processes} processes")
+    self.cache = cache
+    self.host_batch = global_batch // processes
+    per_host = len(cache) // processes
+    if per_host < self.host_batch:
+      raise ValueError(
+          f"offline_data_dir={cache.directory} holds {len(cache)} sequences: fewer than one batch of"
+          f" {self.host_batch} rows per host. Fix: cache more steps or lower per_device_batch_size."
+      )
+    self._first_row = index * per_host
+    self._rows_per_host = per_host
+    self._batches_per_epoch = per_host // self.host_batch
+    self._seed = shuffle_seed
+    self._sharding = data_sharding
+
+  def host_rows(self, step: int) -> list[int]:
+    epoch, position = divmod(step, self._batches_per_epoch)
+    order = np.arange(self._rows_per_host)
+    if self._seed is not None:
+      order = np.random.default_rng([self._seed, epoch]).permutation(self._rows_per_host)
+    rows = order[position * self.host_batch : (position + 1) * self.host_batch]
+    return [self._first_row + int(r) for r in rows]
+
+  def host_batch_arrays(self, step: int) -> dict[str, np.ndarray]:
+    records = self.cache.__getitems__(self.host_rows(step))
+    return {key: np.stack([r[key] for r in records]) for key in TOKEN_FIELDS + TEACHER_FIELDS}
+
+  def load(self, step: int) -> dict:
+    """The global batch of optimizer step ``step``."""
+    local = self.host_batch_arrays(step)
+    return {key: jax.make_array_from_process_local_data(self._sharding, value) for key, value in local.items()}

@@ -1,0 +1,80 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Offline distillation: a cache of the whole vocabulary reproduces the online loss; mismatched caches are refused."""
+
+import numpy as np
+import pytest
+
+from maxtext_distill_plugin import cli
+from tests.conftest import TINY_YAML, run_cli, train_in_process
+
+
+@pytest.fixture(scope="module")
+def full_vocab_cache(tmp_path_factory, teacher_checkpoint):
+  """A cache of the tiny teacher with k = V = 512, made by the real caching tool."""
+  out = tmp_path_factory.mktemp("cache")
+  proc = run_cli(
+      TINY_YAML,
+      f"teacher_overrides.load_parameters_path={teacher_checkpoint}",
+      f"offline_data_dir={out / 'cache'}",
+      f"base_output_directory={out}",
+      "steps=3",
+      "--top-k",
+      "512",
+      module="maxtext_distill_plugin.save_top_k_teacher_logits",
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return str(out / "cache")
+
+
+def _first(history):
+  return [h for h in history if "distill/total_loss" in h][0]
+
+
+def test_offline_with_full_vocab_matches_online(tmp_path, teacher_checkpoint, full_vocab_cache):
+  common = ("steps=2", "distill_alpha=0.7", "distill_temperature=2.0")
+  online = _first(train_in_process(tmp_path / "on", teacher_checkpoint, *common).history)
+  offline = _first(
+      train_in_process(tmp_path / "off", teacher_checkpoint, *common, f"offline_data_dir={full_vocab_cache}").history
+  )
+  # Same first batch and the same student init: only the cache's quantisation separates the two.
+  np.testing.assert_allclose(offline["distill/hard_loss"], online["distill/hard_loss"], rtol=1e-6)
+  np.testing.assert_allclose(offline["distill/kl_div_T1"], online["distill/kl_div_T1"], atol=2e-3)
+  np.testing.assert_allclose(offline["distill/kl_div_at_T"], online["distill/kl_div_at_T"], atol=2e-3)
+  np.testing.assert_allclose(offline["distill/topk_coverage"], 1.0, atol=1e-6)
+  assert "distill/teacher_loss" not in offline  # no teacher in memory, no made-up teacher CE
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["vocab_size=1024"], "vocab_size"),
+        (["max_target_length=64"], "max_target_length"),
+        (["distill_beta=0.5", "distill_layer_indices=[0]"], "distill_beta"),
+    ],
+)
+def test_mismatched_cache_is_refused(tmp_path, capsys, full_vocab_cache, extra, needle):
+  argv = ["train_distill", TINY_YAML, f"offline_data_dir={full_vocab_cache}", f"base_output_directory={tmp_path / 'o'}"]
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(argv + extra)
+  err = capsys.readouterr().err
+  assert exit_info.value.code == 2 and needle in err and "Fix" in err, err[-2000:]
+  assert not (tmp_path / "o").exists()
+
+
+def test_offline_run_never_builds_a_teacher(tmp_path, full_vocab_cache):
+  proc = run_cli(TINY_YAML, f"offline_data_dir={full_vocab_cache}", f"base_output_directory={tmp_path}", "steps=2")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "no teacher in memory" in proc.stderr and "Loading teacher" not in proc.stderr
