@@ -193,6 +193,12 @@ def run(configs) -> int:
   except run_guard.NonFiniteLossError as e:
     logging.error("%s", e)
     return run_guard.EXIT_NON_FINITE
+  except RuntimeError as e:
+    if "already exists at step" not in str(e):  # MaxText's check that the run is already complete
+      raise
+    logging.info("Nothing to do: %s", e)
+    print(f"maxtext-distill: this run is already complete ({configs.student.steps} steps); raise steps to go on.")
+    return 0
   logging.info(
       "Finished at step %d. Checkpoints: %s  TensorBoard: %s",
       result.last_step + 1,

@@ -67,7 +67,7 @@ def test_sigkill_then_same_command_resumes_with_identical_losses(tmp_path, teach
   )
   assert reference.returncode == 0, reference.stderr[-3000:]
 
-  victim = subprocess.Popen(
+  victim = subprocess.Popen(  # pylint: disable=consider-using-with
       _command(tmp_path, "victim", tmp_path / "first.jsonl", teacher_checkpoint),
       cwd=REPO,
       env=env,
@@ -150,3 +150,37 @@ def test_distilled_student_loads_through_maxtext_load_parameters_path(tmp_path, 
   loaded_losses, fresh_losses = _maxtext_losses(loaded), _maxtext_losses(fresh)
   np.testing.assert_allclose(loaded_losses, loaded_losses[0], rtol=1e-6)
   assert abs(loaded_losses[0] - fresh_losses[0]) > 0.05
+
+
+def test_interrupted_checkpoint_write_is_not_trusted(tmp_path, teacher_checkpoint):
+  """A step directory left half-written (Orbax's temporary name) is ignored: the run resumes from the last commit."""
+  common = ("steps=4", "checkpoint_period=2", "log_period=1", "distill_alpha=0.3")
+  reference = train_in_process(tmp_path / "ref", teacher_checkpoint, *common, run_name="r").history
+  first = train_in_process(tmp_path / "run", teacher_checkpoint, *common, run_name="r")
+  checkpoints = tmp_path / "run" / "r" / "checkpoints"
+  assert _committed_steps(checkpoints) == [0, 2, 3]
+  # As if the process died while writing step 3: Orbax writes under a temporary name and renames on commit.
+  (checkpoints / "3").rename(checkpoints / "3.orbax-checkpoint-tmp-1700000000")
+  del first
+  resumed = train_in_process(tmp_path / "run", teacher_checkpoint, *common, run_name="r").history
+  resumed_steps = sorted(h["step"] for h in resumed if "distill/total_loss" in h)
+  assert resumed_steps == [4]  # step 3 (logged as 4) is recomputed from the committed step 2
+  ref = {h["step"]: h for h in reference if "distill/total_loss" in h}
+  got = {h["step"]: h for h in resumed if "distill/total_loss" in h}
+  np.testing.assert_allclose(got[4]["distill/total_loss"], ref[4]["distill/total_loss"], rtol=1e-6)
+
+
+def test_rerunning_a_finished_run_is_a_clean_no_op(tmp_path, teacher_checkpoint):
+  from maxtext_distill_plugin import config, trainer  # pylint: disable=import-outside-toplevel
+
+  argv = [
+      "p",
+      TINY_YAML,
+      f"base_output_directory={tmp_path}",
+      "run_name=done",
+      "steps=2",
+      f"teacher_overrides.load_parameters_path={teacher_checkpoint}",
+  ]
+  assert trainer.run(config.build(argv)) == 0
+  assert trainer.run(config.build(argv)) == 0
+  assert _committed_steps(tmp_path / "done" / "checkpoints") == [0, 1]

@@ -58,6 +58,7 @@ BAD_CLI = [
     ("distill_key_in_student_overrides", ["student_overrides.distill_alpha=0.3"], "student_overrides.distill_alpha"),
     ("unknown_key_in_teacher_overrides", ["teacher_overrides.num_layerz=3"], "teacher_overrides.num_layerz"),
     ("offline_dir_missing", ["offline_data_dir=/nonexistent/cache"], "offline_data_dir"),
+    ("offline_dir_not_a_cache", ["offline_data_dir=/etc"], "offline_data_dir"),
     ("teacher_checkpoint_missing", ["teacher_overrides.load_parameters_path=/nonexistent/items"], "load_parameters_path"),
     ("student_checkpoint_missing", ["load_parameters_path=/nonexistent/items"], "load_parameters_path"),
 ]

@@ -65,7 +65,9 @@ def test_sigterm_checkpoints_and_exits_zero(tmp_path, teacher_checkpoint):
   ]
   log_path = tmp_path / "run.log"
   with open(log_path, "w", encoding="utf-8") as log:  # a file, not a pipe: a full pipe would stall the run
-    proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(  # pylint: disable=consider-using-with
+        cmd, cwd=REPO, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT
+    )
     checkpoints = tmp_path / "pre" / "checkpoints"
     deadline = time.monotonic() + 300
     while not _committed(checkpoints) and time.monotonic() < deadline and proc.poll() is None:
@@ -109,7 +111,7 @@ def _scalar_tags(event_dir):
     offset = 0
     while offset < len(data):
       (length,) = struct.unpack("<Q", data[offset : offset + 8])
-      event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+      event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])  # pylint: disable=no-member
       offset += 12 + length + 4
       tags.update(v.tag for v in event.summary.value)
   return tags

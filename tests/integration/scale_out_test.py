@@ -85,7 +85,7 @@ def test_two_processes_log_what_one_process_logs_on_the_same_global_batch(tmp_pa
     env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(process_id))
     log = open(tmp_path / f"p{process_id}.log", "w", encoding="utf-8")  # pylint: disable=consider-using-with
     procs.append((
-        subprocess.Popen(
+        subprocess.Popen(  # pylint: disable=consider-using-with
             [*args, f"metrics_file={tmp_path / f'p{process_id}.jsonl'}"],
             cwd=REPO,
             env=env,
