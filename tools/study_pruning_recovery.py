@@ -1,0 +1,629 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Pruning-recovery study: SFT against the spec's distillation recipes, on held-out real text, on a CPU.
+
+  .venv/bin/python tools/study_pruning_recovery.py [--output-dir demo_output] [--quick]
+
+Built on the demo (:mod:`maxtext_distill_plugin.demo`): its standard-library
+corpus and held-out split, its MaxText-pretrained 4-layer teacher (reused when
+``<output-dir>/teacher`` matches) and its 2-layer pruned student (layers
+``demo.KEEP_LAYERS``). From that one student, with the same data, steps, batch,
+optimizer and seeds, it trains
+
+  (a) SFT only (``configs/study-sft.yml``: alpha 0, beta 0);
+  (b) the spec's same-size pruning-recovery recipe (``configs/study-pruning-recovery.yml``);
+  (c) the spec's logit-only baseline (``configs/study-logit-only.yml``);
+  (d) ablations of (b) in the spec's priority order, as CLI overrides, while the time budget lasts;
+  (e) upstream MaxText's own ``train_distill`` on recipe (b)'s YAML, where it runs at all;
+
+then scores every checkpoint on the same held-out batches (CE, perplexity, KL at
+T=1 to the teacher, top-1 agreement with the teacher, fraction of the
+pruned-to-teacher CE gap recovered) and writes ``<output-dir>/study/results.json``,
+``results.md`` and learning-curve PNGs (from each run's ``metrics_file``).
+
+Resumable: a finished run leaves ``result.json`` beside its checkpoints and is
+skipped on the next invocation when its arguments and teacher are unchanged.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import json
+import logging as std_logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+
+from absl import logging
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+# pylint: disable=wrong-import-position
+from maxtext_distill_plugin import config as config_lib
+from maxtext_distill_plugin import demo
+from maxtext_distill_plugin import demo_data
+
+# pylint: enable=wrong-import-position
+
+RECIPE_YAML = "study-pruning-recovery.yml"
+STUDY_YAMLS = ("demo-model.yml", "demo-pruning-recovery.yml", RECIPE_YAML, "study-sft.yml", "study-logit-only.yml")
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+  """One training recipe: a YAML plus CLI overrides."""
+
+  name: str
+  label: str
+  yaml: str
+  overrides: tuple[str, ...] = ()
+
+
+SFT = Arm("sft", "(a) SFT only: alpha 0, beta 0", "study-sft.yml")
+RECIPE = Arm("recipe", "(b) recipe: alpha .9->.5, T 2->1, beta 1->.1", RECIPE_YAML)
+LOGIT_ONLY = Arm("logit_only", "(c) logit-only: alpha .9->.5, T 2, beta 0", "study-logit-only.yml")
+MAIN_ARMS = (SFT, RECIPE, LOGIT_ONLY)
+# Recipe (b) with one key changed, in the spec's ablation order; the budget decides how far down the list to go.
+ABLATIONS = (
+    Arm("alpha_end_0.3", "(d) b, alpha_end 0.3", RECIPE_YAML, ("distill_alpha_end=0.3",)),
+    Arm("alpha_end_0.7", "(d) b, alpha_end 0.7", RECIPE_YAML, ("distill_alpha_end=0.7",)),
+    Arm("layers_0", "(d) b, feature layers [0]", RECIPE_YAML, ("distill_layer_indices=[0]",)),
+    Arm("layers_1", "(d) b, feature layers [1]", RECIPE_YAML, ("distill_layer_indices=[1]",)),
+    Arm("alpha_linear", "(d) b, alpha schedule linear", RECIPE_YAML, ("distill_alpha_schedule=linear",)),
+    Arm("beta_end_0.01", "(d) b, beta_end 0.01", RECIPE_YAML, ("distill_beta_end=0.01",)),
+    Arm("beta_end_0.5", "(d) b, beta_end 0.5", RECIPE_YAML, ("distill_beta_end=0.5",)),
+    Arm("temperature_4", "(d) b, T 4->1", RECIPE_YAML, ("distill_temperature=4.0",)),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyPlan:
+  """How much work the study does."""
+
+  demo_plan: demo.Plan
+  steps: int
+  eval_interval: int
+  seeds: tuple[int, ...]
+  ablations: int
+  budget_s: float
+  upstream_timeout_s: int
+
+
+FULL = StudyPlan(
+    demo.FULL,
+    steps=400,
+    eval_interval=50,
+    seeds=(0, 1, 2),
+    ablations=len(ABLATIONS),
+    budget_s=40 * 60,
+    upstream_timeout_s=240,
+)
+QUICK = StudyPlan(demo.FAST, steps=6, eval_interval=3, seeds=(0,), ablations=1, budget_s=90, upstream_timeout_s=0)
+
+
+# --- Inputs: data, teacher, pruned student (the demo's) ------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+  data: demo_data.DemoData
+  teacher_items: str
+  pruned_items: str
+  fingerprint: str
+
+
+def _max_target_length() -> int:
+  import yaml  # pylint: disable=import-outside-toplevel
+
+  with open(config_lib.resolve_yaml(demo.MODEL_YAML), encoding="utf-8") as f:
+    return int(yaml.safe_load(f)["max_target_length"])
+
+
+def _sha(text: str) -> str:
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _yaml_digest() -> str:
+  texts = []
+  for name in STUDY_YAMLS:
+    with open(config_lib.resolve_yaml(name), encoding="utf-8") as f:
+      texts.append(f.read())
+  return _sha("\n".join(texts))
+
+
+def prepare_inputs(root: str, study_dir: str, plan: StudyPlan) -> Inputs:
+  """The demo's data and teacher under ``root`` (made or reused), and a fresh pruned copy of the teacher."""
+  from maxtext_distill_plugin import pruning  # pylint: disable=import-outside-toplevel
+
+  paths = demo.Paths(root)
+  data = demo_data.prepare(paths.data, chunk_tokens=_max_target_length(), max_files=plan.demo_plan.max_files)
+  teacher_items, reused = demo.ensure_teacher(paths, data, plan.demo_plan.teacher_steps)
+  logging.info("Teacher %s: %s", "reused" if reused else "pre-trained", teacher_items)
+  pruned_root = os.path.join(study_dir, "pruned")
+  shutil.rmtree(pruned_root, ignore_errors=True)
+  report = pruning.prune_layers(teacher_items, os.path.join(pruned_root, "0", "items"), list(demo.KEEP_LAYERS))
+  with open(os.path.join(paths.teacher_run, "demo-stamp.json"), encoding="utf-8") as f:
+    stamp = f.read()
+  fingerprint = _sha(json.dumps([stamp, teacher_items, list(demo.KEEP_LAYERS), _yaml_digest()]))
+  return Inputs(data, teacher_items, report.dst_items_dir, fingerprint)
+
+
+def arm_argv(arm: Arm, inputs: Inputs, run_dir: str, plan: StudyPlan, seed: int, student_items: str) -> list[str]:
+  """``config.build`` arguments of one arm and seed."""
+  return [
+      "study",
+      config_lib.resolve_yaml(arm.yaml),
+      f"run_name={os.path.basename(run_dir)}",
+      f"base_output_directory={os.path.dirname(run_dir)}",
+      f"steps={plan.steps}",
+      f"eval_interval={plan.eval_interval}",
+      f"eval_steps={plan.demo_plan.eval_batches}",
+      f"log_period={plan.eval_interval}",
+      f"data_shuffle_seed={seed}",
+      f"metrics_file={os.path.join(run_dir, 'metrics.jsonl')}",
+      f"student_overrides.load_parameters_path={student_items}",
+      f"teacher_overrides.load_parameters_path={inputs.teacher_items}",
+      *inputs.data.maxtext_args(),
+      *arm.overrides,
+  ]
+
+
+# --- Held-out evaluation ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _loaded(cfg):
+  """``(graphdef, state)`` of the model ``cfg.load_parameters_path``, inside its mesh and sharding rules."""
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from flax.linen import partitioning as nn_partitioning  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  from maxtext.utils import maxtext_utils  # pylint: disable=import-outside-toplevel
+  from maxtext.utils import model_creation_utils  # pylint: disable=import-outside-toplevel
+
+  mesh = maxtext_utils.get_mesh_from_config(cfg)
+  with jax.set_mesh(mesh), nn_partitioning.axis_rules(cfg.logical_axis_rules):
+    yield nnx.split(model_creation_utils.from_pretrained(cfg, mesh=mesh))
+
+
+def _log_probs(graphdef, state, batch):
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+
+  from maxtext_distill_plugin import losses  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin import step  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.settings import DistillSettings  # pylint: disable=import-outside-toplevel
+
+  logits, _ = step.forward(nnx.merge(graphdef, state), batch, settings=DistillSettings(), enable_dropout=False)
+  return losses.log_softmax_at(logits, 1.0)
+
+
+def _score_sums(graphdef, state, batch, teacher_logp_BxSxV):
+  """(sum, count) of CE, KL(teacher || model) at T=1 and top-1 agreement over the valid targets of ``batch``."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  from maxtext_distill_plugin import losses  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin import reductions  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin import step  # pylint: disable=import-outside-toplevel
+
+  logp = _log_probs(graphdef, state, batch)
+  mask = step.token_mask(batch)
+  agree = jnp.argmax(logp, axis=-1) == jnp.argmax(teacher_logp_BxSxV, axis=-1)
+  return {
+      "ce": reductions.masked_sum_count(losses.cross_entropy_from_log_probs(logp, batch["targets"]), mask),
+      "kl_t1": reductions.masked_sum_count(losses.kl_from_log_probs(teacher_logp_BxSxV, logp), mask),
+      "top1_agreement": reductions.masked_sum_count(agree, mask),
+  }
+
+
+class HeldOut:
+  """The first batches of MaxText's eval iterator over the held-out split, and the teacher's log-probabilities."""
+
+  def __init__(self, configs, count: int):
+    import jax  # pylint: disable=import-outside-toplevel
+
+    self.batches = demo.collect_eval_batches(configs.student, count)
+    with _loaded(configs.teacher) as (graphdef, state):
+      fn = jax.jit(functools.partial(_log_probs, graphdef))
+      self.teacher_logp = [np.asarray(jax.device_get(fn(state, b))) for b in self.batches]
+    self.tokens = int(sum(int((np.asarray(b["targets_segmentation"]) != 0).sum()) for b in self.batches))
+
+  def score(self, cfg) -> dict[str, float]:
+    """Held-out metrics of the model ``cfg.load_parameters_path``."""
+    import jax  # pylint: disable=import-outside-toplevel
+
+    from maxtext_distill_plugin import reductions  # pylint: disable=import-outside-toplevel
+
+    totals = None
+    with _loaded(cfg) as (graphdef, state):
+      fn = jax.jit(functools.partial(_score_sums, graphdef))
+      for batch, teacher_logp in zip(self.batches, self.teacher_logp):
+        sums = jax.device_get(fn(state, batch, teacher_logp))
+        totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+    scores = reductions.means(totals)
+    scores["perplexity"] = math.exp(min(scores["ce"], 80.0))
+    return scores
+
+
+# --- Runs ------------------------------------------------------------------------------------------
+
+
+def _read_json(path: str):
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def _write_json(path: str, value) -> None:
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=2)
+
+
+def read_curve(metrics_file: str) -> dict[str, list]:
+  """Held-out CE (the trainer's eval) and training CE against the step, from a run's JSON lines."""
+  curve = {"eval_step": [], "eval_ce": [], "train_step": [], "train_ce": []}
+  with open(metrics_file, encoding="utf-8") as f:
+    for record in map(json.loads, filter(str.strip, f)):
+      if "eval/hard_loss" in record:
+        curve["eval_step"].append(record["step"])
+        curve["eval_ce"].append(record["eval/hard_loss"])
+      elif "distill/hard_loss" in record:
+        curve["train_step"].append(record["step"])
+        curve["train_ce"].append(record["distill/hard_loss"])
+  return curve
+
+
+def train_and_score(arm: Arm, seed: int, inputs: Inputs, held_out: HeldOut, runs_dir: str, plan: StudyPlan) -> dict:
+  """Trains one arm from the pruned student (or reuses a finished identical run) and scores its checkpoint."""
+  from maxtext_distill_plugin import trainer  # pylint: disable=import-outside-toplevel
+
+  run_dir = os.path.join(runs_dir, f"{arm.name}-seed{seed}")
+  argv = arm_argv(arm, inputs, run_dir, plan, seed, inputs.pruned_items)
+  key = _sha(json.dumps([argv, inputs.fingerprint]))
+  done = _read_json(os.path.join(run_dir, "result.json"))
+  if done and done.get("key") == key:
+    logging.info("Reusing %s (finished earlier)", run_dir)
+    return done
+  shutil.rmtree(run_dir, ignore_errors=True)
+  os.makedirs(run_dir)
+  logging.info("Training %s, seed %d: %s", arm.name, seed, " ".join(arm.overrides) or arm.yaml)
+  started = time.perf_counter()
+  trained = trainer.train(demo.build_configs(argv, inputs.data))
+  seconds = time.perf_counter() - started
+  items = os.path.join(trained.checkpoint_dir, str(trained.last_step), "items")
+  final = demo.build_configs(arm_argv(arm, inputs, run_dir, plan, seed, items), inputs.data)
+  result = {
+      "key": key,
+      "arm": arm.name,
+      "seed": seed,
+      "steps": trained.last_step + 1,
+      "train_seconds": seconds,
+      "scores": held_out.score(final.student),
+      "curve": read_curve(os.path.join(run_dir, "metrics.jsonl")),
+      "checkpoint": items,
+      "argv": argv[1:],
+  }
+  _write_json(os.path.join(run_dir, "result.json"), result)
+  logging.info("%s seed %d: held-out CE %.4f (%.0fs)", arm.name, seed, result["scores"]["ce"], seconds)
+  return result
+
+
+def run_arms(inputs: Inputs, held_out: HeldOut, study_dir: str, plan: StudyPlan, started: float) -> list[dict]:
+  """Main arms for every seed, then the ablations (first seed) while the projected time fits the budget."""
+  runs_dir = os.path.join(study_dir, "runs")
+  results = [train_and_score(arm, seed, inputs, held_out, runs_dir, plan) for seed in plan.seeds for arm in MAIN_ARMS]
+  per_run = max(r["train_seconds"] for r in results)
+  for arm in ABLATIONS[: plan.ablations]:
+    elapsed = time.perf_counter() - started
+    if elapsed + per_run > plan.budget_s:
+      logging.warning("Budget: %.0fs of %.0fs used; skipping %s and later ablations.", elapsed, plan.budget_s, arm.name)
+      break
+    results.append(train_and_score(arm, plan.seeds[0], inputs, held_out, runs_dir, plan))
+  return results
+
+
+# --- Upstream MaxText's trainer on recipe (b) -----------------------------------------------------
+
+
+def _upstream_yaml(inputs: Inputs, path: str) -> None:
+  """Recipe (b) with the data and checkpoint paths inside the YAML: upstream builds its teacher from the YAML
+  and ``teacher_overrides`` only, so CLI data keys would not reach it."""
+  import yaml  # pylint: disable=import-outside-toplevel
+
+  data = inputs.data
+  body = {
+      "base_config": config_lib.resolve_yaml(RECIPE_YAML),
+      "grain_train_files": data.train_pattern,
+      "grain_eval_files": data.eval_pattern,
+      "tokenizer_path": data.tokenizer_path,
+      "student_overrides": {"base_num_decoder_layers": 2, "load_parameters_path": inputs.pruned_items},
+      "teacher_overrides": {"base_num_decoder_layers": 4, "load_parameters_path": inputs.teacher_items},
+  }
+  with open(path, "w", encoding="utf-8") as f:
+    yaml.safe_dump(body, f, sort_keys=False)
+
+
+def _last_error(log_path: str) -> str:
+  with open(log_path, encoding="utf-8", errors="replace") as f:
+    lines = [line.strip() for line in f if line.strip()]
+  errors = [line for line in lines if "Error" in line.split(":")[0] or line.startswith("Error")]
+  return errors[-1] if errors else (lines[-1] if lines else "")
+
+
+def attempt_upstream(inputs: Inputs, study_dir: str, plan: StudyPlan) -> dict:
+  """Runs MaxText's own ``train_distill`` (``MAXTEXT_DISTILL_USE_UPSTREAM=1``) on recipe (b); reports what happened."""
+  run_dir = os.path.join(study_dir, "upstream")
+  shutil.rmtree(run_dir, ignore_errors=True)
+  os.makedirs(run_dir)
+  yaml_path, log_path = os.path.join(run_dir, "upstream.yml"), os.path.join(run_dir, "upstream.log")
+  _upstream_yaml(inputs, yaml_path)
+  cmd = [sys.executable, "-m", "maxtext.trainers.post_train.distillation.train_distill", yaml_path]
+  cmd += ["run_name=run", f"base_output_directory={run_dir}", f"steps={plan.steps}"]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "MAXTEXT_DISTILL_USE_UPSTREAM": "1"}
+  started = time.perf_counter()
+  with open(log_path, "w", encoding="utf-8") as log:
+    try:
+      code = subprocess.run(
+          cmd, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=plan.upstream_timeout_s
+      ).returncode
+    except subprocess.TimeoutExpired:
+      code = None
+  outcome = {"command": "MAXTEXT_DISTILL_USE_UPSTREAM=1 " + " ".join(cmd), "log": log_path}
+  outcome.update(seconds=time.perf_counter() - started, exit_code=code, error=_last_error(log_path))
+  outcome["status"] = "ran" if code == 0 else ("timed out" if code is None else "failed")
+  logging.info("Upstream train_distill: %s (%s)", outcome["status"], outcome["error"])
+  return outcome
+
+
+# --- Summary, table and plots --------------------------------------------------------------------
+
+
+def _stats(values: list[float]) -> dict:
+  values = np.asarray(values, np.float64)
+  spread = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+  return {"mean": float(values.mean()), "std": spread, "min": float(values.min()), "max": float(values.max())}
+
+
+def summarize(runs: list[dict], reference: dict[str, dict]) -> dict[str, dict]:
+  """Per arm: the mean and sample standard deviation over seeds of each score, and of the gap recovered."""
+  gap = reference["pruned"]["ce"] - reference["teacher"]["ce"]
+  arms = {}
+  for arm in MAIN_ARMS + ABLATIONS:
+    mine = [r for r in runs if r["arm"] == arm.name]
+    if not mine:
+      continue
+    scores = {k: _stats([r["scores"][k] for r in mine]) for k in ("ce", "perplexity", "kl_t1", "top1_agreement")}
+    recovered = [(reference["pruned"]["ce"] - r["scores"]["ce"]) / gap for r in mine]
+    scores["gap_recovered"] = _stats(recovered)
+    scores["train_seconds"] = _stats([r["train_seconds"] for r in mine])
+    arms[arm.name] = {"label": arm.label, "seeds": [r["seed"] for r in mine], **scores}
+  return arms
+
+
+def paired_differences(runs: list[dict]) -> dict[str, dict]:
+  """Held-out CE differences between two arms trained on the same seed (same data order), over seeds."""
+  by_key = {(r["arm"], r["seed"]): r["scores"]["ce"] for r in runs}
+  out = {}
+  for left, right in ((RECIPE, SFT), (LOGIT_ONLY, SFT), (RECIPE, LOGIT_ONLY)):
+    seeds = [s for (a, s) in by_key if a == left.name and (right.name, s) in by_key]
+    diffs = [by_key[(left.name, s)] - by_key[(right.name, s)] for s in seeds]
+    if diffs:
+      out[f"{left.name} - {right.name}"] = {**_stats(diffs), "n": len(diffs)}
+  return out
+
+
+def _pm(stat: dict, fmt: str) -> str:
+  return f"{stat['mean']:{fmt}} ± {stat['std']:{fmt}}" if stat["std"] > 0 else f"{stat['mean']:{fmt}}"
+
+
+def markdown_table(results: dict) -> str:
+  """The results as a Markdown table (mean ± sample std over seeds where there are several)."""
+  ref, arms = results["reference"], results["arms"]
+  head = "| model | seeds | held-out CE | perplexity | KL(T=1) to teacher | top-1 agreement | gap recovered |"
+  lines = [
+      head,
+      "|---|---|---|---|---|---|---|",
+      (
+          f"| unigram (training-split counts) | - | {ref['unigram']['ce']:.4f} |"
+          f" {math.exp(ref['unigram']['ce']):.1f} | - | - | - |"
+      ),
+  ]
+  for name, label in (("teacher", "teacher, 4 layers"), ("pruned", "pruned student, 2 layers, before")):
+    s = ref[name]
+    recovered = "100%" if name == "teacher" else "0%"
+    lines.append(
+        f"| {label} | - | {s['ce']:.4f} | {s['perplexity']:.2f} | {s['kl_t1']:.4f} |"
+        f" {100 * s['top1_agreement']:.1f}% | {recovered} |"
+    )
+  for a in arms.values():
+    agree = {k: 100 * v for k, v in a["top1_agreement"].items()}
+    gap = {k: 100 * v for k, v in a["gap_recovered"].items()}
+    lines.append(
+        f"| {a['label']} | {len(a['seeds'])} | {_pm(a['ce'], '.4f')} | {_pm(a['perplexity'], '.2f')} |"
+        f" {_pm(a['kl_t1'], '.4f')} | {_pm(agree, '.1f')}% | {_pm(gap, '.1f')}% |"
+    )
+  return "\n".join(lines)
+
+
+def markdown_report(results: dict) -> str:
+  plan = results["plan"]
+  up = results.get("upstream") or {"status": "not attempted", "error": ""}
+  paired = [
+      f"- {k}: {v['mean']:+.4f} ± {v['std']:.4f} nats (n={v['n']}, range {v['min']:+.4f} .. {v['max']:+.4f})"
+      for k, v in results["paired_ce_differences"].items()
+  ]
+  return "\n".join([
+      (
+          f"Held-out: {results['eval_tokens']} target tokens ({plan['eval_batches']} batches) of"
+          f" {results['eval_files']} standard-library files never trained on. {plan['steps']} steps per run,"
+          f" seeds {list(plan['seeds'])} (data order)."
+      ),
+      "",
+      markdown_table(results),
+      "",
+      "Paired held-out CE differences (same seed, negative = left arm better):",
+      *paired,
+      "",
+      f"Upstream train_distill on recipe (b): {up['status']}. {up['error']}",
+      f"Total {results['seconds']:.0f}s.",
+  ])
+
+
+def plot_curves(results: dict, out_dir: str) -> list[str]:
+  """PNG learning curves of the held-out CE (trainer evals) per arm; [] when matplotlib is missing."""
+  try:
+    import matplotlib  # pylint: disable=import-outside-toplevel
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    logging.warning("matplotlib is not installed: no plots (pip install matplotlib).")
+    return []
+  written = []
+  groups = (
+      ("study-curves.png", MAIN_ARMS, "main arms, mean and min-max over seeds"),
+      ("study-ablation.png", (RECIPE,) + ABLATIONS, "ablations of (b), first seed"),
+  )
+  for filename, arms, title in groups:
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    for arm in arms:
+      _plot_arm(ax, results, arm, seed_only=None if arms is MAIN_ARMS else results["plan"]["seeds"][0])
+    for name, style in (("teacher", ":"), ("pruned", "--")):
+      ax.axhline(results["reference"][name]["ce"], color="black", linestyle=style, linewidth=1, label=name)
+    ax.set(xlabel="optimizer step", ylabel="held-out CE (nats)", title=f"Pruning recovery: {title}")
+    ax.set_ylim(results["reference"]["teacher"]["ce"] - 0.05, results["reference"]["pruned"]["ce"] + 0.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(out_dir, filename)
+    fig.savefig(path)
+    plt.close(fig)
+    written.append(path)
+  return written
+
+
+def _plot_arm(ax, results: dict, arm: Arm, seed_only) -> None:
+  curves = [r["curve"] for r in results["runs"] if r["arm"] == arm.name and seed_only in (None, r["seed"])]
+  if not curves or not curves[0]["eval_step"]:
+    return
+  steps = [0] + curves[0]["eval_step"]
+  values = np.array([[results["reference"]["pruned"]["ce"]] + c["eval_ce"] for c in curves])
+  (line,) = ax.plot(steps, values.mean(axis=0), marker=".", label=arm.label)
+  if len(curves) > 1:
+    ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2)
+
+
+# --- Main ------------------------------------------------------------------------------------------
+
+
+def run_study(root: str, plan: StudyPlan, *, upstream: bool, plots_dir: str | None) -> dict:
+  started = time.perf_counter()
+  study_dir = os.path.join(root, "study")
+  os.makedirs(study_dir, exist_ok=True)
+  inputs = prepare_inputs(root, study_dir, plan)
+  probe = demo.build_configs(
+      arm_argv(RECIPE, inputs, os.path.join(study_dir, "probe"), plan, 0, inputs.pruned_items), inputs.data
+  )
+  held_out = HeldOut(probe, plan.demo_plan.eval_batches)
+  reference = {"teacher": held_out.score(probe.teacher), "pruned": held_out.score(probe.student)}
+  reference["unigram"] = {
+      "ce": demo.unigram_cross_entropy(inputs.data.train_pattern, inputs.data.vocab_size, held_out.batches)
+  }
+  logging.info("Held-out CE: teacher %.4f, pruned %.4f", reference["teacher"]["ce"], reference["pruned"]["ce"])
+  runs = run_arms(inputs, held_out, study_dir, plan, started)
+  results = {
+      "plan": {
+          "steps": plan.steps,
+          "seeds": list(plan.seeds),
+          "eval_batches": plan.demo_plan.eval_batches,
+          "teacher_steps": plan.demo_plan.teacher_steps,
+          "kept_layers": list(demo.KEEP_LAYERS),
+      },
+      "eval_tokens": held_out.tokens,
+      "eval_files": inputs.data.stats["eval_files"],
+      "reference": reference,
+      "runs": runs,
+      "arms": summarize(runs, reference),
+      "paired_ce_differences": paired_differences(runs),
+      "upstream": attempt_upstream(inputs, study_dir, plan) if upstream else None,
+  }
+  results["seconds"] = time.perf_counter() - started
+  results["plots"] = plot_curves(results, plots_dir or study_dir)
+  _write_json(os.path.join(study_dir, "results.json"), results)
+  with open(os.path.join(study_dir, "results.md"), "w", encoding="utf-8") as f:
+    f.write(markdown_report(results) + "\n")
+  return results
+
+
+_OWN_FILES = (os.path.dirname(os.path.abspath(demo.__file__)) + os.sep, os.path.abspath(__file__))
+
+
+class _OwnRecordsOnly(std_logging.Filter):
+  """INFO lines of this script and the plugin, and anyone's errors; not the hosts' chatter."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or os.path.abspath(record.pathname).startswith(_OWN_FILES)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
+  parser.add_argument("--output-dir", default=None, help="demo root: data/ and teacher/ (shared with the demo), study/")
+  parser.add_argument("--quick", action="store_true", help="tiny corpus, teacher and step counts (smoke test)")
+  parser.add_argument("--steps", type=int, default=None, help="override the distillation steps per run")
+  parser.add_argument("--seeds", type=int, default=None, help="number of seeds of the main arms")
+  parser.add_argument("--ablations", type=int, default=None, help="how many ablations, in priority order, at most")
+  parser.add_argument("--budget-minutes", type=float, default=None, help="no new ablation once this is projected")
+  parser.add_argument("--no-upstream", action="store_true", help="skip the attempt at upstream's trainer")
+  parser.add_argument("--plots-dir", default=None, help="where the PNGs go (default: <output-dir>/study)")
+  return parser.parse_args(argv)
+
+
+def plan_from_args(args: argparse.Namespace) -> StudyPlan:
+  plan = QUICK if args.quick else FULL
+  changes = {
+      "steps": args.steps,
+      "eval_interval": max(1, args.steps // 8) if args.steps else None,
+      "seeds": tuple(range(args.seeds)) if args.seeds else None,
+      "ablations": args.ablations,
+      "budget_s": args.budget_minutes * 60 if args.budget_minutes else None,
+  }
+  return dataclasses.replace(plan, **{k: v for k, v in changes.items() if v is not None})
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_logger().addFilter(_OwnRecordsOnly())
+  warnings.filterwarnings("ignore", module=r"orbax\..*")
+  plan = plan_from_args(args)
+  root = os.path.abspath(args.output_dir or (os.path.join("demo_output", "quick") if args.quick else "demo_output"))
+  results = run_study(root, plan, upstream=plan.upstream_timeout_s > 0 and not args.no_upstream, plots_dir=args.plots_dir)
+  print(markdown_report(results))
+  print(f"Results: {os.path.join(root, 'study', 'results.json')}; plots: {', '.join(results['plots']) or 'none'}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
