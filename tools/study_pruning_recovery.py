@@ -127,6 +127,8 @@ QUICK = StudyPlan(demo.FAST, steps=6, eval_interval=3, seeds=(0,), ablations=1, 
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
+  """What every arm starts from; ``fingerprint`` changes when the teacher, the pruning or a study YAML does."""
+
   data: demo_data.DemoData
   teacher_items: str
   pruned_items: str

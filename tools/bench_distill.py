@@ -1,0 +1,905 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Lean and fast: our online distillation step against upstream MaxText's and against the floor.
+
+    python tools/bench_distill.py --out docs/benchmarks.md [--quick]
+
+For each shape (vocabulary x sequence length; tiny widths so it runs on a
+laptop CPU) one YAML is written and one teacher checkpoint is made with
+MaxText's own pre-training. Four variants then run on that same YAML, each in
+its own process (so peak RSS is its own):
+
+  ours_dense    the plugin's compiled step, ``distill_loss_impl=dense``
+  ours_chunked  the plugin's compiled step, ``distill_loss_impl=chunked``
+  upstream      MaxText 0.2.5's own train step as its Tunix trainer compiles it
+                (through ``tools/upstream_compat.py``, a benchmark-only shim)
+  floor         MaxText's own pre-training ``train_step`` for the student plus a
+                teacher forward pass, in one jitted function: what any online
+                distillation must at least do
+
+Each worker builds its step, compiles it ahead of time (the compiled program's
+``memory_analysis()`` and ``cost_analysis()`` are recorded), runs one warm-up
+step and waits. The parent then runs rounds; in each round every variant, in a
+rotating order, runs a few steps while the others sleep, so machine load falls
+on all variants alike. Reported: the median step time over all rounds, XLA's
+temporary memory of the compiled step, its FLOPs, and each process's peak RSS
+(``getrusage(RUSAGE_SELF).ru_maxrss`` at exit).
+
+The parent imports neither JAX nor MaxText; ``--worker`` is the internal
+entry of the worker processes.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import math
+import os
+import pathlib
+import platform
+import select
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import logging
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY_YAML = REPO / "configs" / "distillation-cpu-tiny.yml"
+VARIANTS = ("ours_dense", "ours_chunked", "upstream", "floor")
+# Keys of the plugin's YAML that MaxText 0.2.5's own config refuses (upstream must read the same file).
+PLUGIN_ONLY_YAML_KEYS = ("enable_nnx",)
+MIB = 1 << 20
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Shapes and their YAML / teacher
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+  """One benchmark configuration: model widths and the batch shape."""
+
+  vocab: int
+  seq: int
+  batch: int = 1
+  emb: int = 128
+  heads: int = 4
+  head_dim: int = 32
+  mlp: int = 512
+  teacher_layers: int = 2
+  student_layers: int = 1
+
+  @property
+  def name(self) -> str:
+    return f"v{self.vocab}_s{self.seq}_b{self.batch}_e{self.emb}"
+
+  @property
+  def model_key(self) -> str:
+    """What the teacher checkpoint depends on (not the batch shape)."""
+    return f"v{self.vocab}_e{self.emb}_h{self.heads}x{self.head_dim}_m{self.mlp}_l{self.teacher_layers}"
+
+  def model_args(self) -> dict:
+    return {
+        "vocab_size": self.vocab,
+        "base_emb_dim": self.emb,
+        "base_num_query_heads": self.heads,
+        "base_num_kv_heads": self.heads,
+        "head_dim": self.head_dim,
+        "base_mlp_dim": self.mlp,
+    }
+
+
+FULL_SHAPES = tuple(Shape(vocab=v, seq=s) for v in (1024, 32768, 131072) for s in (256, 1024))
+QUICK_SHAPE = Shape(vocab=512, seq=64, batch=2, emb=64, heads=4, head_dim=16, mlp=128)
+CPU_ENV = {
+    "hardware": "cpu",
+    "skip_jax_distributed_system": True,
+    "attention": "dot_product",
+    "dtype": "float32",
+    "weight_dtype": "float32",
+    "jax_cache_dir": "",
+    "override_model_config": True,
+}
+
+
+def maxtext_dir() -> pathlib.Path:
+  import maxtext  # pylint: disable=import-outside-toplevel
+
+  return pathlib.Path(maxtext.__file__).parent
+
+
+def maxtext_base_yml() -> str:
+  return str(maxtext_dir() / "configs" / "base.yml")
+
+
+def child_env() -> dict:
+  """Children import this checkout's plugin, not a copy installed in site-packages."""
+  env = dict(os.environ)
+  env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+  env.pop("MAXTEXT_DISTILL_USE_UPSTREAM", None)
+  return env
+
+
+def make_teacher(shape: Shape, work_dir: pathlib.Path) -> str:
+  """Items dir of a teacher made by MaxText's own pre-training (one step); cached per model shape."""
+  out = work_dir / "teachers" / shape.model_key
+  items = out / "teacher" / "checkpoints" / "0" / "items"
+  if items.is_dir():
+    return str(items)
+  args = {**CPU_ENV, **shape.model_args(), "base_num_decoder_layers": shape.teacher_layers}
+  args.update(dataset_type="synthetic", max_target_length=16, per_device_batch_size=1, steps=1)
+  args.update(enable_checkpointing=True, async_checkpointing=False, run_name="teacher", base_output_directory=str(out))
+  cmd = [sys.executable, "-m", "maxtext.trainers.pre_train.train", maxtext_base_yml()]
+  cmd += [f"{k}={_cli_value(v)}" for k, v in args.items()]
+  logging.info("Making teacher %s with MaxText pre-training", shape.model_key)
+  out.mkdir(parents=True, exist_ok=True)
+  with open(out / "pretrain.log", "w", encoding="utf-8") as log:
+    proc = subprocess.run(cmd, cwd=out, env=child_env(), stdout=log, stderr=subprocess.STDOUT, check=False)
+  if proc.returncode != 0 or not items.is_dir():
+    raise RuntimeError(f"teacher pre-training failed (exit {proc.returncode}); see {out / 'pretrain.log'}")
+  return str(items)
+
+
+def _cli_value(value) -> str:
+  return str(value) if not isinstance(value, bool) else ("True" if value else "False")
+
+
+def write_yaml(shape: Shape, teacher_items: str, path: pathlib.Path) -> pathlib.Path:
+  """The shared YAML: configs/distillation-cpu-tiny.yml resized to ``shape``, readable by both trainers."""
+  import yaml  # pylint: disable=import-outside-toplevel
+
+  with open(TINY_YAML, encoding="utf-8") as f:
+    data = yaml.safe_load(f)
+  for key in PLUGIN_ONLY_YAML_KEYS:
+    data.pop(key, None)
+  data.update(shape.model_args())
+  data.update(
+      base_num_decoder_layers=shape.teacher_layers,
+      student_overrides={"base_num_decoder_layers": shape.student_layers},
+      teacher_overrides={"base_num_decoder_layers": shape.teacher_layers, "load_parameters_path": teacher_items},
+      max_target_length=shape.seq,
+      per_device_batch_size=shape.batch,
+      # MaxText 0.2.5's default resolves to a source-tree path absent from the wheel; upstream loads it for pad_id.
+      tokenizer_path=str(maxtext_dir() / "assets" / "tokenizers" / "tokenizer.llama2"),
+      # T != 1 keeps the temperature path honest in both trainers (at T = 1 XLA may merge the two softmaxes).
+      distill_alpha=0.5,
+      distill_temperature=2.0,
+      distill_beta=0.0,
+      enable_checkpointing=False,
+      steps=1000,
+      log_period=1000,
+      eval_interval=-1,
+  )
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(f"# Written by tools/bench_distill.py for shape {shape.name}; read by every variant.\n")
+    yaml.safe_dump(data, f, sort_keys=False)
+  return path
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Worker side: build one variant's compiled step, then obey the parent
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class StepBench:
+  """A compiled training step ready to time, with what XLA says about it."""
+
+  run: object  # () -> None: one step, blocking until its outputs are ready
+  compiled: object  # jax / nnx Compiled, for memory_analysis() and cost_analysis()
+  compile_s: float
+  keep_alive: object = None  # contexts that must outlive the timing
+
+
+def _compile(jitted, *args):
+  started = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  return compiled, time.perf_counter() - started
+
+
+def _student_setup(student_config):
+  """MaxText's own train setup for the student, as the plugin's trainer calls it."""
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from maxtext.utils import train_utils  # pylint: disable=import-outside-toplevel
+
+  _, _, state_shardings, _, mesh, lr_schedule, _, data_loader, _, _, state = train_utils.setup_train_loop(
+      student_config, recorder=None
+  )
+  graphdef, state = nnx.split(state)
+  return graphdef, state, state_shardings, mesh, lr_schedule, data_loader.load_next_batch()
+
+
+def _mesh_context(mesh, config) -> contextlib.ExitStack:
+  import jax  # pylint: disable=import-outside-toplevel
+  from flax.linen import partitioning as nn_partitioning  # pylint: disable=import-outside-toplevel
+
+  stack = contextlib.ExitStack()
+  stack.enter_context(jax.set_mesh(mesh))
+  stack.enter_context(nn_partitioning.axis_rules(config.logical_axis_rules))
+  return stack
+
+
+def _stepping(compiled, state, *inputs):
+  """``run()`` that feeds the donated state back in, as a training loop does."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  holder = [state]
+
+  def run():
+    holder[0], metrics = compiled(holder[0], *inputs)
+    jax.block_until_ready((holder[0], metrics))
+
+  return run
+
+
+def build_ours(argv: list[str], impl: str) -> StepBench:
+  """The plugin's compiled step, built as ``trainer.train`` builds it."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin import config as config_lib  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin import step as step_lib  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
+
+  configs = config_lib.build(argv + [f"distill_loss_impl={impl}"])
+  student = configs.student
+  graphdef, state, state_shardings, mesh, lr_schedule, batch = _student_setup(student)
+  stack = _mesh_context(mesh, student)
+  teacher_graphdef, teacher_state = trainer_lib.build_teacher(configs.teacher, mesh)
+  options = step_lib.StepOptions(
+      settings=configs.settings,
+      total_steps=int(student.steps),
+      accumulation_steps=int(student.gradient_accumulation_steps),
+      clip_threshold=float(student.gradient_clipping_threshold),
+      enable_dropout=bool(student.enable_dropout),
+      chunked_loss=step_lib.use_chunked_loss(configs.settings, student, configs.teacher),
+  )
+  if options.chunked_loss != (impl == "chunked"):
+    raise RuntimeError(f"distill_loss_impl={impl} resolved to chunked_loss={options.chunked_loss}")
+  jitted = jax.jit(
+      step_lib.make_train_step(graphdef, teacher_graphdef, options, lr_schedule),
+      donate_argnums=(0,),
+      out_shardings=(state_shardings, None),
+  )
+  compiled, compile_s = _compile(jitted, state, teacher_state, batch)
+  return StepBench(_stepping(compiled, state, teacher_state, batch), compiled, compile_s, stack)
+
+
+def build_floor(argv: list[str]) -> StepBench:
+  """MaxText's pre-training ``train_step`` (student, plain CE, optimizer update) plus a teacher forward pass."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from maxtext.trainers.pre_train import train as pretrain  # pylint: disable=import-outside-toplevel
+  from maxtext.utils import model_creation_utils  # pylint: disable=import-outside-toplevel
+  from maxtext.utils import sharding  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin import config as config_lib  # pylint: disable=import-outside-toplevel
+
+  configs = config_lib.build(argv)  # only for the two MaxText configs of the shared YAML
+  student = configs.student
+  graphdef, state, state_shardings, mesh, _, batch = _student_setup(student)
+  params_shardings, state_shardings = sharding.maybe_update_params_sharding_with_opt(student, state_shardings)
+  stack = _mesh_context(mesh, student)
+  teacher_graphdef, teacher_state = nnx.split(model_creation_utils.from_pretrained(configs.teacher, mesh=mesh))
+
+  def floor_step(state, teacher_state, batch):
+    teacher = nnx.merge(teacher_graphdef, teacher_state)
+    teacher_logits = teacher(
+        decoder_input_tokens=batch["inputs"],
+        decoder_positions=batch["inputs_position"],
+        decoder_segment_ids=batch["inputs_segmentation"],
+        enable_dropout=False,
+    )
+    new_state, metrics = pretrain.train_step(graphdef, student, state_shardings, params_shardings, state, dict(batch))
+    # A max keeps the teacher's full forward (logits included) live without adding a [B, S, V] pass.
+    metrics["scalar"]["teacher/max_logit"] = jnp.max(teacher_logits)
+    return new_state, metrics
+
+  jitted = jax.jit(floor_step, donate_argnums=(0,), out_shardings=(state_shardings, None))
+  compiled, compile_s = _compile(jitted, state, teacher_state, batch)
+  return StepBench(_stepping(compiled, state, teacher_state, batch), compiled, compile_s, stack)
+
+
+def upstream_bench(step) -> StepBench:
+  """Upstream's step as Tunix calls it; memory from lowering the same ``nnx.jit``."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  started = time.perf_counter()
+  compiled = step.lower().compile()
+  compile_s = time.perf_counter() - started
+  return StepBench(lambda: jax.block_until_ready(step.run()), compiled, compile_s)
+
+
+class WorkerChannel:
+  """JSON lines to the parent on the original stdout; everything else printed goes to stderr."""
+
+  def __init__(self):
+    sys.stdout.flush()
+    self._out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+
+  def send(self, **message) -> None:
+    self._out.write(json.dumps(message) + "\n")
+    self._out.flush()
+
+  @staticmethod
+  def receive() -> list[str]:
+    line = sys.stdin.readline()
+    return line.split() if line else ["quit"]
+
+
+def compiled_stats(compiled) -> dict:
+  memory = compiled.memory_analysis()
+  stats = {
+      "temp_bytes": int(memory.temp_size_in_bytes),
+      "argument_bytes": int(memory.argument_size_in_bytes),
+      "output_bytes": int(memory.output_size_in_bytes),
+      "alias_bytes": int(memory.alias_size_in_bytes),
+  }
+  try:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    stats["flops"] = float(cost.get("flops", float("nan")))
+  except Exception:  # pylint: disable=broad-exception-caught
+    stats["flops"] = float("nan")
+  return stats
+
+
+def serve(channel: WorkerChannel, bench: StepBench) -> None:
+  """Warm up, report, then run steps on request until told to quit."""
+  import resource  # pylint: disable=import-outside-toplevel
+
+  started = time.perf_counter()
+  bench.run()
+  first_step_s = time.perf_counter() - started
+  channel.send(ready=True, compile_s=bench.compile_s, first_step_s=first_step_s, **compiled_stats(bench.compiled))
+  while True:
+    command = channel.receive()
+    if command[0] == "run":
+      times = []
+      for _ in range(int(command[1])):
+        started = time.perf_counter()
+        bench.run()
+        times.append(time.perf_counter() - started)
+      channel.send(times=times)
+    else:
+      channel.send(maxrss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+      return
+
+
+def worker_main(args) -> int:
+  """Entry of a worker process (``--worker VARIANT``)."""
+  channel = WorkerChannel()
+  logging.use_absl_handler()
+  logging.set_verbosity(logging.WARNING)
+  argv = ["train_distill", args.yaml, f"run_name={args.worker}", f"base_output_directory={args.run_dir}"]
+  argv += args.set or []
+  try:
+    if args.worker == "upstream":
+      import upstream_compat  # pylint: disable=import-outside-toplevel
+
+      upstream_compat.serve_upstream_step(argv, lambda step: serve(channel, upstream_bench(step)))
+    elif args.worker == "floor":
+      serve(channel, build_floor(argv))
+    else:
+      serve(channel, build_ours(argv, args.worker.removeprefix("ours_")))
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    logging.exception("worker %s failed", args.worker)
+    channel.send(error=f"{type(e).__name__}: {e}"[:2000])
+    return 1
+  return 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Parent side: start workers, interleave rounds, collect
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class Worker:
+  """A worker process and its line protocol."""
+
+  def __init__(self, variant: str, yaml_path: pathlib.Path, run_dir: pathlib.Path, extra: list[str]):
+    self.variant = variant
+    self.log_path = run_dir / f"{variant}.log"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", variant, "--yaml", str(yaml_path)]
+    cmd += ["--run-dir", str(run_dir)] + [f"--set={kv}" for kv in extra]
+    self._log = open(self.log_path, "w", encoding="utf-8")  # pylint: disable=consider-using-with
+    self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
+        cmd, cwd=REPO, env=child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log
+    )
+    self._buffer = b""
+    self.ready: dict | None = None
+    self.error: str | None = None
+    self.times: list[float] = []
+    self.maxrss_kib: int | None = None
+
+  def receive(self, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    fd = self.proc.stdout.fileno()
+    while b"\n" not in self._buffer:
+      left = deadline - time.monotonic()
+      if left <= 0:
+        raise TimeoutError(f"{self.variant}: no answer in {timeout_s:.0f}s (log: {self.log_path})")
+      readable, _, _ = select.select([fd], [], [], left)
+      if readable:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+          raise EOFError(f"{self.variant} exited with {self.proc.wait()} (log: {self.log_path})")
+        self._buffer += chunk
+    line, self._buffer = self._buffer.split(b"\n", 1)
+    message = json.loads(line)
+    if "error" in message:
+      raise RuntimeError(f"{self.variant}: {message['error']} (log: {self.log_path})")
+    return message
+
+  def send(self, command: str) -> None:
+    self.proc.stdin.write((command + "\n").encode())
+    self.proc.stdin.flush()
+
+  def wait_ready(self, timeout_s: float) -> None:
+    try:
+      self.ready = self.receive(timeout_s)
+    except (RuntimeError, EOFError, TimeoutError) as e:
+      self.fail(e)
+
+  def run_steps(self, count: int, timeout_s: float) -> None:
+    if self.error:
+      return
+    try:
+      self.send(f"run {count}")
+      self.times += self.receive(timeout_s)["times"]
+    except (RuntimeError, EOFError, TimeoutError, BrokenPipeError) as e:
+      self.fail(e)
+
+  def finish(self, timeout_s: float = 120) -> None:
+    if not self.error:
+      try:
+        self.send("quit")
+        self.maxrss_kib = self.receive(timeout_s)["maxrss_kib"]
+      except (RuntimeError, EOFError, TimeoutError, BrokenPipeError) as e:
+        self.fail(e)
+    self.stop()
+
+  def fail(self, error: Exception) -> None:
+    logging.error("%s", error)
+    self.error = str(error)
+    self.stop()
+
+  def stop(self) -> None:
+    if self.proc.poll() is None:
+      with contextlib.suppress(BrokenPipeError, OSError):
+        self.proc.stdin.close()
+      try:
+        self.proc.wait(timeout=60)
+      except subprocess.TimeoutExpired:
+        self.proc.kill()
+        self.proc.wait()
+    self._log.close()
+
+  def result(self) -> dict:
+    out = {"variant": self.variant, "error": self.error, "log": str(self.log_path), "maxrss_kib": self.maxrss_kib}
+    out.update({k: v for k, v in (self.ready or {}).items() if k != "ready"})
+    out["step_times_s"] = self.times
+    out["median_step_s"] = statistics.median(self.times) if self.times and not self.error else None
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """How long and how much to measure."""
+
+  rounds: int
+  round_target_s: float = 1.0  # each variant runs about this long per round (at least one step)
+  max_steps_per_round: int = 10
+  parallel_starts: int = 2  # workers compiling at once (2 cores)
+  ready_timeout_s: float = 900
+  step_timeout_s: float = 600
+
+
+def start_workers(variants, yaml_path, run_dir, extra: dict, plan: Plan) -> list[Worker]:
+  """Starts the workers ``plan.parallel_starts`` at a time; each is ready (compiled, warmed up) on return."""
+  workers: list[Worker] = []
+  pending = list(variants)
+  while pending:
+    batch = [Worker(v, yaml_path, run_dir, extra.get(v, [])) for v in pending[: plan.parallel_starts]]
+    pending = pending[plan.parallel_starts :]
+    for worker in batch:
+      worker.wait_ready(plan.ready_timeout_s)
+    workers += batch
+  return workers
+
+
+def steps_for_round(worker: Worker, plan: Plan) -> int:
+  estimate = statistics.median(worker.times) if worker.times else (worker.ready or {}).get("first_step_s", 1.0)
+  return max(1, min(plan.max_steps_per_round, int(plan.round_target_s / max(estimate, 1e-6))))
+
+
+def measure_shape(shape: Shape, work_dir: pathlib.Path, plan: Plan, extra: dict, variants=VARIANTS) -> dict:
+  """All variants on one shape: compile, interleaved rounds, peak RSS."""
+  started = time.perf_counter()
+  teacher = make_teacher(shape, work_dir)
+  yaml_path = write_yaml(shape, teacher, work_dir / "configs" / f"{shape.name}.yml")
+  run_dir = work_dir / "runs" / shape.name
+  logging.info("Shape %s: starting %s", shape.name, ", ".join(variants))
+  workers = start_workers(variants, yaml_path, run_dir, extra, plan)
+  try:
+    for round_index in range(plan.rounds):
+      order = workers[round_index % len(workers) :] + workers[: round_index % len(workers)]
+      for worker in order:
+        worker.run_steps(steps_for_round(worker, plan), plan.step_timeout_s)
+  finally:
+    for worker in workers:
+      worker.finish()
+  results = {w.variant: w.result() for w in workers}
+  elapsed = time.perf_counter() - started
+  logging.info("Shape %s done in %.0fs: %s", shape.name, elapsed, _brief(results))
+  return {"shape": dataclasses.asdict(shape), "name": shape.name, "yaml": str(yaml_path), "wall_s": elapsed, **results}
+
+
+def _brief(results: dict) -> str:
+  parts = []
+  for variant, r in results.items():
+    if r["error"]:
+      parts.append(f"{variant}=FAILED")
+    else:
+      parts.append(f"{variant}={r['median_step_s']:.3f}s/{r['temp_bytes'] / MIB:.0f}MiB")
+  return " ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def ratio(numerator, denominator):
+  if numerator is None or denominator is None or not denominator:
+    return None
+  return numerator / denominator
+
+
+def _fmt(value, spec: str, suffix: str = "") -> str:
+  if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    return "n/a"
+  return f"{value:{spec}}{suffix}"
+
+
+def _get(row: dict, variant: str, key: str):
+  r = row.get(variant) or {}
+  return None if r.get("error") else r.get(key)
+
+
+def _mib(row, variant, key="temp_bytes"):
+  value = _get(row, variant, key)
+  return None if value is None else value / MIB
+
+
+def time_table(rows: list[dict]) -> list[str]:
+  lines = [
+      "| vocab | seq | ours dense (s) | ours chunked (s) | upstream (s) | floor (s) | dense/upstream"
+      " | chunked/upstream | dense/floor | chunked/floor |",
+      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ]
+  for row in rows:
+    t = {v: _get(row, v, "median_step_s") for v in VARIANTS}
+    cells = [str(row["shape"]["vocab"]), str(row["shape"]["seq"])]
+    cells += [_fmt(t[v], ".3f") for v in VARIANTS]
+    cells += [_fmt(ratio(t[a], t[b]), ".2f") for a, b in _RATIO_PAIRS]
+    lines.append("| " + " | ".join(cells) + " |")
+  return lines
+
+
+_RATIO_PAIRS = (
+    ("ours_dense", "upstream"),
+    ("ours_chunked", "upstream"),
+    ("ours_dense", "floor"),
+    ("ours_chunked", "floor"),
+)
+
+
+def memory_table(rows: list[dict]) -> list[str]:
+  lines = [
+      "| vocab | seq | temp MiB: ours dense | ours chunked | upstream | floor | chunked/upstream | dense/upstream"
+      " | peak RSS MiB: ours dense | ours chunked | upstream | floor |",
+      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ]
+  for row in rows:
+    temp = {v: _mib(row, v) for v in VARIANTS}
+    rss = {v: None if _get(row, v, "maxrss_kib") is None else _get(row, v, "maxrss_kib") / 1024 for v in VARIANTS}
+    cells = [str(row["shape"]["vocab"]), str(row["shape"]["seq"])]
+    cells += [_fmt(temp[v], ".1f") for v in VARIANTS]
+    cells += [_fmt(ratio(temp["ours_chunked"], temp["upstream"]), ".3f")]
+    cells += [_fmt(ratio(temp["ours_dense"], temp["upstream"]), ".3f")]
+    cells += [_fmt(rss[v], ".0f") for v in VARIANTS]
+    lines.append("| " + " | ".join(cells) + " |")
+  return lines
+
+
+def flops_table(rows: list[dict]) -> list[str]:
+  lines = [
+      "| vocab | seq | GFLOP: ours dense | ours chunked | upstream | floor | compile s: ours dense | ours chunked"
+      " | upstream | floor |",
+      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ]
+  for row in rows:
+    flops = {v: _get(row, v, "flops") for v in VARIANTS}
+    cells = [str(row["shape"]["vocab"]), str(row["shape"]["seq"])]
+    cells += [_fmt(None if f is None else f / 1e9, ".2f") for f in flops.values()]
+    cells += [_fmt(_get(row, v, "compile_s"), ".1f") for v in VARIANTS]
+    lines.append("| " + " | ".join(cells) + " |")
+  return lines
+
+
+def failures(rows: list[dict]) -> list[str]:
+  out = []
+  for row in rows:
+    for variant in VARIANTS:
+      r = row.get(variant) or {}
+      if r.get("error"):
+        out.append(f"- {row['name']} / {variant}: {r['error']}")
+  return out
+
+
+TIME_VS_UPSTREAM = 0.8
+TIME_VS_FLOOR = 1.10
+TEMP_VS_UPSTREAM = 0.25
+
+
+def _verdict(value, limit) -> str:
+  if value is None:
+    return "not measured"
+  met = value <= limit
+  gap = (value / limit - 1.0) * 100
+  return f"**{'met' if met else 'missed'}**: {value:.3f} vs ≤ {limit} ({'margin' if met else 'over by'} {abs(gap):.0f}%)"
+
+
+def target_lines(rows: list[dict]) -> list[str]:
+  """Per target, a verdict per shape (the memory target is stated at vocab 32k, seq 1024)."""
+  lines = []
+  anchor = [r for r in rows if r["shape"]["vocab"] == 32768 and r["shape"]["seq"] == 1024]
+  if anchor:
+    row = anchor[0]
+    value = ratio(_mib(row, "ours_chunked"), _mib(row, "upstream"))
+    lines.append(f"- Compiled temp memory, ours (chunked) / upstream at vocab 32k, seq 1024: {_verdict(value, 0.25)}.")
+  else:
+    lines.append("- Compiled temp memory at vocab 32k, seq 1024: that shape was not run (see `--quick`).")
+  trend = [
+      f"{r['shape']['vocab']}/{r['shape']['seq']}: {_fmt(ratio(_mib(r, 'ours_chunked'), _mib(r, 'upstream')), '.3f')}"
+      for r in rows
+  ]
+  lines.append(f"  Chunked/upstream temp memory by vocab/seq: {', '.join(trend)}.")
+  for label, pair, limit in (
+      ("Step time, ours / upstream", "upstream", TIME_VS_UPSTREAM),
+      ("Step time, ours / floor", "floor", TIME_VS_FLOOR),
+  ):
+    lines.append(f"- {label} (target ≤ {limit}):")
+    for row in rows:
+      parts = []
+      for impl in ("ours_dense", "ours_chunked"):
+        value = ratio(_get(row, impl, "median_step_s"), _get(row, pair, "median_step_s"))
+        parts.append(f"{impl.removeprefix('ours_')} {_verdict(value, limit)}")
+      lines.append(f"  - vocab {row['shape']['vocab']}, seq {row['shape']['seq']}: " + "; ".join(parts))
+  return lines
+
+
+def environment() -> dict:
+  """Versions and machine, from a child so the parent stays free of JAX."""
+  code = (
+      "import json, importlib.metadata as m, jax;"
+      "print(json.dumps({p: m.version(p) for p in ('jax', 'jaxlib', 'flax', 'maxtext', 'google-tunix', 'optax')}))"
+  )
+  try:
+    versions = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), check=True, timeout=120
+        ).stdout
+    )
+  except (subprocess.SubprocessError, json.JSONDecodeError):
+    versions = {}
+  cpu = platform.processor() or platform.machine()
+  with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+    names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    cpu = names[0] if names else cpu
+  memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
+  return {
+      "python": platform.python_version(),
+      "versions": versions,
+      "cpu": cpu,
+      "cores": os.cpu_count(),
+      "memory_gib": round(memory_gib, 1),
+  }
+
+
+def render_markdown(report: dict) -> str:
+  rows, env = report["rows"], report["environment"]
+  shape = rows[0]["shape"] if rows else {}
+  versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+  lines = [
+      "# Benchmarks: online distillation step (\"Lean and fast\")",
+      "",
+      "Reproduce (from the repository root, with the project's `.venv`):",
+      "",
+      "```bash",
+      report["command"],
+      "```",
+      "",
+      f"Run {report['date']} on {env['cpu']} ({env['cores']} cores, {env['memory_gib']} GiB), Python {env['python']},"
+      f" {versions}. Total wall time {report['wall_s'] / 60:.1f} min.",
+      "",
+      "## Setup",
+      "",
+      f"- Models: MaxText's default decoder shrunk to emb {shape.get('emb')}, {shape.get('heads')} heads x"
+      f" {shape.get('head_dim')}, MLP {shape.get('mlp')}, float32; teacher {shape.get('teacher_layers')} layers"
+      f" (a checkpoint from one step of MaxText pre-training), student {shape.get('student_layers')} layer;"
+      f" per-device batch {shape.get('batch')}; alpha 0.5, T 2.0, beta 0; synthetic data; 1 CPU device.",
+      "- One YAML per shape (`configs/distillation-cpu-tiny.yml` resized, `enable_nnx` dropped because MaxText"
+      " 0.2.5 refuses it) is read by all four variants; only `distill_loss_impl` differs between ours.",
+      "- **ours dense / ours chunked**: `step.make_train_step` after `train_utils.setup_train_loop`, jitted as"
+      " `trainer.train` jits it (donated state, MaxText's state shardings).",
+      "- **upstream**: MaxText 0.2.5's `train_distill.main` unchanged up to Tunix's loop; the step is the"
+      " `nnx.jit` Tunix builds (`jit_train_and_eval_step`) called on a batch prepared as Tunix's loop prepares it."
+      " `tools/upstream_compat.py` (benchmark-only) adds the `_checkpointer` attribute the released Tunix 0.1.7"
+      " lacks and hands the compiled step over instead of entering Tunix's endless loop. Tunix's per-step host"
+      " work outside the step (metrics buffering, a host sync per step for its console line) is not timed.",
+      "- **floor**: MaxText's own pre-training `train_step` (student forward, plain CE, backward, optimizer update)"
+      " plus a teacher forward pass in one `jax.jit`: the least an online distillation step must compute.",
+      f"- Timing: every variant in its own process; after an ahead-of-time compile and one warm-up step,"
+      f" {report['plan']['rounds']} interleaved rounds (rotating order, each variant about"
+      f" {report['plan']['round_target_s']} s per round while the others sleep). Median over all timed steps.",
+      "- Memory: `compiled.memory_analysis().temp_size_in_bytes` of each compiled train step (XLA's scratch"
+      " buffers: activations, logits, gradients in flight; excludes parameters, optimizer state and the batch),"
+      " and each process's peak RSS (`ru_maxrss`, includes Python, JAX and MaxText imports and compilation).",
+      "",
+      "## Step time (median seconds per step)",
+      "",
+      *time_table(rows),
+      "",
+      "## Memory",
+      "",
+      *memory_table(rows),
+      "",
+      f"![Compiled temp memory vs vocabulary]({report['plot_name']})" if report.get("plot_name") else "",
+      "",
+      "## Work per step (XLA cost analysis) and compile time",
+      "",
+      *flops_table(rows),
+      "",
+      "## Targets",
+      "",
+      *target_lines(rows),
+      "",
+  ]
+  if report.get("notes"):
+    lines += ["## Why", "", *report["notes"], ""]
+  broken = failures(rows)
+  if broken:
+    lines += ["## Failures", "", *broken, ""]
+  if report.get("skipped"):
+    lines += ["## Not run", "", *[f"- {s}" for s in report["skipped"]], ""]
+  return "\n".join(lines)
+
+
+def write_plot(rows: list[dict], path: pathlib.Path) -> bool:
+  """Compiled temp memory vs vocabulary size, one line per variant and sequence length."""
+  try:
+    import matplotlib  # pylint: disable=import-outside-toplevel
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    logging.warning("matplotlib is not installed: no plot written")
+    return False
+  fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+  colors = {"ours_dense": "tab:blue", "ours_chunked": "tab:green", "upstream": "tab:red", "floor": "tab:gray"}
+  for seq, style in zip(sorted({r["shape"]["seq"] for r in rows}, reverse=True), ("-", "--", ":", "-.")):
+    chosen = sorted((r for r in rows if r["shape"]["seq"] == seq), key=lambda r: r["shape"]["vocab"])
+    for variant in VARIANTS:
+      points = [(r["shape"]["vocab"], _mib(r, variant)) for r in chosen if _mib(r, variant) is not None]
+      if points:
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, style, marker="o", color=colors[variant], label=f"{variant}, seq {seq}")
+  ax.set_xscale("log", base=2)
+  ax.set_yscale("log")
+  ax.set_xlabel("vocabulary size")
+  ax.set_ylabel("compiled temp memory of the train step (MiB)")
+  ax.set_title("XLA temp memory per training step (lower is better)")
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend(fontsize=7, ncol=2)
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path)
+  plt.close(fig)
+  return True
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def parse_shapes(text: str) -> tuple[Shape, ...]:
+  """``"32768x1024,1024x256"`` (vocab x seq) with the full run's widths."""
+  shapes = []
+  for item in filter(None, (s.strip() for s in text.split(","))):
+    vocab, seq = item.lower().split("x")
+    shapes.append(Shape(vocab=int(vocab), seq=int(seq)))
+  return tuple(shapes)
+
+
+def parse_args(argv: list[str]):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+  parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"), help="Markdown report to write")
+  parser.add_argument("--plot", default=None, help="PNG plot (default: benchmarks_memory.png beside --out)")
+  parser.add_argument("--json", default=None, help="also write the raw results as JSON here")
+  parser.add_argument("--quick", action="store_true", help="one tiny shape, 2 rounds (< ~60 s): the smoke test")
+  parser.add_argument("--shapes", default=None, help="vocab x seq list, e.g. 32768x1024,1024x256 (full widths)")
+  parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per shape (default 5; quick 2)")
+  parser.add_argument("--work-dir", default=None, help="teachers, YAMLs, worker logs (default: a temp dir)")
+  parser.add_argument("--chunked-args", default="", help="extra key=value for ours_chunked, e.g. distill_vocab_chunk=8192")
+  parser.add_argument("--notes", default=None, help="a Markdown file whose lines become the report's 'Why' section")
+  parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+  parser.add_argument("--yaml", help=argparse.SUPPRESS)
+  parser.add_argument("--run-dir", help=argparse.SUPPRESS)
+  parser.add_argument("--set", action="append", help=argparse.SUPPRESS)
+  return parser.parse_args(argv)
+
+
+def reproduce_command(argv: list[str]) -> str:
+  shown = [a for a in argv if not a.startswith("--work-dir")]
+  return "python tools/bench_distill.py " + shlex.join(shown)
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  args = parse_args(argv)
+  if args.worker:
+    return worker_main(args)
+  logging.use_absl_handler()
+  logging.set_verbosity(logging.INFO)
+  started = time.perf_counter()
+  shapes = (QUICK_SHAPE,) if args.quick else parse_shapes(args.shapes) if args.shapes else FULL_SHAPES
+  plan = Plan(rounds=args.rounds or (2 if args.quick else 5), round_target_s=0.3 if args.quick else 1.0)
+  extra = {"ours_chunked": shlex.split(args.chunked_args)}
+  out = pathlib.Path(args.out)
+  plot = pathlib.Path(args.plot) if args.plot else out.with_name("benchmarks_memory.png")
+  with contextlib.ExitStack() as stack:
+    work_dir = args.work_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_distill_"))
+    rows = [measure_shape(shape, pathlib.Path(work_dir), plan, extra) for shape in shapes]
+  report = {
+      "command": reproduce_command(argv),
+      "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+      "environment": environment(),
+      "plan": dataclasses.asdict(plan),
+      "rows": rows,
+      "wall_s": time.perf_counter() - started,
+      "plot_name": plot.name if write_plot(rows, plot) else None,
+      "notes": pathlib.Path(args.notes).read_text(encoding="utf-8").splitlines() if args.notes else None,
+  }
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(render_markdown(report), encoding="utf-8")
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(report, indent=1), encoding="utf-8")
+  logging.info("Wrote %s (%s) in %.0fs", out, plot if report["plot_name"] else "no plot", report["wall_s"])
+  return 1 if failures(rows) else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
