@@ -43,7 +43,7 @@ def test_no_unsafe_deserialisation(name, pattern):
   assert not offenders, f"{name} in {offenders}"
 
 
-def test_cache_records_hold_no_pickles(tmp_path):
+def test_cache_records_hold_no_pickles():
   """The cache reader refuses a record that is not our binary layout (e.g. a pickle) instead of executing it."""
   import pickle  # pylint: disable=import-outside-toplevel  # only to build the hostile payload
 
