@@ -314,12 +314,8 @@ def check_cache_matches(directory: str, student, settings: DistillSettings) -> N
   from maxtext_distill_plugin.teacher_cache import format as cache_format  # pylint: disable=import-outside-toplevel
 
   if not os.path.exists(os.path.join(directory, cache_format.MANIFEST_NAME)):
-    raise errors.ConfigError(
-        "offline_data_dir",
-        directory,
-        "it has no manifest.json. A cache from upstream's save_top_k_teacher_logits.py converts with"
-        " `python -m maxtext_distill_plugin.teacher_cache.upstream_interop <src> <dst> --vocab-size V`.",
-    )
+    _check_upstream_cache_matches(directory, student, settings)
+    return
   identity = cache_format.read_manifest(directory).identity
   if identity.vocab_size != student.vocab_size:
     raise errors.ConfigError(
@@ -349,6 +345,37 @@ def check_cache_matches(directory: str, student, settings: DistillSettings) -> N
   if settings.distill_offline_tail == "bucket" and not identity.tail_logmass_known:
     raise errors.ConfigError(
         "distill_offline_tail", "bucket", "this cache stores no tail mass: use distill_offline_tail=renormalize."
+    )
+
+
+def _check_upstream_cache_matches(directory: str, student, settings: DistillSettings) -> None:
+  """A cache written by upstream's tool (read in place): sequence length, id range, no tail."""
+  from maxtext_distill_plugin.teacher_cache import upstream_interop  # pylint: disable=import-outside-toplevel
+
+  try:
+    cache = upstream_interop.UpstreamCache(directory)
+  except (FileNotFoundError, ValueError) as e:
+    raise errors.ConfigError(
+        "offline_data_dir", directory, f"it is neither a maxtext-distill cache (no manifest.json) nor upstream's ({e})."
+    ) from None
+  if cache.max_target_length != student.max_target_length:
+    raise errors.ConfigError(
+        "max_target_length",
+        f"student={student.max_target_length} cache={cache.max_target_length}",
+        f"set max_target_length={cache.max_target_length}, or cache the teacher at this length.",
+    )
+  largest_id = int(cache[0]["teacher_topk_ids"].max())
+  if largest_id >= student.vocab_size:
+    raise errors.ConfigError(
+        "vocab_size", f"student={student.vocab_size} cache ids up to {largest_id}", "use a cache of this tokenizer."
+    )
+  if settings.distill_offline_tail == "bucket":
+    raise errors.ConfigError(
+        "distill_offline_tail", "bucket", "upstream's caches store no tail mass: use distill_offline_tail=renormalize."
+    )
+  if settings.extract_features:
+    raise errors.ConfigError(
+        "distill_beta", settings.distill_beta, "a teacher cache holds logits only: set distill_beta=0 offline."
     )
 
 

@@ -29,6 +29,7 @@ iterator. Those are exactly the behaviours the spec requires, so this loop
 reuses MaxText's checkpoint manager and keeps the step count itself.
 """
 
+import os
 import time
 
 from absl import logging
@@ -67,11 +68,19 @@ def open_offline_data(configs, data_sharding):
   from maxtext_distill_plugin import offline_data  # pylint: disable=import-outside-toplevel
   from maxtext_distill_plugin.teacher_cache import reader  # pylint: disable=import-outside-toplevel
 
+  from maxtext_distill_plugin.teacher_cache import upstream_interop  # pylint: disable=import-outside-toplevel
+
   student, settings = configs.student, configs.settings
-  cache = reader.open_cache(configs.global_config.offline_data_dir)
+  directory = configs.global_config.offline_data_dir
+  if os.path.exists(os.path.join(directory, "manifest.json")):
+    cache = reader.open_cache(directory)
+    tail_known = cache.manifest.identity.tail_logmass_known
+  else:  # upstream's save_top_k_teacher_logits.py output, read in place
+    cache = upstream_interop.UpstreamCache(directory)
+    tail_known = False
   tail = settings.distill_offline_tail
   if tail == "auto":
-    tail = "bucket" if cache.manifest.identity.tail_logmass_known else "renormalize"
+    tail = "bucket" if tail_known else "renormalize"
   seed = int(student.data_shuffle_seed) if student.enable_data_shuffling else None
   batches = offline_data.OfflineBatches(
       cache, global_batch=int(student.global_batch_size_to_load), data_sharding=data_sharding, shuffle_seed=seed

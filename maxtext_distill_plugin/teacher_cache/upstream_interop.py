@@ -254,3 +254,41 @@ def convert_upstream(src_dir: str, dst_dir: str, manifest_fields: dict) -> cache
   )
   cache_format.write_json_atomically(os.path.join(dst_dir, cache_format.MANIFEST_NAME), manifest.to_json())
   return manifest
+
+
+class UpstreamCache:
+  """Reads upstream's files in place, with the interface of :class:`reader.TeacherCache` (no conversion needed).
+
+  Upstream stores no tail mass, so it always trains with ``tail="renormalize"``.
+  """
+
+  def __init__(self, directory: str):
+    self.directory = directory
+    self._paths = [path for _, _, path in upstream_files(directory)]
+    counts = []
+    for path in self._paths:
+      reader = array_record_module.ArrayRecordReader(path, "readahead_buffer_size:0")
+      counts.append(reader.num_records())
+      reader.close()
+    self._starts = np.cumsum([0] + counts).tolist()
+    self._readers: dict[int, array_record_module.ArrayRecordReader] = {}
+    first = self[0]
+    self.top_k = int(first["teacher_topk_ids"].shape[-1])
+    self.max_target_length = int(first["inputs"].shape[0])
+    self.tail_logmass_known = False
+
+  def __len__(self) -> int:
+    return self._starts[-1]
+
+  def __getitem__(self, index) -> dict[str, np.ndarray]:
+    index = int(index)
+    if not 0 <= index < len(self):
+      raise IndexError(f"record {index} is outside [0, {len(self)}) of {self.directory}")
+    shard = int(np.searchsorted(self._starts, index, side="right")) - 1
+    if shard not in self._readers:
+      self._readers[shard] = array_record_module.ArrayRecordReader(self._paths[shard], "readahead_buffer_size:0")
+    record = self._readers[shard].read([index - self._starts[shard]])[0]
+    return upstream_record_to_arrays(record, source=f"{self._paths[shard]}[{index - self._starts[shard]}]")
+
+  def __getitems__(self, indices) -> list[dict[str, np.ndarray]]:
+    return [self[i] for i in indices]
