@@ -47,7 +47,6 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from maxtext_distill_plugin import losses
 from maxtext_distill_plugin import objective
 from maxtext_distill_plugin import reductions
 
@@ -289,25 +288,14 @@ def distillation_terms_from_hidden(
   )
   kl_at_1, teacher_ce = jax.lax.stop_gradient((kl_at_1, teacher_ce))
 
-  # From here on, the same combination as objective.distillation_terms, on [B, S] terms.
-  soft = kl_at_t * jnp.square(temperature)
-  per_token = weights.alpha * soft + (1.0 - weights.alpha) * student_ce
-  if student_features_LxBxSxD is not None and teacher_features_LxBxSxD is not None:
-    feature = weights.beta * losses.feature_distance(
-        student_features_LxBxSxD, jax.lax.stop_gradient(teacher_features_LxBxSxD), loss_type=feature_loss_type
-    )
-    per_token = per_token + feature
-  else:
-    feature = jnp.zeros_like(student_ce)
-
-  objective_sum, count = reductions.masked_sum_count(per_token, mask_BxS)
-  metrics = {
-      "distill/soft_loss": reductions.masked_sum_count(soft, mask_BxS),
-      "distill/hard_loss": reductions.masked_sum_count(student_ce, mask_BxS),
-      "distill/teacher_loss": reductions.masked_sum_count(teacher_ce, mask_BxS),
-      "distill/kl_div_at_T": reductions.masked_sum_count(kl_at_t, mask_BxS),
-      "distill/kl_div_T1": reductions.masked_sum_count(kl_at_1, mask_BxS),
-      "distill/out_proj_feature_loss": reductions.masked_sum_count(feature, mask_BxS),
-      "distill/total_loss": (objective_sum, count),
-  }
-  return objective_sum, count, jax.tree.map(jax.lax.stop_gradient, metrics)
+  return objective.combine_terms(
+      kl_at_t,
+      kl_at_1,
+      student_ce,
+      mask_BxS,
+      weights,
+      extra={"distill/teacher_loss": teacher_ce},
+      student_features_LxBxSxD=student_features_LxBxSxD,
+      teacher_features_LxBxSxD=teacher_features_LxBxSxD,
+      feature_loss_type=feature_loss_type,
+  )

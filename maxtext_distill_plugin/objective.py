@@ -120,31 +120,69 @@ def distillation_terms(
     tokens, the number of valid tokens, and a dict of (sum, count) metrics
     named as in the spec's Monitoring table.
   """
-  temperature = weights.temperature
-  kl_at_T, kl_at_1, student_ce, extra = _logit_terms(student_logits_BxSxV, teacher, labels_BxS, temperature)
-  kl_at_1 = jax.lax.stop_gradient(kl_at_1)
+  kl_at_T, kl_at_1, student_ce, extra = _logit_terms(student_logits_BxSxV, teacher, labels_BxS, weights.temperature)
+  return combine_terms(
+      kl_at_T,
+      kl_at_1,
+      student_ce,
+      mask_BxS,
+      weights,
+      extra=extra,
+      student_features_LxBxSxD=student_features_LxBxSxD,
+      teacher_features_LxBxSxD=teacher.features_LxBxSxD,
+      feature_loss_type=feature_loss_type,
+  )
 
-  soft = kl_at_T * jnp.square(temperature)
-  per_token = weights.alpha * soft + (1.0 - weights.alpha) * student_ce
-  use_features = student_features_LxBxSxD is not None and teacher.features_LxBxSxD is not None
-  if use_features:
+
+def combine_terms(
+    kl_at_T_BxS: jnp.ndarray,
+    kl_at_1_BxS: jnp.ndarray,
+    student_ce_BxS: jnp.ndarray,
+    mask_BxS: jnp.ndarray,
+    weights: LossWeights,
+    *,
+    extra: dict[str, jnp.ndarray] | None = None,
+    student_features_LxBxSxD: jnp.ndarray | None = None,
+    teacher_features_LxBxSxD: jnp.ndarray | None = None,
+    feature_loss_type: str = "cosine",
+) -> tuple[jnp.ndarray, jnp.ndarray, dict[str, reductions.SumCount]]:
+  """The objective and metrics from per-token terms, however they were computed (dense, sparse or chunked).
+
+  Args:
+    kl_at_T_BxS: ``KL(teacher_T || student_T)`` per token, without T^2.
+    kl_at_1_BxS: the same at T = 1 (a metric; no gradient flows through it).
+    student_ce_BxS: student cross-entropy on the labels.
+    mask_BxS: token validity.
+    weights: scheduled alpha, temperature and beta.
+    extra: further per-token metrics, e.g. the teacher's CE, reduced like the rest.
+    student_features_LxBxSxD: student features, or None (no feature loss).
+    teacher_features_LxBxSxD: teacher features of the same layers, or None.
+    feature_loss_type: ``"cosine"`` or ``"l2"``.
+
+  Returns:
+    ``(objective_sum, count, metrics)`` as :func:`distillation_terms`.
+  """
+  kl_at_1_BxS = jax.lax.stop_gradient(kl_at_1_BxS)
+  soft = kl_at_T_BxS * jnp.square(weights.temperature)
+  per_token = weights.alpha * soft + (1.0 - weights.alpha) * student_ce_BxS
+  if student_features_LxBxSxD is not None and teacher_features_LxBxSxD is not None:
     feature = weights.beta * losses.feature_distance(
-        student_features_LxBxSxD, teacher.features_LxBxSxD, loss_type=feature_loss_type
+        student_features_LxBxSxD, jax.lax.stop_gradient(teacher_features_LxBxSxD), loss_type=feature_loss_type
     )
     per_token = per_token + feature
   else:
-    feature = jnp.zeros_like(student_ce)
+    feature = jnp.zeros_like(student_ce_BxS)
 
   objective_sum, count = reductions.masked_sum_count(per_token, mask_BxS)
   metrics = {
       "distill/soft_loss": reductions.masked_sum_count(soft, mask_BxS),
-      "distill/hard_loss": reductions.masked_sum_count(student_ce, mask_BxS),
-      "distill/kl_div_at_T": reductions.masked_sum_count(kl_at_T, mask_BxS),
-      "distill/kl_div_T1": reductions.masked_sum_count(kl_at_1, mask_BxS),
+      "distill/hard_loss": reductions.masked_sum_count(student_ce_BxS, mask_BxS),
+      "distill/kl_div_at_T": reductions.masked_sum_count(kl_at_T_BxS, mask_BxS),
+      "distill/kl_div_T1": reductions.masked_sum_count(kl_at_1_BxS, mask_BxS),
       "distill/out_proj_feature_loss": reductions.masked_sum_count(feature, mask_BxS),
       "distill/total_loss": (objective_sum, count),
   }
-  metrics.update({name: reductions.masked_sum_count(values, mask_BxS) for name, values in extra.items()})
+  metrics.update({name: reductions.masked_sum_count(values, mask_BxS) for name, values in (extra or {}).items()})
   return objective_sum, count, jax.tree.map(jax.lax.stop_gradient, metrics)
 
 

@@ -93,6 +93,14 @@ def run_cli(*args: str, cwd=REPO, module: str = DOCUMENTED_MODULE, env=None, tim
   )
 
 
+def committed_steps(checkpoint_dir) -> list[int]:
+  """Checkpoint steps that Orbax committed (a half-written step has no commit marker)."""
+  checkpoint_dir = pathlib.Path(checkpoint_dir)
+  if not checkpoint_dir.is_dir():
+    return []
+  return sorted(int(p.name) for p in checkpoint_dir.iterdir() if p.name.isdigit() and (p / "commit_success.txt").exists())
+
+
 def read_metrics(path) -> list[dict]:
   with open(path, encoding="utf-8") as f:
     return [json.loads(line) for line in f if line.strip()]

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from tests.conftest import DOCUMENTED_MODULE, REPO, TINY_YAML, maxtext_pretrain, read_metrics, subprocess_env
-from tests.conftest import train_in_process
+from tests.conftest import committed_steps, train_in_process
 
 _STEPS = 300
 
@@ -46,12 +46,6 @@ def _command(out, run_name, metrics_file, teacher_checkpoint):
       "distill_alpha_end=0.2",
       "distill_alpha_schedule=cosine",
   ]
-
-
-def _committed_steps(checkpoint_dir):
-  if not checkpoint_dir.is_dir():
-    return []
-  return sorted(int(p.name) for p in checkpoint_dir.iterdir() if p.name.isdigit() and (p / "commit_success.txt").exists())
 
 
 def test_sigkill_then_same_command_resumes_with_identical_losses(tmp_path, teacher_checkpoint):
@@ -77,13 +71,13 @@ def test_sigkill_then_same_command_resumes_with_identical_losses(tmp_path, teach
   checkpoints = tmp_path / "victim" / "checkpoints"
   deadline = time.monotonic() + 300
   while time.monotonic() < deadline and victim.poll() is None:
-    if any(step >= 40 for step in _committed_steps(checkpoints)):
+    if any(step >= 40 for step in committed_steps(checkpoints)):
       break
     time.sleep(0.02)
   assert victim.poll() is None, "the run ended before it could be killed; raise _STEPS"
   os.kill(victim.pid, signal.SIGKILL)
   victim.wait()
-  last_before_kill = max(_committed_steps(checkpoints))
+  last_before_kill = max(committed_steps(checkpoints))
   assert last_before_kill < _STEPS - 1
 
   resumed = subprocess.run(
@@ -158,7 +152,7 @@ def test_interrupted_checkpoint_write_is_not_trusted(tmp_path, teacher_checkpoin
   reference = train_in_process(tmp_path / "ref", teacher_checkpoint, *common, run_name="r").history
   first = train_in_process(tmp_path / "run", teacher_checkpoint, *common, run_name="r")
   checkpoints = tmp_path / "run" / "r" / "checkpoints"
-  assert _committed_steps(checkpoints) == [0, 2, 3]
+  assert committed_steps(checkpoints) == [0, 2, 3]
   # As if the process died while writing step 3: Orbax writes under a temporary name and renames on commit.
   (checkpoints / "3").rename(checkpoints / "3.orbax-checkpoint-tmp-1700000000")
   del first
@@ -183,4 +177,4 @@ def test_rerunning_a_finished_run_is_a_clean_no_op(tmp_path, teacher_checkpoint)
   ]
   assert trainer.run(config.build(argv)) == 0
   assert trainer.run(config.build(argv)) == 0
-  assert _committed_steps(tmp_path / "done" / "checkpoints") == [0, 1]
+  assert committed_steps(tmp_path / "done" / "checkpoints") == [0, 1]

@@ -90,8 +90,7 @@ def _write_upstream_copy(cache_dir, out_dir, k):
   cache = reader.open_cache(cache_dir)
   out_dir.mkdir()
   sink = array_record_module.ArrayRecordWriter(str(out_dir / "teacher_top_k_part_00000_host_000.array_record"), "")
-  for index in range(len(cache)):
-    record = cache[index]
+  for record in cache.__getitems__(range(len(cache))):
     best = np.argsort(-record["teacher_topk_logprobs"], axis=1)[:, :k]
     example = example_pb2.Example()  # pylint: disable=no-member
     feature = example.features.feature

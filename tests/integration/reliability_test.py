@@ -23,6 +23,7 @@ import time
 
 from tensorboardX.proto import event_pb2
 
+from tests.conftest import committed_steps
 from tests.conftest import DOCUMENTED_MODULE, REPO, TINY_YAML, run_cli, subprocess_env, train_in_process
 
 SPEC_METRICS = (
@@ -42,12 +43,6 @@ SPEC_METRICS = (
     "perf/tokens_per_s",
     "perf/step_time_s",
 )
-
-
-def _committed(checkpoint_dir):
-  if not checkpoint_dir.is_dir():
-    return []
-  return sorted(int(p.name) for p in checkpoint_dir.iterdir() if p.name.isdigit() and (p / "commit_success.txt").exists())
 
 
 def test_sigterm_checkpoints_and_exits_zero(tmp_path, teacher_checkpoint):
@@ -70,7 +65,7 @@ def test_sigterm_checkpoints_and_exits_zero(tmp_path, teacher_checkpoint):
     )
     checkpoints = tmp_path / "pre" / "checkpoints"
     deadline = time.monotonic() + 300
-    while not _committed(checkpoints) and time.monotonic() < deadline and proc.poll() is None:
+    while not committed_steps(checkpoints) and time.monotonic() < deadline and proc.poll() is None:
       time.sleep(0.05)
     time.sleep(1.0)  # let it run some steps past the first checkpoint
     proc.send_signal(signal.SIGTERM)
@@ -78,7 +73,7 @@ def test_sigterm_checkpoints_and_exits_zero(tmp_path, teacher_checkpoint):
   stderr = log_path.read_text(encoding="utf-8")
   assert proc.returncode == 0, stderr[-3000:]
   assert "Preempted: saving a checkpoint" in stderr
-  saved = _committed(checkpoints)
+  saved = committed_steps(checkpoints)
   assert len(saved) == 2 and saved[0] == 0 and saved[1] > 0, saved
 
 
@@ -99,7 +94,7 @@ def test_non_finite_loss_stops_naming_step_and_term_and_keeps_good_checkpoints(t
   match = re.search(r"(distill/\w+|grad_norm|learning_rate) is (nan|inf|-inf) at step (\d+)", proc.stderr)
   assert match, proc.stderr[-3000:]
   bad_step = int(match.group(3))  # 1-based
-  saved = _committed(tmp_path / "nan" / "checkpoints")
+  saved = committed_steps(tmp_path / "nan" / "checkpoints")
   assert saved and max(saved) < bad_step - 1, (saved, bad_step)
   assert "Last good checkpoint" in proc.stderr and "Fix:" in proc.stderr
 
