@@ -26,7 +26,7 @@ import numpy as np
 from tests.conftest import DOCUMENTED_MODULE, REPO, TINY_YAML, maxtext_pretrain, read_metrics, subprocess_env
 from tests.conftest import committed_steps, train_in_process
 
-_STEPS = 300
+_STEPS = 160
 
 
 def _command(out, run_name, metrics_file, teacher_checkpoint):
@@ -40,7 +40,7 @@ def _command(out, run_name, metrics_file, teacher_checkpoint):
       f"metrics_file={metrics_file}",
       f"teacher_overrides.load_parameters_path={teacher_checkpoint}",
       f"steps={_STEPS}",
-      "checkpoint_period=20",
+      "checkpoint_period=10",
       "log_period=1",
       "distill_alpha=0.7",
       "distill_alpha_end=0.2",
@@ -71,7 +71,7 @@ def test_sigkill_then_same_command_resumes_with_identical_losses(tmp_path, teach
   checkpoints = tmp_path / "victim" / "checkpoints"
   deadline = time.monotonic() + 300
   while time.monotonic() < deadline and victim.poll() is None:
-    if any(step >= 40 for step in committed_steps(checkpoints)):
+    if any(step >= 20 for step in committed_steps(checkpoints)):
       break
     time.sleep(0.02)
   assert victim.poll() is None, "the run ended before it could be killed; raise _STEPS"
