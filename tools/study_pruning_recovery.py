@@ -112,14 +112,14 @@ class StudyPlan:
 
 FULL = StudyPlan(
     demo.FULL,
-    steps=400,
-    eval_interval=50,
+    steps=300,
+    eval_interval=30,
     seeds=(0, 1, 2),
     ablations=len(ABLATIONS),
     budget_s=40 * 60,
     upstream_timeout_s=240,
 )
-QUICK = StudyPlan(demo.FAST, steps=6, eval_interval=3, seeds=(0,), ablations=1, budget_s=90, upstream_timeout_s=0)
+QUICK = StudyPlan(demo.FAST, steps=6, eval_interval=3, seeds=(0,), ablations=0, budget_s=90, upstream_timeout_s=0)
 
 
 # --- Inputs: data, teacher, pruned student (the demo's) ------------------------------------------
@@ -249,6 +249,15 @@ class HeldOut:
       self.teacher_logp = [np.asarray(jax.device_get(fn(state, b))) for b in self.batches]
     self.tokens = int(sum(int((np.asarray(b["targets_segmentation"]) != 0).sum()) for b in self.batches))
 
+  def teacher_scores(self) -> dict[str, float]:
+    """The teacher's own held-out metrics, from its stored log-probabilities (KL 0, agreement 1 by definition)."""
+    total = 0.0
+    for batch, logp in zip(self.batches, self.teacher_logp):
+      mask = np.asarray(batch["targets_segmentation"]) != 0
+      target_logp = np.take_along_axis(logp, np.asarray(batch["targets"])[..., None], axis=-1)[..., 0]
+      total -= float(target_logp[mask].sum())
+    return _with_perplexity({"ce": total / max(self.tokens, 1), "kl_t1": 0.0, "top1_agreement": 1.0})
+
   def score(self, cfg) -> dict[str, float]:
     """Held-out metrics of the model ``cfg.load_parameters_path``."""
     import jax  # pylint: disable=import-outside-toplevel
@@ -261,9 +270,11 @@ class HeldOut:
       for batch, teacher_logp in zip(self.batches, self.teacher_logp):
         sums = jax.device_get(fn(state, batch, teacher_logp))
         totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
-    scores = reductions.means(totals)
-    scores["perplexity"] = math.exp(min(scores["ce"], 80.0))
-    return scores
+    return _with_perplexity(reductions.means(totals))
+
+
+def _with_perplexity(scores: dict[str, float]) -> dict[str, float]:
+  return {**scores, "perplexity": math.exp(min(scores["ce"], 80.0))}
 
 
 # --- Runs ------------------------------------------------------------------------------------------
@@ -283,16 +294,16 @@ def _write_json(path: str, value) -> None:
 
 
 def read_curve(metrics_file: str) -> dict[str, list]:
-  """Held-out CE (the trainer's eval) and training CE against the step, from a run's JSON lines."""
-  curve = {"eval_step": [], "eval_ce": [], "train_step": [], "train_ce": []}
+  """The trainer's held-out evals (CE, KL at T=1) and training CE against the step, from a run's JSON lines."""
+  names = {"eval_ce": "eval/hard_loss", "eval_kl_t1": "eval/kl_div_T1", "train_ce": "distill/hard_loss"}
+  curve = {key: [] for key in ("eval_step", "train_step", *names)}
   with open(metrics_file, encoding="utf-8") as f:
     for record in map(json.loads, filter(str.strip, f)):
-      if "eval/hard_loss" in record:
-        curve["eval_step"].append(record["step"])
-        curve["eval_ce"].append(record["eval/hard_loss"])
-      elif "distill/hard_loss" in record:
-        curve["train_step"].append(record["step"])
-        curve["train_ce"].append(record["distill/hard_loss"])
+      kind = "eval" if "eval/hard_loss" in record else "train"
+      curve[f"{kind}_step"].append(record["step"])
+      for key, name in names.items():
+        if key.startswith(kind):
+          curve[key].append(record[name])
   return curve
 
 
@@ -359,8 +370,8 @@ def _upstream_yaml(inputs: Inputs, path: str) -> None:
       "grain_train_files": data.train_pattern,
       "grain_eval_files": data.eval_pattern,
       "tokenizer_path": data.tokenizer_path,
-      "student_overrides": {"base_num_decoder_layers": 2, "load_parameters_path": inputs.pruned_items},
-      "teacher_overrides": {"base_num_decoder_layers": 4, "load_parameters_path": inputs.teacher_items},
+      "student_overrides": {"load_parameters_path": inputs.pruned_items},  # merged into the base's overrides
+      "teacher_overrides": {"load_parameters_path": inputs.teacher_items},
   }
   with open(path, "w", encoding="utf-8") as f:
     yaml.safe_dump(body, f, sort_keys=False)
@@ -374,7 +385,11 @@ def _last_error(log_path: str) -> str:
 
 
 def attempt_upstream(inputs: Inputs, study_dir: str, plan: StudyPlan) -> dict:
-  """Runs MaxText's own ``train_distill`` (``MAXTEXT_DISTILL_USE_UPSTREAM=1``) on recipe (b); reports what happened."""
+  """Runs MaxText's own ``train_distill`` (``MAXTEXT_DISTILL_USE_UPSTREAM=1``) on recipe (b); reports what happened.
+
+  Only the outcome is recorded (status, exit code, last error line, log): on MaxText 0.2.5 with google-tunix 0.1.7
+  it stops before the first step, so there is no checkpoint to score.
+  """
   run_dir = os.path.join(study_dir, "upstream")
   shutil.rmtree(run_dir, ignore_errors=True)
   os.makedirs(run_dir)
@@ -386,9 +401,10 @@ def attempt_upstream(inputs: Inputs, study_dir: str, plan: StudyPlan) -> dict:
   started = time.perf_counter()
   with open(log_path, "w", encoding="utf-8") as log:
     try:
-      code = subprocess.run(
-          cmd, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=plan.upstream_timeout_s
-      ).returncode
+      run = subprocess.run(
+          cmd, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=plan.upstream_timeout_s, check=False
+      )
+      code = run.returncode
     except subprocess.TimeoutExpired:
       code = None
   outcome = {"command": "MAXTEXT_DISTILL_USE_UPSTREAM=1 " + " ".join(cmd), "log": log_path}
@@ -427,7 +443,8 @@ def paired_differences(runs: list[dict]) -> dict[str, dict]:
   """Held-out CE differences between two arms trained on the same seed (same data order), over seeds."""
   by_key = {(r["arm"], r["seed"]): r["scores"]["ce"] for r in runs}
   out = {}
-  for left, right in ((RECIPE, SFT), (LOGIT_ONLY, SFT), (RECIPE, LOGIT_ONLY)):
+  pairs = ((RECIPE, SFT), (LOGIT_ONLY, SFT), (RECIPE, LOGIT_ONLY)) + tuple((arm, RECIPE) for arm in ABLATIONS)
+  for left, right in pairs:
     seeds = [s for (a, s) in by_key if a == left.name and (right.name, s) in by_key]
     diffs = [by_key[(left.name, s)] - by_key[(right.name, s)] for s in seeds]
     if diffs:
@@ -468,16 +485,19 @@ def markdown_table(results: dict) -> str:
   return "\n".join(lines)
 
 
+def _paired(diff: dict) -> str:
+  if diff["n"] == 1:
+    return f"{diff['mean']:+.4f} nats (one seed)"
+  return f"{diff['mean']:+.4f} ± {diff['std']:.4f} nats (n={diff['n']}, range {diff['min']:+.4f} .. {diff['max']:+.4f})"
+
+
 def markdown_report(results: dict) -> str:
   plan = results["plan"]
   up = results.get("upstream") or {"status": "not attempted", "error": ""}
-  paired = [
-      f"- {k}: {v['mean']:+.4f} ± {v['std']:.4f} nats (n={v['n']}, range {v['min']:+.4f} .. {v['max']:+.4f})"
-      for k, v in results["paired_ce_differences"].items()
-  ]
+  paired = [f"- {k}: {_paired(v)}" for k, v in results["paired_ce_differences"].items()]
   return "\n".join([
       (
-          f"Held-out: {results['eval_tokens']} target tokens ({plan['eval_batches']} batches) of"
+          f"Held-out: {results['eval_tokens']} target tokens ({plan['demo_plan']['eval_batches']} batches) of"
           f" {results['eval_files']} standard-library files never trained on. {plan['steps']} steps per run,"
           f" seeds {list(plan['seeds'])} (data order)."
       ),
@@ -488,12 +508,32 @@ def markdown_report(results: dict) -> str:
       *paired,
       "",
       f"Upstream train_distill on recipe (b): {up['status']}. {up['error']}",
+      "Wall-clock seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in results["stage_seconds"].items()),
       f"Total {results['seconds']:.0f}s.",
   ])
 
 
+_CE = ("eval_ce", "ce", "held-out CE (nats)")
+_KL = ("eval_kl_t1", "kl_t1", "held-out KL(teacher || student), T=1")
+# (file, title, arms, panels); a panel is (curve key, reference key, y label, baseline arm or None).
+FIGURES = (
+    (
+        "study-curves.png",
+        "main arms (mean over seeds; band: min to max)",
+        MAIN_ARMS,
+        (_CE + (None,), _KL + (None,), ("eval_ce", "ce", "held-out CE minus SFT's (same seed)", SFT)),
+    ),
+    (
+        "study-ablation.png",
+        "ablations of (b), first seed, as differences from (b)",
+        ABLATIONS,
+        (("eval_ce", "ce", "held-out CE minus (b)'s", RECIPE), ("eval_kl_t1", "kl_t1", "KL(T=1) minus (b)'s", RECIPE)),
+    ),
+)
+
+
 def plot_curves(results: dict, out_dir: str) -> list[str]:
-  """PNG learning curves of the held-out CE (trainer evals) per arm; [] when matplotlib is missing."""
+  """PNG learning curves from the trainer's held-out evals; [] when matplotlib is missing."""
   try:
     import matplotlib  # pylint: disable=import-outside-toplevel
 
@@ -502,80 +542,118 @@ def plot_curves(results: dict, out_dir: str) -> list[str]:
   except ImportError:
     logging.warning("matplotlib is not installed: no plots (pip install matplotlib).")
     return []
+  os.makedirs(out_dir, exist_ok=True)
   written = []
-  groups = (
-      ("study-curves.png", MAIN_ARMS, "main arms, mean and min-max over seeds"),
-      ("study-ablation.png", (RECIPE,) + ABLATIONS, "ablations of (b), first seed"),
-  )
-  for filename, arms, title in groups:
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
-    for arm in arms:
-      _plot_arm(ax, results, arm, seed_only=None if arms is MAIN_ARMS else results["plan"]["seeds"][0])
-    for name, style in (("teacher", ":"), ("pruned", "--")):
-      ax.axhline(results["reference"][name]["ce"], color="black", linestyle=style, linewidth=1, label=name)
-    ax.set(xlabel="optimizer step", ylabel="held-out CE (nats)", title=f"Pruning recovery: {title}")
-    ax.set_ylim(results["reference"]["teacher"]["ce"] - 0.05, results["reference"]["pruned"]["ce"] + 0.05)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+  for filename, title, arms, panels in FIGURES:
+    seeds = results["plan"]["seeds"] if arms is MAIN_ARMS else results["plan"]["seeds"][:1]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.5), dpi=100)
+    for ax, (key, ref_key, ylabel, baseline) in zip(axes, panels):
+      for index, arm in enumerate(arms):
+        _plot_arm(ax, results, arm, (key, ref_key, baseline), seeds, color=f"C{index}")
+      references = (("teacher", ":"), ("pruned", "--")) if baseline is None else ()
+      for name, style in references:
+        ax.axhline(results["reference"][name][ref_key], color="black", linestyle=style, linewidth=1, label=name)
+      if baseline is not None:
+        ax.axhline(0.0, color="black", linewidth=1, label=baseline.label)
+      ax.set(xlabel="optimizer step", ylabel=ylabel)
+      ax.grid(alpha=0.3)
+      ax.legend(fontsize=7)
+    fig.suptitle(f"Pruning recovery, {title}")
     fig.tight_layout()
-    path = os.path.join(out_dir, filename)
-    fig.savefig(path)
+    written.append(os.path.join(out_dir, filename))
+    fig.savefig(written[-1])
     plt.close(fig)
-    written.append(path)
   return written
 
 
-def _plot_arm(ax, results: dict, arm: Arm, seed_only) -> None:
-  curves = [r["curve"] for r in results["runs"] if r["arm"] == arm.name and seed_only in (None, r["seed"])]
-  if not curves or not curves[0]["eval_step"]:
+def _values(results: dict, run: dict, key: str, ref_key: str) -> list[float]:
+  return [results["reference"]["pruned"][ref_key]] + run["curve"][key]
+
+
+def _plot_arm(ax, results: dict, arm: Arm, panel: tuple, seeds, color: str) -> None:
+  """One arm's mean curve (step 0: the pruned student), minus ``baseline``'s on the same seed, band over seeds."""
+  key, ref_key, baseline = panel
+  runs = {r["seed"]: r for r in results["runs"] if r["arm"] == arm.name and r["seed"] in seeds}
+  bases = {r["seed"]: r for r in results["runs"] if baseline is not None and r["arm"] == baseline.name}
+  rows = []
+  for seed, run in sorted(runs.items()):
+    if baseline is None:
+      rows.append(_values(results, run, key, ref_key))
+    elif seed in bases and arm is not baseline:
+      rows.append(np.subtract(_values(results, run, key, ref_key), _values(results, bases[seed], key, ref_key)))
+  if not rows:
     return
-  steps = [0] + curves[0]["eval_step"]
-  values = np.array([[results["reference"]["pruned"]["ce"]] + c["eval_ce"] for c in curves])
-  (line,) = ax.plot(steps, values.mean(axis=0), marker=".", label=arm.label)
-  if len(curves) > 1:
-    ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2)
+  steps, values = [0] + next(iter(runs.values()))["curve"]["eval_step"], np.array(rows)
+  ax.plot(steps, values.mean(axis=0), marker=".", color=color, label=arm.label)
+  if len(rows) > 1:
+    ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=color, alpha=0.2)
 
 
 # --- Main ------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], name: str):
+  start = time.perf_counter()
+  yield
+  seconds[name] = time.perf_counter() - start
+
+
+def score_references(inputs: Inputs, study_dir: str, plan: StudyPlan) -> tuple[HeldOut, dict]:
+  """The held-out batches, and the scores of the teacher, the pruned student and the unigram floor."""
+  probe_dir = os.path.join(study_dir, "probe")
+  probe = demo.build_configs(arm_argv(RECIPE, inputs, probe_dir, plan, 0, inputs.pruned_items), inputs.data)
+  held_out = HeldOut(probe, plan.demo_plan.eval_batches)
+  reference = {"teacher": held_out.teacher_scores(), "pruned": held_out.score(probe.student)}
+  unigram = demo.unigram_cross_entropy(inputs.data.train_pattern, inputs.data.vocab_size, held_out.batches)
+  reference["unigram"] = {"ce": unigram, "perplexity": math.exp(unigram)}
+  logging.info("Held-out CE: teacher %.4f, pruned %.4f", reference["teacher"]["ce"], reference["pruned"]["ce"])
+  return held_out, reference
+
+
 def run_study(root: str, plan: StudyPlan, *, upstream: bool, plots_dir: str | None) -> dict:
-  started = time.perf_counter()
+  """Every stage; writes ``<root>/study/results.json`` and ``results.md`` and returns the results."""
+  started, seconds = time.perf_counter(), {}
   study_dir = os.path.join(root, "study")
   os.makedirs(study_dir, exist_ok=True)
-  inputs = prepare_inputs(root, study_dir, plan)
-  probe = demo.build_configs(
-      arm_argv(RECIPE, inputs, os.path.join(study_dir, "probe"), plan, 0, inputs.pruned_items), inputs.data
-  )
-  held_out = HeldOut(probe, plan.demo_plan.eval_batches)
-  reference = {"teacher": held_out.score(probe.teacher), "pruned": held_out.score(probe.student)}
-  reference["unigram"] = {
-      "ce": demo.unigram_cross_entropy(inputs.data.train_pattern, inputs.data.vocab_size, held_out.batches)
-  }
-  logging.info("Held-out CE: teacher %.4f, pruned %.4f", reference["teacher"]["ce"], reference["pruned"]["ce"])
-  runs = run_arms(inputs, held_out, study_dir, plan, started)
+  with _timed(seconds, "data, teacher, pruning"):
+    inputs = prepare_inputs(root, study_dir, plan)
+  with _timed(seconds, "reference scores"):
+    held_out, reference = score_references(inputs, study_dir, plan)
+  with _timed(seconds, "training and scoring"):
+    runs = run_arms(inputs, held_out, study_dir, plan, started)
+  with _timed(seconds, "upstream attempt"):
+    upstream_outcome = attempt_upstream(inputs, study_dir, plan) if upstream else None
   results = {
-      "plan": {
-          "steps": plan.steps,
-          "seeds": list(plan.seeds),
-          "eval_batches": plan.demo_plan.eval_batches,
-          "teacher_steps": plan.demo_plan.teacher_steps,
-          "kept_layers": list(demo.KEEP_LAYERS),
-      },
+      "plan": {**dataclasses.asdict(plan), "kept_layers": list(demo.KEEP_LAYERS)},
       "eval_tokens": held_out.tokens,
       "eval_files": inputs.data.stats["eval_files"],
       "reference": reference,
       "runs": runs,
       "arms": summarize(runs, reference),
       "paired_ce_differences": paired_differences(runs),
-      "upstream": attempt_upstream(inputs, study_dir, plan) if upstream else None,
+      "upstream": upstream_outcome,
+      "stage_seconds": seconds,
+      "seconds": time.perf_counter() - started,
   }
-  results["seconds"] = time.perf_counter() - started
+  return write_outputs(results, study_dir, plots_dir)
+
+
+def write_outputs(results: dict, study_dir: str, plots_dir: str | None) -> dict:
+  """The plots, ``results.json`` and ``results.md``."""
   results["plots"] = plot_curves(results, plots_dir or study_dir)
   _write_json(os.path.join(study_dir, "results.json"), results)
   with open(os.path.join(study_dir, "results.md"), "w", encoding="utf-8") as f:
     f.write(markdown_report(results) + "\n")
   return results
+
+
+def replot(study_dir: str, plots_dir: str | None) -> dict:
+  """Redraws the outputs of a finished study (no training)."""
+  results = _read_json(os.path.join(study_dir, "results.json"))
+  if results is None:
+    raise FileNotFoundError(f"no results.json in {study_dir}: run the study first.")
+  return write_outputs(results, study_dir, plots_dir)
 
 
 _OWN_FILES = (os.path.dirname(os.path.abspath(demo.__file__)) + os.sep, os.path.abspath(__file__))
@@ -585,7 +663,7 @@ class _OwnRecordsOnly(std_logging.Filter):
   """INFO lines of this script and the plugin, and anyone's errors; not the hosts' chatter."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.WARNING or os.path.abspath(record.pathname).startswith(_OWN_FILES)
+    return record.levelno >= std_logging.ERROR or os.path.abspath(record.pathname).startswith(_OWN_FILES)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -598,6 +676,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--budget-minutes", type=float, default=None, help="no new ablation once this is projected")
   parser.add_argument("--no-upstream", action="store_true", help="skip the attempt at upstream's trainer")
   parser.add_argument("--plots-dir", default=None, help="where the PNGs go (default: <output-dir>/study)")
+  parser.add_argument("--replot", action="store_true", help="only redraw the plots and results.md from results.json")
   return parser.parse_args(argv)
 
 
@@ -621,7 +700,12 @@ def main(argv: list[str] | None = None) -> int:
   warnings.filterwarnings("ignore", module=r"orbax\..*")
   plan = plan_from_args(args)
   root = os.path.abspath(args.output_dir or (os.path.join("demo_output", "quick") if args.quick else "demo_output"))
-  results = run_study(root, plan, upstream=plan.upstream_timeout_s > 0 and not args.no_upstream, plots_dir=args.plots_dir)
+  if args.replot:
+    results = replot(os.path.join(root, "study"), args.plots_dir)
+  else:
+    results = run_study(
+        root, plan, upstream=plan.upstream_timeout_s > 0 and not args.no_upstream, plots_dir=args.plots_dir
+    )
   print(markdown_report(results))
   print(f"Results: {os.path.join(root, 'study', 'results.json')}; plots: {', '.join(results['plots']) or 'none'}")
   return 0
