@@ -1,0 +1,90 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``tools/study_pruning_recovery.py --quick`` end to end: every arm trained, scored and tabulated.
+
+Nothing here says which method wins: six steps on a twelve-step teacher only
+show that the pipeline runs and that its numbers are finite and consistent.
+"""
+
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, subprocess_env
+
+MAIN_ARMS = ("sft", "recipe", "logit_only")
+SCORES = ("ce", "perplexity", "kl_t1", "top1_agreement")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+  out = tmp_path_factory.mktemp("study")
+  cmd = [sys.executable, str(REPO / "tools" / "study_pruning_recovery.py"), "--quick", "--output-dir", str(out)]
+  proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=900, check=False)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+  with open(out / "study" / "results.json", encoding="utf-8") as f:
+    return {"results": json.load(f), "markdown": (out / "study" / "results.md").read_text(), "stdout": proc.stdout}
+
+
+def test_every_main_arm_has_finite_scores(study):
+  arms = study["results"]["arms"]
+  assert set(MAIN_ARMS) <= set(arms)
+  for name in MAIN_ARMS:
+    for score in SCORES + ("gap_recovered",):
+      assert math.isfinite(arms[name][score]["mean"]), (name, score, arms[name][score])
+    assert 0.0 <= arms[name]["top1_agreement"]["mean"] <= 1.0
+    assert arms[name]["kl_t1"]["mean"] >= 0.0
+
+
+def test_references_are_finite_and_the_teacher_is_its_own_reference(study):
+  ref = study["results"]["reference"]
+  for name in ("teacher", "pruned"):
+    assert all(math.isfinite(ref[name][score]) for score in SCORES), ref[name]
+  assert math.isfinite(ref["unigram"]["ce"])
+  assert ref["teacher"]["kl_t1"] == 0.0 and ref["teacher"]["top1_agreement"] == 1.0
+  assert ref["pruned"]["kl_t1"] > 0.0
+
+
+def test_table_lists_every_row(study):
+  for text in (study["markdown"], study["stdout"]):
+    assert "| model | seeds | held-out CE |" in text
+    for label in ("unigram", "teacher", "pruned student", "(a) SFT only", "(b) recipe", "(c) logit-only"):
+      assert label in text, label
+
+
+def test_final_score_matches_the_trainers_own_eval_of_the_same_batches(study):
+  # Two code paths, one checkpoint: the trainer's last in-loop eval and the study's reload of the saved student.
+  for run in study["results"]["runs"]:
+    curve = run["curve"]
+    assert curve["eval_step"][-1] == run["steps"]
+    assert abs(curve["eval_ce"][-1] - run["scores"]["ce"]) < 1e-3, run["arm"]
+    assert abs(curve["eval_kl_t1"][-1] - run["scores"]["kl_t1"]) < 1e-3, run["arm"]
+
+
+def test_learning_curves_come_from_the_metrics_file(study):
+  for run in study["results"]["runs"]:
+    curve = run["curve"]
+    assert curve["eval_step"] == sorted(curve["eval_step"]) and len(curve["eval_step"]) >= 2
+    assert all(math.isfinite(v) for v in curve["eval_ce"] + curve["train_ce"])
+
+
+def test_plots_listed_are_written(study):
+  # matplotlib is optional: without it the list is empty and the table is still written.
+  for path in study["results"]["plots"]:
+    assert (REPO / path).is_file() or pathlib.Path(path).is_file(), path
