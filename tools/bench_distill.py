@@ -29,13 +29,14 @@ its own process (so peak RSS is its own):
                 teacher forward pass, in one jitted function: what any online
                 distillation must at least do
 
-Each worker builds its step, compiles it ahead of time (the compiled program's
-``memory_analysis()`` and ``cost_analysis()`` are recorded), runs one warm-up
-step and waits. The parent then runs rounds; in each round every variant, in a
-rotating order, runs a few steps while the others sleep, so machine load falls
-on all variants alike. Reported: the median step time over all rounds, XLA's
-temporary memory of the compiled step, its FLOPs, and each process's peak RSS
-(``getrusage(RUSAGE_SELF).ru_maxrss`` at exit).
+Each worker builds its step, compiles it ahead of time (recording the compiled
+program's ``memory_analysis()``), runs one warm-up step and waits. The parent
+then runs rounds; in each round every variant, in a rotating order, runs a few
+steps while the others sleep, so machine load falls on all variants alike.
+Reported: median step times, per-round paired time ratios, XLA's temporary
+memory of each compiled step and each process's peak RSS
+(``getrusage(RUSAGE_SELF).ru_maxrss`` at exit), as a Markdown report and a plot
+of temp memory against vocabulary size.
 
 The parent imports neither JAX nor MaxText; ``--worker`` is the internal
 entry of the worker processes.
@@ -45,6 +46,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
+import importlib.metadata
 import json
 import math
 import os
@@ -107,8 +109,17 @@ class Shape:
     }
 
 
-FULL_SHAPES = tuple(Shape(vocab=v, seq=s) for v in (1024, 32768, 131072) for s in (256, 1024))
+FULL_SHAPES = tuple(Shape(vocab=v, seq=s) for v, s in ((1024, 256), (1024, 1024), (32768, 256), (32768, 1024)))
+FULL_SHAPES += (Shape(vocab=131072, seq=256),)
+SKIPPED_FULL_SHAPES = (
+    (
+        "vocab 131072, seq 1024: cut for time (about 4x the work of vocab 32768, seq 1024, i.e. 15-30 s per step and"
+        " variant on 2 shared cores); run it with `--shapes 131072x1024`."
+    ),
+)
+# --quick: the model of tests/conftest.py (so its teacher checkpoint can be reused), compiled cheaply.
 QUICK_SHAPE = Shape(vocab=512, seq=64, batch=2, emb=64, heads=4, head_dim=16, mlp=128)
+QUICK_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 CPU_ENV = {
     "hardware": "cpu",
     "skip_jax_distributed_system": True,
@@ -130,10 +141,11 @@ def maxtext_base_yml() -> str:
   return str(maxtext_dir() / "configs" / "base.yml")
 
 
-def child_env() -> dict:
+def child_env(xla_flags: str = "") -> dict:
   """Children import this checkout's plugin, not a copy installed in site-packages."""
   env = dict(os.environ)
   env["JAX_PLATFORMS"] = "cpu"
+  env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"), xla_flags]))
   env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
   env.pop("MAXTEXT_DISTILL_USE_UPSTREAM", None)
   return env
@@ -206,7 +218,7 @@ class StepBench:
   """A compiled training step ready to time, with what XLA says about it."""
 
   run: object  # () -> None: one step, blocking until its outputs are ready
-  compiled: object  # jax / nnx Compiled, for memory_analysis() and cost_analysis()
+  compiled: object  # jax / nnx Compiled, for memory_analysis()
   compile_s: float
   keep_alive: object = None  # contexts that must outlive the timing
 
@@ -309,7 +321,7 @@ def build_floor(argv: list[str]) -> StepBench:
         enable_dropout=False,
     )
     new_state, metrics = pretrain.train_step(graphdef, student, state_shardings, params_shardings, state, dict(batch))
-    # A max keeps the teacher's full forward (logits included) live without adding a [B, S, V] pass.
+    # One cheap reduction keeps the teacher's whole forward, logits included, in the program.
     metrics["scalar"]["teacher/max_logit"] = jnp.max(teacher_logits)
     return new_state, metrics
 
@@ -354,12 +366,6 @@ def compiled_stats(compiled) -> dict:
       "output_bytes": int(memory.output_size_in_bytes),
       "alias_bytes": int(memory.alias_size_in_bytes),
   }
-  try:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    stats["flops"] = float(cost.get("flops", float("nan")))
-  except Exception:  # pylint: disable=broad-exception-caught
-    stats["flops"] = float("nan")
   return stats
 
 
@@ -416,7 +422,7 @@ def worker_main(args) -> int:
 class Worker:
   """A worker process and its line protocol."""
 
-  def __init__(self, variant: str, yaml_path: pathlib.Path, run_dir: pathlib.Path, extra: list[str]):
+  def __init__(self, variant: str, yaml_path: pathlib.Path, run_dir: pathlib.Path, extra: list[str], xla_flags=""):
     self.variant = variant
     self.log_path = run_dir / f"{variant}.log"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -424,12 +430,13 @@ class Worker:
     cmd += ["--run-dir", str(run_dir)] + [f"--set={kv}" for kv in extra]
     self._log = open(self.log_path, "w", encoding="utf-8")  # pylint: disable=consider-using-with
     self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
-        cmd, cwd=REPO, env=child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log
+        cmd, cwd=REPO, env=child_env(xla_flags), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log
     )
     self._buffer = b""
+    self._started = time.perf_counter()
     self.ready: dict | None = None
     self.error: str | None = None
-    self.times: list[float] = []
+    self.rounds: list[list[float]] = []  # step times, one list per round
     self.maxrss_kib: int | None = None
 
   def receive(self, timeout_s: float) -> dict:
@@ -439,8 +446,7 @@ class Worker:
       left = deadline - time.monotonic()
       if left <= 0:
         raise TimeoutError(f"{self.variant}: no answer in {timeout_s:.0f}s (log: {self.log_path})")
-      readable, _, _ = select.select([fd], [], [], left)
-      if readable:
+      if select.select([fd], [], [], left)[0]:
         chunk = os.read(fd, 65536)
         if not chunk:
           raise EOFError(f"{self.variant} exited with {self.proc.wait()} (log: {self.log_path})")
@@ -451,42 +457,39 @@ class Worker:
       raise RuntimeError(f"{self.variant}: {message['error']} (log: {self.log_path})")
     return message
 
-  def send(self, command: str) -> None:
-    self.proc.stdin.write((command + "\n").encode())
-    self.proc.stdin.flush()
+  def request(self, command: str, timeout_s: float) -> dict | None:
+    """Sends ``command`` and returns the answer; on any failure records it, stops the worker, returns None."""
+    if self.error:
+      return None
+    try:
+      if command:
+        self.proc.stdin.write((command + "\n").encode())
+        self.proc.stdin.flush()
+      return self.receive(timeout_s)
+    except (RuntimeError, EOFError, TimeoutError, OSError) as e:
+      logging.error("%s", e)
+      self.error = str(e)
+      self.stop()
+      return None
 
   def wait_ready(self, timeout_s: float) -> None:
-    try:
-      self.ready = self.receive(timeout_s)
-    except (RuntimeError, EOFError, TimeoutError) as e:
-      self.fail(e)
+    self.ready = self.request("", timeout_s)
+    if self.ready:
+      self.ready["start_to_ready_s"] = time.perf_counter() - self._started
 
-  def run_steps(self, count: int, timeout_s: float) -> None:
-    if self.error:
-      return
-    try:
-      self.send(f"run {count}")
-      self.times += self.receive(timeout_s)["times"]
-    except (RuntimeError, EOFError, TimeoutError, BrokenPipeError) as e:
-      self.fail(e)
+  def run_round(self, count: int, timeout_s: float) -> None:
+    answer = self.request(f"run {count}", timeout_s)
+    if answer:
+      self.rounds.append(answer["times"])
 
   def finish(self, timeout_s: float = 120) -> None:
-    if not self.error:
-      try:
-        self.send("quit")
-        self.maxrss_kib = self.receive(timeout_s)["maxrss_kib"]
-      except (RuntimeError, EOFError, TimeoutError, BrokenPipeError) as e:
-        self.fail(e)
-    self.stop()
-
-  def fail(self, error: Exception) -> None:
-    logging.error("%s", error)
-    self.error = str(error)
+    answer = self.request("quit", timeout_s)
+    self.maxrss_kib = answer["maxrss_kib"] if answer else None
     self.stop()
 
   def stop(self) -> None:
     if self.proc.poll() is None:
-      with contextlib.suppress(BrokenPipeError, OSError):
+      with contextlib.suppress(OSError):
         self.proc.stdin.close()
       try:
         self.proc.wait(timeout=60)
@@ -496,10 +499,12 @@ class Worker:
     self._log.close()
 
   def result(self) -> dict:
+    times = [t for r in self.rounds for t in r]
+    ok = bool(times) and not self.error
     out = {"variant": self.variant, "error": self.error, "log": str(self.log_path), "maxrss_kib": self.maxrss_kib}
     out.update({k: v for k, v in (self.ready or {}).items() if k != "ready"})
-    out["step_times_s"] = self.times
-    out["median_step_s"] = statistics.median(self.times) if self.times and not self.error else None
+    out.update(round_times_s=self.rounds, median_step_s=statistics.median(times) if ok else None)
+    out["min_step_s"] = min(times) if ok else None
     return out
 
 
@@ -510,18 +515,18 @@ class Plan:
   rounds: int
   round_target_s: float = 1.0  # each variant runs about this long per round (at least one step)
   max_steps_per_round: int = 10
-  parallel_starts: int = 2  # workers compiling at once (2 cores)
-  ready_timeout_s: float = 900
+  parallel_starts: int = 4  # workers set up at once (setup is not timed)
+  ready_timeout_s: float = 1800
   step_timeout_s: float = 600
+  xla_flags: str = ""  # for the workers; --quick trades code quality for compile time (its timings mean nothing)
 
 
-def start_workers(variants, yaml_path, run_dir, extra: dict, plan: Plan) -> list[Worker]:
-  """Starts the workers ``plan.parallel_starts`` at a time; each is ready (compiled, warmed up) on return."""
+def start_workers(yaml_path, run_dir, extra: dict, plan: Plan) -> list[Worker]:
+  """Starts the workers ``plan.parallel_starts`` at a time; each is compiled and warmed up on return."""
   workers: list[Worker] = []
-  pending = list(variants)
-  while pending:
-    batch = [Worker(v, yaml_path, run_dir, extra.get(v, [])) for v in pending[: plan.parallel_starts]]
-    pending = pending[plan.parallel_starts :]
+  for first in range(0, len(VARIANTS), plan.parallel_starts):
+    names = VARIANTS[first : first + plan.parallel_starts]
+    batch = [Worker(v, yaml_path, run_dir, extra.get(v, []), plan.xla_flags) for v in names]
     for worker in batch:
       worker.wait_ready(plan.ready_timeout_s)
     workers += batch
@@ -529,57 +534,49 @@ def start_workers(variants, yaml_path, run_dir, extra: dict, plan: Plan) -> list
 
 
 def steps_for_round(worker: Worker, plan: Plan) -> int:
-  estimate = statistics.median(worker.times) if worker.times else (worker.ready or {}).get("first_step_s", 1.0)
+  times = [t for r in worker.rounds for t in r]
+  estimate = statistics.median(times) if times else (worker.ready or {}).get("first_step_s", 1.0)
   return max(1, min(plan.max_steps_per_round, int(plan.round_target_s / max(estimate, 1e-6))))
 
 
-def measure_shape(shape: Shape, work_dir: pathlib.Path, plan: Plan, extra: dict, variants=VARIANTS) -> dict:
-  """All variants on one shape: compile, interleaved rounds, peak RSS."""
+def measure_shape(shape: Shape, work_dir: pathlib.Path, plan: Plan, extra: dict, teacher=None) -> dict:
+  """All variants on one shape: compile, interleaved rounds (rotating order), peak RSS."""
   started = time.perf_counter()
-  teacher = make_teacher(shape, work_dir)
+  teacher = teacher or make_teacher(shape, work_dir)
   yaml_path = write_yaml(shape, teacher, work_dir / "configs" / f"{shape.name}.yml")
-  run_dir = work_dir / "runs" / shape.name
-  logging.info("Shape %s: starting %s", shape.name, ", ".join(variants))
-  workers = start_workers(variants, yaml_path, run_dir, extra, plan)
+  logging.info("Shape %s: starting %s", shape.name, ", ".join(VARIANTS))
+  workers = start_workers(yaml_path, work_dir / "runs" / shape.name, extra, plan)
   try:
-    for round_index in range(plan.rounds):
-      order = workers[round_index % len(workers) :] + workers[: round_index % len(workers)]
-      for worker in order:
-        worker.run_steps(steps_for_round(worker, plan), plan.step_timeout_s)
+    for index in range(plan.rounds):
+      for worker in workers[index % len(workers) :] + workers[: index % len(workers)]:
+        worker.run_round(steps_for_round(worker, plan), plan.step_timeout_s)
   finally:
     for worker in workers:
       worker.finish()
   results = {w.variant: w.result() for w in workers}
   elapsed = time.perf_counter() - started
-  logging.info("Shape %s done in %.0fs: %s", shape.name, elapsed, _brief(results))
+  brief = " ".join(f"{v}={_fmt(r['median_step_s'], '.3f')}s" for v, r in results.items())
+  logging.info("Shape %s done in %.0fs: %s", shape.name, elapsed, brief)
   return {"shape": dataclasses.asdict(shape), "name": shape.name, "yaml": str(yaml_path), "wall_s": elapsed, **results}
 
 
-def _brief(results: dict) -> str:
-  parts = []
-  for variant, r in results.items():
-    if r["error"]:
-      parts.append(f"{variant}=FAILED")
-    else:
-      parts.append(f"{variant}={r['median_step_s']:.3f}s/{r['temp_bytes'] / MIB:.0f}MiB")
-  return " ".join(parts)
-
-
-# --------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Report
-# --------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
+
+TIME_VS_UPSTREAM = 0.8
+TIME_VS_FLOOR = 1.10
+TEMP_VS_UPSTREAM = 0.25
+# The plugin's distill_loss_impl=auto picks chunked from this many student logits per micro-batch (step.py).
+AUTO_CHUNKED_MIN_LOGITS = 1 << 26
 
 
 def ratio(numerator, denominator):
-  if numerator is None or denominator is None or not denominator:
-    return None
-  return numerator / denominator
+  return None if numerator is None or not denominator else numerator / denominator
 
 
-def _fmt(value, spec: str, suffix: str = "") -> str:
-  if value is None or (isinstance(value, float) and not math.isfinite(value)):
-    return "n/a"
-  return f"{value:{spec}}{suffix}"
+def _fmt(value, spec: str) -> str:
+  return "n/a" if value is None or not math.isfinite(value) else f"{value:{spec}}"
 
 
 def _get(row: dict, variant: str, key: str):
@@ -587,133 +584,197 @@ def _get(row: dict, variant: str, key: str):
   return None if r.get("error") else r.get(key)
 
 
-def _mib(row, variant, key="temp_bytes"):
+def _mib(row: dict, variant: str, key: str = "temp_bytes"):
   value = _get(row, variant, key)
-  return None if value is None else value / MIB
+  return None if value is None else value / (MIB if key.endswith("bytes") else 1024)
+
+
+def paired_ratio(row: dict, numerator: str, denominator: str):
+  """``(median, low, high)`` over rounds of (round median of one variant) / (round median of the other).
+
+  Both ran back to back within each round, so a drift in machine load cancels in the ratio.
+  """
+  rounds_a, rounds_b = _get(row, numerator, "round_times_s"), _get(row, denominator, "round_times_s")
+  if not rounds_a or not rounds_b:
+    return None
+  ratios = [statistics.median(a) / statistics.median(b) for a, b in zip(rounds_a, rounds_b) if a and b]
+  return (statistics.median(ratios), min(ratios), max(ratios)) if ratios else None
+
+
+def _ratio_cell(value) -> str:
+  return "n/a" if value is None else f"{value[0]:.2f} ({value[1]:.2f}-{value[2]:.2f})"
+
+
+_TIME_RATIOS = (("ours_dense", "upstream"), ("ours_chunked", "upstream"), ("ours_dense", "floor"))
+_TIME_RATIOS += (("ours_chunked", "floor"), ("floor", "upstream"))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+  return lines + ["| " + " | ".join(cells) + " |" for cells in rows]
+
+
+def _shape_cells(row: dict) -> list[str]:
+  return [str(row["shape"]["vocab"]), str(row["shape"]["seq"])]
 
 
 def time_table(rows: list[dict]) -> list[str]:
-  lines = [
-      "| vocab | seq | ours dense (s) | ours chunked (s) | upstream (s) | floor (s) | dense/upstream"
-      " | chunked/upstream | dense/floor | chunked/floor |",
-      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  header = ["vocab", "seq"] + [f"{v} (s)" for v in VARIANTS] + [f"{a}/{b}" for a, b in _TIME_RATIOS]
+  body = [
+      _shape_cells(row)
+      + [_fmt(_get(row, v, "median_step_s"), ".3f") for v in VARIANTS]
+      + [_ratio_cell(paired_ratio(row, a, b)) for a, b in _TIME_RATIOS]
+      for row in rows
   ]
-  for row in rows:
-    t = {v: _get(row, v, "median_step_s") for v in VARIANTS}
-    cells = [str(row["shape"]["vocab"]), str(row["shape"]["seq"])]
-    cells += [_fmt(t[v], ".3f") for v in VARIANTS]
-    cells += [_fmt(ratio(t[a], t[b]), ".2f") for a, b in _RATIO_PAIRS]
-    lines.append("| " + " | ".join(cells) + " |")
-  return lines
-
-
-_RATIO_PAIRS = (
-    ("ours_dense", "upstream"),
-    ("ours_chunked", "upstream"),
-    ("ours_dense", "floor"),
-    ("ours_chunked", "floor"),
-)
+  return _table(header, body)
 
 
 def memory_table(rows: list[dict]) -> list[str]:
-  lines = [
-      "| vocab | seq | temp MiB: ours dense | ours chunked | upstream | floor | chunked/upstream | dense/upstream"
-      " | peak RSS MiB: ours dense | ours chunked | upstream | floor |",
-      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-  ]
+  header = ["vocab", "seq"] + [f"temp MiB {v}" for v in VARIANTS] + ["chunked/upstream", "dense/upstream"]
+  header += [f"peak RSS MiB {v}" for v in VARIANTS]
+  body = []
   for row in rows:
     temp = {v: _mib(row, v) for v in VARIANTS}
-    rss = {v: None if _get(row, v, "maxrss_kib") is None else _get(row, v, "maxrss_kib") / 1024 for v in VARIANTS}
-    cells = [str(row["shape"]["vocab"]), str(row["shape"]["seq"])]
-    cells += [_fmt(temp[v], ".1f") for v in VARIANTS]
-    cells += [_fmt(ratio(temp["ours_chunked"], temp["upstream"]), ".3f")]
-    cells += [_fmt(ratio(temp["ours_dense"], temp["upstream"]), ".3f")]
-    cells += [_fmt(rss[v], ".0f") for v in VARIANTS]
-    lines.append("| " + " | ".join(cells) + " |")
-  return lines
+    cells = _shape_cells(row) + [_fmt(temp[v], ".1f") for v in VARIANTS]
+    cells += [_fmt(ratio(temp[v], temp["upstream"]), ".3f") for v in ("ours_chunked", "ours_dense")]
+    body.append(cells + [_fmt(_mib(row, v, "maxrss_kib"), ".0f") for v in VARIANTS])
+  return _table(header, body)
 
 
-def flops_table(rows: list[dict]) -> list[str]:
-  lines = [
-      "| vocab | seq | GFLOP: ours dense | ours chunked | upstream | floor | compile s: ours dense | ours chunked"
-      " | upstream | floor |",
-      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+def setup_table(rows: list[dict]) -> list[str]:
+  header = ["vocab", "seq"] + [f"compile s {v}" for v in VARIANTS] + [f"fastest step s {v}" for v in VARIANTS]
+  body = [
+      _shape_cells(row)
+      + [_fmt(_get(row, v, "compile_s"), ".1f") for v in VARIANTS]
+      + [_fmt(_get(row, v, "min_step_s"), ".3f") for v in VARIANTS]
+      for row in rows
   ]
-  for row in rows:
-    flops = {v: _get(row, v, "flops") for v in VARIANTS}
-    cells = [str(row["shape"]["vocab"]), str(row["shape"]["seq"])]
-    cells += [_fmt(None if f is None else f / 1e9, ".2f") for f in flops.values()]
-    cells += [_fmt(_get(row, v, "compile_s"), ".1f") for v in VARIANTS]
-    lines.append("| " + " | ".join(cells) + " |")
-  return lines
+  return _table(header, body)
 
 
 def failures(rows: list[dict]) -> list[str]:
-  out = []
-  for row in rows:
-    for variant in VARIANTS:
-      r = row.get(variant) or {}
-      if r.get("error"):
-        out.append(f"- {row['name']} / {variant}: {r['error']}")
-  return out
+  return [f"- {row['name']} / {v}: {row[v]['error']}" for row in rows for v in VARIANTS if row[v].get("error")]
 
 
-TIME_VS_UPSTREAM = 0.8
-TIME_VS_FLOOR = 1.10
-TEMP_VS_UPSTREAM = 0.25
-
-
-def _verdict(value, limit) -> str:
+def _verdict(value, limit: float) -> str:
   if value is None:
     return "not measured"
   met = value <= limit
-  gap = (value / limit - 1.0) * 100
-  return f"**{'met' if met else 'missed'}**: {value:.3f} vs ≤ {limit} ({'margin' if met else 'over by'} {abs(gap):.0f}%)"
+  return f"**{'met' if met else 'missed'}** {value:.2f} ({'margin' if met else 'over by'} {abs(value / limit - 1):.0%})"
+
+
+def _is_anchor(row: dict) -> bool:
+  return row["shape"]["vocab"] == 32768 and row["shape"]["seq"] == 1024
 
 
 def target_lines(rows: list[dict]) -> list[str]:
-  """Per target, a verdict per shape (the memory target is stated at vocab 32k, seq 1024)."""
-  lines = []
-  anchor = [r for r in rows if r["shape"]["vocab"] == 32768 and r["shape"]["seq"] == 1024]
+  """A verdict per target and shape (the memory target is stated at vocab 32k, seq 1024)."""
+  anchor = [r for r in rows if _is_anchor(r)]
   if anchor:
-    row = anchor[0]
-    value = ratio(_mib(row, "ours_chunked"), _mib(row, "upstream"))
-    lines.append(f"- Compiled temp memory, ours (chunked) / upstream at vocab 32k, seq 1024: {_verdict(value, 0.25)}.")
+    value = ratio(_mib(anchor[0], "ours_chunked"), _mib(anchor[0], "upstream"))
+    lines = [f"- Compiled temp memory, ours / upstream ≤ {TEMP_VS_UPSTREAM} at vocab 32k, seq 1024: chunked"]
+    lines[0] += f" {_verdict(value, TEMP_VS_UPSTREAM)}; dense"
+    lines[0] += f" {_verdict(ratio(_mib(anchor[0], 'ours_dense'), _mib(anchor[0], 'upstream')), TEMP_VS_UPSTREAM)}."
   else:
-    lines.append("- Compiled temp memory at vocab 32k, seq 1024: that shape was not run (see `--quick`).")
-  trend = [
-      f"{r['shape']['vocab']}/{r['shape']['seq']}: {_fmt(ratio(_mib(r, 'ours_chunked'), _mib(r, 'upstream')), '.3f')}"
+    lines = ["- Compiled temp memory at vocab 32k, seq 1024: that shape was not run."]
+  trend = ", ".join(
+      f"{r['shape']['vocab']}/{r['shape']['seq']} {_fmt(ratio(_mib(r, 'ours_chunked'), _mib(r, 'upstream')), '.2f')}"
       for r in rows
-  ]
-  lines.append(f"  Chunked/upstream temp memory by vocab/seq: {', '.join(trend)}.")
-  for label, pair, limit in (
-      ("Step time, ours / upstream", "upstream", TIME_VS_UPSTREAM),
-      ("Step time, ours / floor", "floor", TIME_VS_FLOOR),
-  ):
-    lines.append(f"- {label} (target ≤ {limit}):")
+  )
+  lines.append(f"  Chunked / upstream temp memory at every vocab/seq: {trend}.")
+  for label, other, limit in (("upstream", "upstream", TIME_VS_UPSTREAM), ("the floor", "floor", TIME_VS_FLOOR)):
+    lines.append(f"- Step time, ours / {label} ≤ {limit} (median of per-round ratios):")
     for row in rows:
-      parts = []
-      for impl in ("ours_dense", "ours_chunked"):
-        value = ratio(_get(row, impl, "median_step_s"), _get(row, pair, "median_step_s"))
-        parts.append(f"{impl.removeprefix('ours_')} {_verdict(value, limit)}")
+      parts = [
+          f"{impl.removeprefix('ours_')} {_verdict((paired_ratio(row, impl, other) or [None])[0], limit)}"
+          for impl in ("ours_dense", "ours_chunked")
+      ]
+      best = (paired_ratio(row, "floor", "upstream") or [None])[0]
+      if other == "upstream" and best is not None and best > limit:
+        parts.append(f"unreachable here: even the floor takes {best:.2f}x upstream's time")
       lines.append(f"  - vocab {row['shape']['vocab']}, seq {row['shape']['seq']}: " + "; ".join(parts))
   return lines
 
 
-def environment() -> dict:
-  """Versions and machine, from a child so the parent stays free of JAX."""
-  code = (
-      "import json, importlib.metadata as m, jax;"
-      "print(json.dumps({p: m.version(p) for p in ('jax', 'jaxlib', 'flax', 'maxtext', 'google-tunix', 'optax')}))"
+def _bsv_mib(shape: dict) -> float:
+  return shape["batch"] * shape["seq"] * shape["vocab"] * 4 / MIB
+
+
+def _span(rows: list[dict], numerator: str, denominator: str) -> str:
+  values = [p[0] for p in (paired_ratio(r, numerator, denominator) for r in rows) if p]
+  return f"{min(values):.2f}-{max(values):.2f}x" if values else "n/a"
+
+
+def _span_sentence(rows: list[dict]) -> str:
+  large = [r for r in rows if r["shape"]["vocab"] >= 32768]
+  if not large:
+    return ""
+  return (
+      f" At vocab >= 32k, chunked took {_span(large, 'ours_chunked', 'floor')} the floor's time and"
+      f" {_span(large, 'ours_chunked', 'upstream')} upstream's; dense took {_span(large, 'ours_dense', 'floor')} the"
+      " floor's: the KL terms it adds to the floor's work are all `[B, S, V]` passes."
   )
-  try:
-    versions = json.loads(
-        subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), check=True, timeout=120
-        ).stdout
+
+
+def analysis_lines(rows: list[dict]) -> list[str]:
+  """The 'why' behind the tables, with this run's numbers."""
+  if not rows:
+    return []
+  row = ([r for r in rows if _is_anchor(r)] or [max(rows, key=lambda r: _bsv_mib(r["shape"]))])[0]
+  shape, bsv = row["shape"], _bsv_mib(row["shape"])
+  units = {v: _fmt(ratio(_mib(row, v), bsv), ".1f") for v in VARIANTS}
+  tile = shape["batch"] * min(128, shape["seq"]) * shape["vocab"] * 4 / MIB
+  lines = [
+      (
+          f"- **Memory.** At vocab {shape['vocab']}, seq {shape['seq']}, in units of one float32 `[B, S, V]` array"
+          f" ({bsv:.3g} MiB), the compiled temp memory is: upstream {units['upstream']}, ours dense"
+          f" {units['ours_dense']}, floor {units['floor']}, ours chunked {units['ours_chunked']}. Upstream's strategy"
+          " keeps the student's and the teacher's logits, the student's log-softmax at T and at 1, the teacher's"
+          " probabilities at T and at 1 and one-hot labels, all `[B, S, V]` float32, plus their gradients; our dense"
+          " path keeps log-probabilities instead of one-hots and probabilities, so fewer arrays of the same kind. The"
+          " floor (MaxText's own CE) keeps the logits, a one-hot and the gradient. The chunked path allocates no"
+          f" `[B, S, V]` array at all: its vocabulary-sized buffers are `[B, distill_seq_chunk=128, V]` tiles ({tile:.3g}"
+          f" MiB here; its whole temp is {_fmt(ratio(_mib(row, 'ours_chunked'), tile), '.0f')} tiles' worth, the two"
+          " models' activations included). Its memory therefore grows with V at 128/S of the dense slope, and the gap"
+          " to upstream grows with V; `distill_vocab_chunk` would shrink the tiles further."
+      ),
+      "- **Time.** All four variants run the same decoder layers, so the differences come from the output head and"
+      " the loss. Upstream, ours dense and the floor run the `[B, S, D] x [D, V]` head matmul 4 times per step"
+      " (teacher forward, student forward, two gradient matmuls); ours chunked runs it 6 times (its backward"
+      " recomputes both models' logits tile by tile) but never writes or re-reads a `[B, S, V]` array. The dense"
+      " variants make many passes over such arrays in memory (4 log-softmaxes, 2 KL terms, CE gathers, the softmax"
+      f" gradients; MaxText's CE in the floor: softmax, one-hot, gradient). With emb {shape['emb']} a logit costs few"
+      " FLOPs, so"
+      " on this CPU the memory passes weigh more than the extra matmuls once `[B, S, V]` outgrows the caches."
+      + _span_sentence(rows),
+  ]
+  unreachable = [r for r in rows if ((paired_ratio(r, "floor", "upstream") or [0])[0]) > TIME_VS_UPSTREAM]
+  if unreachable:
+    where = ", ".join(f"vocab {r['shape']['vocab']}, seq {r['shape']['seq']}" for r in unreachable)
+    lines.append(
+        f"- At {where} the floor itself takes more than {TIME_VS_UPSTREAM}x upstream's time: the loss is a small"
+        " share of the step (the decoder, attention at seq 1024 above all, dominates), so no loss implementation"
+        f" can reach {TIME_VS_UPSTREAM}x there."
     )
-  except (subprocess.SubprocessError, json.JSONDecodeError):
-    versions = {}
+  for r in rows:
+    logits = r["shape"]["batch"] * r["shape"]["seq"] * r["shape"]["vocab"]
+    faster = (paired_ratio(r, "ours_chunked", "ours_dense") or [None])[0]
+    if logits < AUTO_CHUNKED_MIN_LOGITS and faster is not None and faster < 1:
+      lines.append(
+          f"- At vocab {r['shape']['vocab']}, seq {r['shape']['seq']} the default `distill_loss_impl=auto` picks"
+          f" dense ({logits / 2**20:g} Mi logits < {AUTO_CHUNKED_MIN_LOGITS / 2**20:g} Mi), yet chunked took"
+          f" {faster:.2f}x dense's time and {_fmt(ratio(_mib(r, 'ours_chunked'), _mib(r, 'ours_dense')), '.2f')}x"
+          " its temp memory."
+      )
+  return lines
+
+
+def environment() -> dict:
+  """Versions (from package metadata: the parent never imports JAX) and the machine."""
+  versions = {}
+  for package in ("jax", "jaxlib", "flax", "optax", "maxtext", "google-tunix"):
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+      versions[package] = importlib.metadata.version(package)
   cpu = platform.processor() or platform.machine()
   with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
     names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
@@ -725,73 +786,79 @@ def environment() -> dict:
       "cpu": cpu,
       "cores": os.cpu_count(),
       "memory_gib": round(memory_gib, 1),
+      "load_average_at_start": os.getloadavg(),
   }
 
 
-def render_markdown(report: dict) -> str:
-  rows, env = report["rows"], report["environment"]
-  shape = rows[0]["shape"] if rows else {}
+def _context_lines(report: dict) -> list[str]:
+  env, plan = report["environment"], report["plan"]
+  shape = report["rows"][0]["shape"] if report["rows"] else {}
   versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
-  lines = [
-      "# Benchmarks: online distillation step (\"Lean and fast\")",
-      "",
-      "Reproduce (from the repository root, with the project's `.venv`):",
-      "",
-      "```bash",
-      report["command"],
-      "```",
-      "",
-      f"Run {report['date']} on {env['cpu']} ({env['cores']} cores, {env['memory_gib']} GiB), Python {env['python']},"
-      f" {versions}. Total wall time {report['wall_s'] / 60:.1f} min.",
+  load = ", ".join(f"{x:.1f}" for x in env.get("load_average_at_start", []))
+  return [
+      (
+          f"Run {report['date']} on {env['cpu']} ({env['cores']} cores, {env['memory_gib']} GiB; load average {load} at"
+          f" start: other jobs shared the machine), Python {env['python']}, {versions}. Total wall time"
+          f" {report['wall_s'] / 60:.1f} min, most of it compiling."
+      ),
       "",
       "## Setup",
       "",
-      f"- Models: MaxText's default decoder shrunk to emb {shape.get('emb')}, {shape.get('heads')} heads x"
-      f" {shape.get('head_dim')}, MLP {shape.get('mlp')}, float32; teacher {shape.get('teacher_layers')} layers"
-      f" (a checkpoint from one step of MaxText pre-training), student {shape.get('student_layers')} layer;"
-      f" per-device batch {shape.get('batch')}; alpha 0.5, T 2.0, beta 0; synthetic data; 1 CPU device.",
-      "- One YAML per shape (`configs/distillation-cpu-tiny.yml` resized, `enable_nnx` dropped because MaxText"
-      " 0.2.5 refuses it) is read by all four variants; only `distill_loss_impl` differs between ours.",
-      "- **ours dense / ours chunked**: `step.make_train_step` after `train_utils.setup_train_loop`, jitted as"
-      " `trainer.train` jits it (donated state, MaxText's state shardings).",
-      "- **upstream**: MaxText 0.2.5's `train_distill.main` unchanged up to Tunix's loop; the step is the"
-      " `nnx.jit` Tunix builds (`jit_train_and_eval_step`) called on a batch prepared as Tunix's loop prepares it."
-      " `tools/upstream_compat.py` (benchmark-only) adds the `_checkpointer` attribute the released Tunix 0.1.7"
-      " lacks and hands the compiled step over instead of entering Tunix's endless loop. Tunix's per-step host"
-      " work outside the step (metrics buffering, a host sync per step for its console line) is not timed.",
-      "- **floor**: MaxText's own pre-training `train_step` (student forward, plain CE, backward, optimizer update)"
-      " plus a teacher forward pass in one `jax.jit`: the least an online distillation step must compute.",
-      f"- Timing: every variant in its own process; after an ahead-of-time compile and one warm-up step,"
-      f" {report['plan']['rounds']} interleaved rounds (rotating order, each variant about"
-      f" {report['plan']['round_target_s']} s per round while the others sleep). Median over all timed steps.",
-      "- Memory: `compiled.memory_analysis().temp_size_in_bytes` of each compiled train step (XLA's scratch"
-      " buffers: activations, logits, gradients in flight; excludes parameters, optimizer state and the batch),"
-      " and each process's peak RSS (`ru_maxrss`, includes Python, JAX and MaxText imports and compilation).",
-      "",
-      "## Step time (median seconds per step)",
-      "",
-      *time_table(rows),
-      "",
-      "## Memory",
-      "",
-      *memory_table(rows),
-      "",
-      f"![Compiled temp memory vs vocabulary]({report['plot_name']})" if report.get("plot_name") else "",
-      "",
-      "## Work per step (XLA cost analysis) and compile time",
-      "",
-      *flops_table(rows),
-      "",
-      "## Targets",
-      "",
-      *target_lines(rows),
-      "",
-  ]
-  if report.get("notes"):
-    lines += ["## Why", "", *report["notes"], ""]
-  broken = failures(rows)
-  if broken:
-    lines += ["## Failures", "", *broken, ""]
+      (
+          f"- Models: MaxText's default decoder shrunk to emb {shape.get('emb')}, {shape.get('heads')} heads x"
+          f" {shape.get('head_dim')}, MLP {shape.get('mlp')}, float32; teacher {shape.get('teacher_layers')} layers (a"
+          f" checkpoint from one step of MaxText pre-training), student {shape.get('student_layers')} layer; per-device"
+          f" batch {shape.get('batch')}; alpha 0.5, T 2.0, beta 0; synthetic data; one CPU device."
+      ),
+      (
+          "- One YAML per shape (`configs/distillation-cpu-tiny.yml` resized; `enable_nnx` dropped because MaxText 0.2.5"
+          " refuses it) is read by all four variants; only `distill_loss_impl` differs between ours."
+      ),
+      (
+          "- **ours_dense / ours_chunked**: `step.make_train_step` after `train_utils.setup_train_loop`, jitted as"
+          " `trainer.train` jits it (donated state, MaxText's state shardings)."
+      ),
+      (
+          "- **upstream**: MaxText 0.2.5's `train_distill.main`, unchanged up to Tunix's loop; the step is the `nnx.jit`"
+          " Tunix builds (`jit_train_and_eval_step`), called on a batch prepared as Tunix's loop prepares it."
+          " `tools/upstream_compat.py` (benchmark-only) adds the `_checkpointer` attribute the released Tunix 0.1.7"
+          " lacks and hands the compiled step over instead of entering Tunix's loop, which ignores `steps`. Tunix's"
+          " per-step host work outside the step (metrics buffering, a host sync for its console line) is not timed."
+      ),
+      (
+          "- **floor**: MaxText's own pre-training `train_step` (student forward, plain CE, backward, optimizer update)"
+          " plus a teacher forward pass, in one `jax.jit`: the least an online distillation step must compute."
+      ),
+      (
+          "- Timing: each variant in its own process, compiled ahead of time and warmed up by one step; then"
+          f" {plan['rounds']} rounds in which every variant, in rotating order, runs about {plan['round_target_s']} s"
+          " (at least one step) while the others sleep. Step times are medians over all timed steps; ratios are the"
+          " median (and range) over rounds of the two variants' per-round medians, so load drifting between rounds"
+          " cancels."
+      ),
+      (
+          "- Memory: `compiled.memory_analysis().temp_size_in_bytes` of each compiled train step (XLA's scratch"
+          " buffers: activations, logits, gradients in flight; not parameters, optimizer state or the batch), and"
+          " each process's peak RSS (`ru_maxrss`: includes Python, JAX and MaxText imports and compilation)."
+      ),
+  ] + (
+      [f"- **--quick** compiles with `XLA_FLAGS={plan['xla_flags']}` to save time: its timings mean nothing."]
+      if plan.get("xla_flags")
+      else []
+  )
+
+
+def render_markdown(report: dict) -> str:
+  rows = report["rows"]
+  plot = f"![Compiled temp memory vs vocabulary]({report['plot_name']})" if report.get("plot_name") else ""
+  lines = ['# Benchmarks: the online distillation step ("Lean and fast")', "", "Reproduce (repository root, `.venv`):"]
+  lines += ["", "```bash", report["command"], "```", "", *_context_lines(report), ""]
+  lines += ["## Targets", "", *target_lines(rows), "", "## Why", "", *analysis_lines(rows), ""]
+  lines += ["## Step time (median s per step; ratios: median (range) over rounds)", "", *time_table(rows), ""]
+  lines += ["## Memory", "", *memory_table(rows), "", plot, ""]
+  lines += ["## Compile time and fastest step", "", *setup_table(rows), ""]
+  if failures(rows):
+    lines += ["## Failures", "", *failures(rows), ""]
   if report.get("skipped"):
     lines += ["## Not run", "", *[f"- {s}" for s in report["skipped"]], ""]
   return "\n".join(lines)
@@ -817,6 +884,8 @@ def write_plot(rows: list[dict], path: pathlib.Path) -> bool:
         xs, ys = zip(*points)
         ax.plot(xs, ys, style, marker="o", color=colors[variant], label=f"{variant}, seq {seq}")
   ax.set_xscale("log", base=2)
+  vocabs = sorted({r["shape"]["vocab"] for r in rows})
+  ax.set_xticks(vocabs, [f"{v // 1024}k" if v >= 1024 else str(v) for v in vocabs])
   ax.set_yscale("log")
   ax.set_xlabel("vocabulary size")
   ax.set_ylabel("compiled temp memory of the train step (MiB)")
@@ -853,8 +922,11 @@ def parse_args(argv: list[str]):
   parser.add_argument("--shapes", default=None, help="vocab x seq list, e.g. 32768x1024,1024x256 (full widths)")
   parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per shape (default 5; quick 2)")
   parser.add_argument("--work-dir", default=None, help="teachers, YAMLs, worker logs (default: a temp dir)")
-  parser.add_argument("--chunked-args", default="", help="extra key=value for ours_chunked, e.g. distill_vocab_chunk=8192")
-  parser.add_argument("--notes", default=None, help="a Markdown file whose lines become the report's 'Why' section")
+  parser.add_argument(
+      "--chunked-args", default="", help="extra key=value for ours_chunked, e.g. distill_vocab_chunk=8192"
+  )
+  parser.add_argument("--from-json", default=None, help="re-render the report of a saved --json run; measures nothing")
+  parser.add_argument("--teacher-checkpoint", default=None, help="quick only: reuse this tiny teacher's items dir")
   parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
   parser.add_argument("--yaml", help=argparse.SUPPRESS)
   parser.add_argument("--run-dir", help=argparse.SUPPRESS)
@@ -862,43 +934,63 @@ def parse_args(argv: list[str]):
   return parser.parse_args(argv)
 
 
-def reproduce_command(argv: list[str]) -> str:
-  shown = [a for a in argv if not a.startswith("--work-dir")]
+def reproduce_command(args) -> str:
+  """The command line that reruns this benchmark (scratch paths left out)."""
+  shown = ["--out", args.out] + (["--quick"] if args.quick else [])
+  shown += ["--shapes", args.shapes] if args.shapes else []
+  shown += ["--rounds", str(args.rounds)] if args.rounds else []
+  shown += ["--chunked-args", args.chunked_args] if args.chunked_args else []
   return "python tools/bench_distill.py " + shlex.join(shown)
 
 
+def measure(args) -> dict:
+  """Runs the benchmark described by the command line; returns the report (rows plus context)."""
+  started = time.perf_counter()
+  env = environment()
+  shapes = (QUICK_SHAPE,) if args.quick else parse_shapes(args.shapes) if args.shapes else FULL_SHAPES
+  plan = Plan(rounds=args.rounds or 5, round_target_s=1.0)
+  if args.quick:
+    plan = Plan(rounds=args.rounds or 2, round_target_s=0.3, xla_flags=QUICK_XLA_FLAGS)
+  extra = {"ours_chunked": shlex.split(args.chunked_args)}
+  with contextlib.ExitStack() as stack:
+    work_dir = args.work_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_distill_"))
+    teacher = args.teacher_checkpoint if args.quick else None
+    rows = [measure_shape(shape, pathlib.Path(work_dir), plan, extra, teacher) for shape in shapes]
+  return {
+      "command": reproduce_command(args),
+      "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+      "environment": env,
+      "plan": dataclasses.asdict(plan),
+      "rows": rows,
+      "wall_s": time.perf_counter() - started,
+      "skipped": [] if args.quick or args.shapes else list(SKIPPED_FULL_SHAPES),
+  }
+
+
+def write_outputs(report: dict, out: pathlib.Path, plot: pathlib.Path) -> None:
+  report["plot_name"] = plot.name if write_plot(report["rows"], plot) else None
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(render_markdown(report), encoding="utf-8")
+  logging.info("Wrote %s (%s)", out, plot if report["plot_name"] else "no plot")
+
+
 def main(argv: list[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
-  args = parse_args(argv)
+  args = parse_args(list(sys.argv[1:] if argv is None else argv))
   if args.worker:
     return worker_main(args)
   logging.use_absl_handler()
   logging.set_verbosity(logging.INFO)
-  started = time.perf_counter()
-  shapes = (QUICK_SHAPE,) if args.quick else parse_shapes(args.shapes) if args.shapes else FULL_SHAPES
-  plan = Plan(rounds=args.rounds or (2 if args.quick else 5), round_target_s=0.3 if args.quick else 1.0)
-  extra = {"ours_chunked": shlex.split(args.chunked_args)}
   out = pathlib.Path(args.out)
   plot = pathlib.Path(args.plot) if args.plot else out.with_name("benchmarks_memory.png")
-  with contextlib.ExitStack() as stack:
-    work_dir = args.work_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_distill_"))
-    rows = [measure_shape(shape, pathlib.Path(work_dir), plan, extra) for shape in shapes]
-  report = {
-      "command": reproduce_command(argv),
-      "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-      "environment": environment(),
-      "plan": dataclasses.asdict(plan),
-      "rows": rows,
-      "wall_s": time.perf_counter() - started,
-      "plot_name": plot.name if write_plot(rows, plot) else None,
-      "notes": pathlib.Path(args.notes).read_text(encoding="utf-8").splitlines() if args.notes else None,
-  }
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(render_markdown(report), encoding="utf-8")
-  if args.json:
+  if args.from_json:
+    report = json.loads(pathlib.Path(args.from_json).read_text(encoding="utf-8"))
+  else:
+    report = measure(args)
+    logging.info("Measured in %.0fs", report["wall_s"])
+  if args.json and not args.from_json:
     pathlib.Path(args.json).write_text(json.dumps(report, indent=1), encoding="utf-8")
-  logging.info("Wrote %s (%s) in %.0fs", out, plot if report["plot_name"] else "no plot", report["wall_s"])
-  return 1 if failures(rows) else 0
+  write_outputs(report, out, plot)
+  return 1 if failures(report["rows"]) else 0
 
 
 if __name__ == "__main__":
