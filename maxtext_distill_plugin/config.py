@@ -44,7 +44,8 @@ from maxtext_distill_plugin.settings import DISTILL_KEYS, DistillSettings
 
 BATCH_SHAPE_KEYS = ("per_device_batch_size", "max_target_length", "gradient_accumulation_steps")
 TEACHER_SHARED_KEYS = BATCH_SHAPE_KEYS + ("hardware", "skip_jax_distributed_system", "jax_cache_dir", "compile_topology")
-_RUN_KEYS = ("student_overrides", "teacher_overrides", "offline_data_dir", "enable_nnx")
+# Keys that describe the whole run; inside student_overrides/teacher_overrides they would silently split it.
+_RUN_LEVEL_KEYS = DISTILL_KEYS | {"student_overrides", "teacher_overrides", "offline_data_dir"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,7 +191,7 @@ def _check_override_keys(name: str, overrides: dict) -> None:
       close = difflib.get_close_matches(key, known_keys(), n=3)
       hint = f" Did you mean {', '.join(close)}?" if close else ""
       raise errors.ConfigError(f"{name}.{key}", overrides[key], f"remove it or fix its spelling.{hint}")
-    if key in DISTILL_KEYS or key in _RUN_KEYS[:3]:
+    if key in _RUN_LEVEL_KEYS:
       raise errors.ConfigError(
           f"{name}.{key}", overrides[key], "set distillation keys at the top level; they apply to the run, not one model."
       )

@@ -66,21 +66,19 @@ def build_teacher(teacher_config, mesh):
 def open_offline_data(configs, data_sharding):
   """The teacher cache as batches, and the tail handling of its sparse KL."""
   from maxtext_distill_plugin import offline_data  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.teacher_cache import format as cache_format  # pylint: disable=import-outside-toplevel
   from maxtext_distill_plugin.teacher_cache import reader  # pylint: disable=import-outside-toplevel
-
   from maxtext_distill_plugin.teacher_cache import upstream_interop  # pylint: disable=import-outside-toplevel
 
   student, settings = configs.student, configs.settings
   directory = configs.global_config.offline_data_dir
-  if os.path.exists(os.path.join(directory, "manifest.json")):
+  if os.path.exists(os.path.join(directory, cache_format.MANIFEST_NAME)):
     cache = reader.open_cache(directory)
-    tail_known = cache.manifest.identity.tail_logmass_known
   else:  # upstream's save_top_k_teacher_logits.py output, read in place
     cache = upstream_interop.UpstreamCache(directory)
-    tail_known = False
   tail = settings.distill_offline_tail
   if tail == "auto":
-    tail = "bucket" if tail_known else "renormalize"
+    tail = "bucket" if cache.tail_logmass_known else "renormalize"
   seed = int(student.data_shuffle_seed) if student.enable_data_shuffling else None
   batches = offline_data.OfflineBatches(
       cache, global_batch=int(student.global_batch_size_to_load), data_sharding=data_sharding, shuffle_seed=seed

@@ -55,6 +55,10 @@ class TeacherCache:
     return self.manifest.identity.top_k
 
   @property
+  def tail_logmass_known(self) -> bool:
+    return self.manifest.identity.tail_logmass_known
+
+  @property
   def vocab_size(self) -> int:
     return self.manifest.identity.vocab_size
 

@@ -23,17 +23,14 @@ import time
 
 import numpy as np
 
-from tests.conftest import DOCUMENTED_MODULE, REPO, TINY_YAML, maxtext_pretrain, read_metrics, subprocess_env
+from tests.conftest import DOCUMENTED_MODULE, REPO, TINY_YAML, maxtext_pretrain, read_metrics, run_cli, subprocess_env
 from tests.conftest import committed_steps, train_in_process
 
 _STEPS = 160
 
 
-def _command(out, run_name, metrics_file, teacher_checkpoint):
+def _args(out, run_name, metrics_file, teacher_checkpoint):
   return [
-      sys.executable,
-      "-m",
-      DOCUMENTED_MODULE,
       TINY_YAML,
       f"base_output_directory={out}",
       f"run_name={run_name}",
@@ -49,22 +46,13 @@ def _command(out, run_name, metrics_file, teacher_checkpoint):
 
 
 def test_sigkill_then_same_command_resumes_with_identical_losses(tmp_path, teacher_checkpoint):
-  env = subprocess_env()
-  reference = subprocess.run(
-      _command(tmp_path, "reference", tmp_path / "ref.jsonl", teacher_checkpoint),
-      cwd=REPO,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=600,
-      check=False,
-  )
+  reference = run_cli(*_args(tmp_path, "reference", tmp_path / "ref.jsonl", teacher_checkpoint))
   assert reference.returncode == 0, reference.stderr[-3000:]
 
   victim = subprocess.Popen(  # pylint: disable=consider-using-with
-      _command(tmp_path, "victim", tmp_path / "first.jsonl", teacher_checkpoint),
+      [sys.executable, "-m", DOCUMENTED_MODULE, *_args(tmp_path, "victim", tmp_path / "first.jsonl", teacher_checkpoint)],
       cwd=REPO,
-      env=env,
+      env=subprocess_env(),
       stdout=subprocess.DEVNULL,
       stderr=subprocess.DEVNULL,
   )
@@ -80,15 +68,7 @@ def test_sigkill_then_same_command_resumes_with_identical_losses(tmp_path, teach
   last_before_kill = max(committed_steps(checkpoints))
   assert last_before_kill < _STEPS - 1
 
-  resumed = subprocess.run(
-      _command(tmp_path, "victim", tmp_path / "second.jsonl", teacher_checkpoint),
-      cwd=REPO,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=600,
-      check=False,
-  )
+  resumed = run_cli(*_args(tmp_path, "victim", tmp_path / "second.jsonl", teacher_checkpoint))
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "Resumed from checkpoint" in resumed.stderr
   second = {r["step"]: r for r in read_metrics(tmp_path / "second.jsonl") if "distill/total_loss" in r}

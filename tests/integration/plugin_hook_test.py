@@ -58,15 +58,7 @@ def test_fork_without_the_module_is_served(tmp_path):
   (fork / "maxtext" / "trainers" / "__init__.py").write_text("", encoding="utf-8")
   env = subprocess_env()
   env["PYTHONPATH"] = f"{fork}:{REPO}"
-  proc = subprocess.run(
-      [sys.executable, "-m", "maxtext.trainers.post_train.distillation.train_distill", "--list"],
-      cwd=tmp_path,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=120,
-      check=False,
-  )
+  proc = run_cli("--list", cwd=tmp_path, env=env, timeout=120)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "distillation.yml" in proc.stdout
 
