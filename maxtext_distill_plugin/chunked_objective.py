@@ -12,7 +12,10 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The distillation objective from final hidden states, without ``[B, S, V]`` logits.
+"""The online distillation objective from final hidden states, without ``[B, S, V]`` logits.
+
+Online, both models' hidden states are at hand; offline batches (a cached top-k
+teacher) take the same path through :mod:`chunked_sparse`, on the same tiles (:mod:`tiles`).
 
 :func:`distillation_terms_from_hidden` returns exactly what
 :func:`objective.distillation_terms` returns for ``logits = cap(hidden @ W)``,
@@ -41,7 +44,6 @@ Tiles run along the sequence axis, so a sharded batch axis stays sharded; a
 sharded sequence axis (context parallelism) would be gathered per tile.
 """
 
-import dataclasses
 import functools
 
 import jax
@@ -49,86 +51,31 @@ import jax.numpy as jnp
 
 from maxtext_distill_plugin import objective
 from maxtext_distill_plugin import reductions
+from maxtext_distill_plugin import tiles
 
-DEFAULT_SEQ_CHUNK = 128
-# Finite stand-in for -inf on padded vocabulary columns: exp() underflows to 0 and
-# z_t - z_s stays 0 there, where -inf would give inf - inf = NaN.
-_PADDED_LOGIT = -1e30
+DEFAULT_SEQ_CHUNK = tiles.DEFAULT_SEQ_CHUNK
 
 
-@dataclasses.dataclass(frozen=True)
-class _Tiling:
-  """Static tile sizes and head options (hashable: a ``nondiff_argnums`` argument)."""
-
-  seq_chunk: int
-  vocab_chunk: int
-  vocab_size: int
-  student_softcap: float | None
-  teacher_softcap: float | None
-
-
-def _seq_tiles(x_BxSxK: jnp.ndarray, chunk: int) -> jnp.ndarray:
-  """``[B, S, ...] -> [ceil(S / chunk), B, chunk, ...]``, zero-padded along S."""
-  batch, seq = x_BxSxK.shape[:2]
-  num = -(-seq // chunk)
-  padded = jnp.pad(x_BxSxK, [(0, 0), (0, num * chunk - seq)] + [(0, 0)] * (x_BxSxK.ndim - 2))
-  return jnp.swapaxes(padded.reshape((batch, num, chunk) + x_BxSxK.shape[2:]), 0, 1)
-
-
-def _from_seq_tiles(x_NxBxCxK: jnp.ndarray, seq: int) -> jnp.ndarray:
-  """Inverse of :func:`_seq_tiles`: ``[N, B, chunk, ...] -> [B, S, ...]``."""
-  x = jnp.swapaxes(x_NxBxCxK, 0, 1)
-  return x.reshape((x.shape[0], -1) + x.shape[3:])[:, :seq]
-
-
-def _vocab_tiles(unembed_DxV: jnp.ndarray, chunk: int) -> jnp.ndarray:
-  """``[D, V] -> [ceil(V / chunk), D, chunk]``, zero columns past V."""
-  dim, vocab = unembed_DxV.shape
-  num = -(-vocab // chunk)
-  padded = jnp.pad(unembed_DxV, [(0, 0), (0, num * chunk - vocab)])
-  return jnp.swapaxes(padded.reshape(dim, num, chunk), 0, 1)
-
-
-def _tile_logits(hidden_BxCxD, unembed_DxK, column_offset, softcap: float | None):
-  """Soft-capped float32 logits of one tile ``[B, C, K]`` and the tile's vocabulary ids ``[K]``."""
-  logits = jnp.einsum("bcd,dk->bck", hidden_BxCxD, unembed_DxK, preferred_element_type=jnp.float32)
-  if softcap:
-    logits = softcap * jnp.tanh(logits / softcap)
-  return logits, column_offset + jnp.arange(unembed_DxK.shape[-1])
-
-
-def _online_update(state, logits_BxCxK, values_BxCxK=None):
-  """Folds one tile into a running (max, sum exp, sum exp * value) per token."""
-  running_max, sum_exp, weighted = state
-  new_max = jnp.maximum(running_max, jnp.max(logits_BxCxK, axis=-1))
-  rescale = jnp.exp(running_max - new_max)  # exp(-inf) = 0 on the first tile
-  probs = jnp.exp(logits_BxCxK - new_max[..., None])
-  sum_exp = sum_exp * rescale + jnp.sum(probs, axis=-1)
-  if values_BxCxK is not None:
-    weighted = weighted * rescale + jnp.sum(probs * values_BxCxK, axis=-1)
-  return new_max, sum_exp, weighted
-
-
-def _forward_rows(tiling: _Tiling, temperature, student_tiles, teacher_tiles, hs_BxCxD, ht_BxCxD, labels_BxC):
+def _forward_rows(tiling: tiles.Tiling, temperature, student_tiles, teacher_tiles, hs_BxCxD, ht_BxCxD, labels_BxC):
   """Per-token terms and log-sum-exps of one sequence chunk, scanning the vocabulary tiles."""
   shape = labels_BxC.shape
-  empty = (jnp.full(shape, -jnp.inf, jnp.float32), jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32))
+  empty = tiles.empty_online_state(shape)
   zeros = jnp.zeros(shape, jnp.float32)
 
   def body(carry, tile):
     s1, st, t1, tt, label_s, label_t = carry
     ws_DxK, wt_DxK, offset = tile
-    zs, columns = _tile_logits(hs_BxCxD, ws_DxK, offset, tiling.student_softcap)
-    zt, _ = _tile_logits(ht_BxCxD, wt_DxK, offset, tiling.teacher_softcap)
+    zs, columns = tiles.tile_logits(hs_BxCxD, ws_DxK, offset, tiling.student_softcap)
+    zt, _ = tiles.tile_logits(ht_BxCxD, wt_DxK, offset, tiling.teacher_softcap)
     valid = columns < tiling.vocab_size
-    zs, zt = jnp.where(valid, zs, _PADDED_LOGIT), jnp.where(valid, zt, _PADDED_LOGIT)
+    zs, zt = jnp.where(valid, zs, tiles.PADDED_LOGIT), jnp.where(valid, zt, tiles.PADDED_LOGIT)
     hit = columns == labels_BxC[..., None]
     diff = zt - zs
     carry = (
-        _online_update(s1, zs),
-        _online_update(st, zs / temperature),
-        _online_update(t1, zt, diff),
-        _online_update(tt, zt / temperature, diff / temperature),
+        tiles.online_update(s1, zs),
+        tiles.online_update(st, zs / temperature),
+        tiles.online_update(t1, zt, diff),
+        tiles.online_update(tt, zt / temperature, diff / temperature),
         label_s + jnp.sum(jnp.where(hit, zs, 0.0), axis=-1),
         label_t + jnp.sum(jnp.where(hit, zt, 0.0), axis=-1),
     )
@@ -137,14 +84,14 @@ def _forward_rows(tiling: _Tiling, temperature, student_tiles, teacher_tiles, hs
   offsets = jnp.arange(student_tiles.shape[0]) * tiling.vocab_chunk
   init = (empty, empty, empty, empty, zeros, zeros)
   (s1, st, t1, tt, label_s, label_t), _ = jax.lax.scan(body, init, (student_tiles, teacher_tiles, offsets))
-  lse_s1, lse_st, lse_t1, lse_tt = (m + jnp.log(l) for m, l, _ in (s1, st, t1, tt))
+  lse_s1, lse_st, lse_t1, lse_tt = map(tiles.online_lse, (s1, st, t1, tt))
   kl_at_t = tt[2] / tt[1] - lse_tt + lse_st
   kl_at_1 = t1[2] / t1[1] - lse_t1 + lse_s1
   terms = (kl_at_t, kl_at_1, lse_s1 - label_s, lse_t1 - label_t)
   return terms, (lse_s1, lse_st, lse_t1, lse_tt)
 
 
-def _backward_rows(tiling: _Tiling, temperature, student_tiles, teacher_tiles, rows):
+def _backward_rows(tiling: tiles.Tiling, temperature, student_tiles, teacher_tiles, rows):
   """Gradients of one sequence chunk: ``d hidden [B, C, D]`` and ``d unembed`` tiles ``[N, D, K]``."""
   hs_BxCxD, ht_BxCxD, labels_BxC, lses, cotangents = rows
   lse_s1, lse_st, lse_t1, lse_tt = (lse[..., None] for lse in lses)
@@ -152,10 +99,10 @@ def _backward_rows(tiling: _Tiling, temperature, student_tiles, teacher_tiles, r
 
   def body(d_hidden, tile):
     ws_DxK, wt_DxK, offset = tile
-    zs_capped, columns = _tile_logits(hs_BxCxD, ws_DxK, offset, tiling.student_softcap)
-    zt, _ = _tile_logits(ht_BxCxD, wt_DxK, offset, tiling.teacher_softcap)
+    zs_capped, columns = tiles.tile_logits(hs_BxCxD, ws_DxK, offset, tiling.student_softcap)
+    zt, _ = tiles.tile_logits(ht_BxCxD, wt_DxK, offset, tiling.teacher_softcap)
     valid = columns < tiling.vocab_size
-    zs, zt = jnp.where(valid, zs_capped, _PADDED_LOGIT), jnp.where(valid, zt, _PADDED_LOGIT)
+    zs, zt = jnp.where(valid, zs_capped, tiles.PADDED_LOGIT), jnp.where(valid, zt, tiles.PADDED_LOGIT)
     p_s1, p_st = jnp.exp(zs - lse_s1), jnp.exp(zs / temperature - lse_st)
     p_t1, p_tt = jnp.exp(zt - lse_t1), jnp.exp(zt / temperature - lse_tt)
     onehot = (columns == labels_BxC[..., None]).astype(jnp.float32)
@@ -171,24 +118,26 @@ def _backward_rows(tiling: _Tiling, temperature, student_tiles, teacher_tiles, r
   return jax.lax.scan(body, init, (student_tiles, teacher_tiles, offsets))
 
 
-def _vocab_terms_fwd(tiling: _Tiling, student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp):
+def _vocab_terms_fwd(
+    tiling: tiles.Tiling, student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp
+):
   seq = labels.shape[1]
-  student_tiles = _vocab_tiles(student_unembed, tiling.vocab_chunk)
-  teacher_tiles = _vocab_tiles(teacher_unembed, tiling.vocab_chunk)
-  rows = tuple(_seq_tiles(x, tiling.seq_chunk) for x in (student_hidden, teacher_hidden, labels))
+  student_tiles = tiles.vocab_tiles(student_unembed, tiling.vocab_chunk)
+  teacher_tiles = tiles.vocab_tiles(teacher_unembed, tiling.vocab_chunk)
+  rows = tuple(tiles.seq_tiles(x, tiling.seq_chunk) for x in (student_hidden, teacher_hidden, labels))
   step = functools.partial(_forward_rows, tiling, temp, student_tiles, teacher_tiles)
   _, (terms, lses) = jax.lax.scan(lambda carry, row: (carry, step(*row)), None, rows)
-  terms_BxS = tuple(_from_seq_tiles(term, seq) for term in terms)
+  terms_BxS = tuple(tiles.from_seq_tiles(term, seq) for term in terms)
   return terms_BxS, (student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp, lses)
 
 
-def _vocab_terms_bwd(tiling: _Tiling, residuals, cotangents):
+def _vocab_terms_bwd(tiling: tiles.Tiling, residuals, cotangents):
   student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp, lses = residuals
   # Teacher CE depends on the teacher only, which is a constant here: its cotangent is dropped.
-  cotangents = tuple(_seq_tiles(c.astype(jnp.float32), tiling.seq_chunk) for c in cotangents[:3])
-  student_tiles = _vocab_tiles(student_unembed, tiling.vocab_chunk)
-  teacher_tiles = _vocab_tiles(teacher_unembed, tiling.vocab_chunk)
-  rows = tuple(_seq_tiles(x, tiling.seq_chunk) for x in (student_hidden, teacher_hidden, labels))
+  cotangents = tuple(tiles.seq_tiles(c.astype(jnp.float32), tiling.seq_chunk) for c in cotangents[:3])
+  student_tiles = tiles.vocab_tiles(student_unembed, tiling.vocab_chunk)
+  teacher_tiles = tiles.vocab_tiles(teacher_unembed, tiling.vocab_chunk)
+  rows = tuple(tiles.seq_tiles(x, tiling.seq_chunk) for x in (student_hidden, teacher_hidden, labels))
 
   def body(d_unembed_tiles, row):
     d_hidden, d_tiles = _backward_rows(tiling, temp, student_tiles, teacher_tiles, row)
@@ -196,14 +145,13 @@ def _vocab_terms_bwd(tiling: _Tiling, residuals, cotangents):
 
   init = jnp.zeros(student_tiles.shape, jnp.float32)
   d_unembed_tiles, d_hidden = jax.lax.scan(body, init, rows[:3] + (lses, cotangents))
-  num_tiles, dim, chunk = d_unembed_tiles.shape
-  d_unembed = jnp.swapaxes(d_unembed_tiles, 0, 1).reshape(dim, num_tiles * chunk)[:, : tiling.vocab_size]
-  d_hidden = _from_seq_tiles(d_hidden, labels.shape[1])
+  d_unembed = tiles.from_vocab_tiles(d_unembed_tiles, tiling.vocab_size)
+  d_hidden = tiles.from_seq_tiles(d_hidden, labels.shape[1])
   return d_hidden.astype(student_hidden.dtype), d_unembed.astype(student_unembed.dtype), None, None, None, None
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _vocab_terms(tiling: _Tiling, student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp):
+def _vocab_terms(tiling: tiles.Tiling, student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp):
   """``(KL at T, KL at 1, student CE, teacher CE)``, each ``[B, S]``, from hidden states."""
   terms, _ = _vocab_terms_fwd(tiling, student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp)
   return terms
@@ -267,15 +215,7 @@ def distillation_terms_from_hidden(
       raise ValueError(f"{name} hidden {hidden.shape} does not match [B={batch}, S={seq}, D] @ {unembed.shape}")
   if labels_BxS.shape != (batch, seq) or mask_BxS.shape != (batch, seq):
     raise ValueError(f"labels {labels_BxS.shape} and mask {mask_BxS.shape} must be [B={batch}, S={seq}]")
-  if seq_chunk < 1 or (vocab_chunk is not None and vocab_chunk < 1):
-    raise ValueError(f"seq_chunk={seq_chunk} and vocab_chunk={vocab_chunk} must be positive")
-  tiling = _Tiling(
-      seq_chunk=min(seq_chunk, seq),
-      vocab_chunk=min(vocab_chunk or vocab, vocab),
-      vocab_size=vocab,
-      student_softcap=float(student_logit_softcap) if student_logit_softcap else None,
-      teacher_softcap=float(teacher_logit_softcap) if teacher_logit_softcap else None,
-  )
+  tiling = tiles.make_tiling(seq, vocab, seq_chunk, vocab_chunk, student_logit_softcap, teacher_logit_softcap)
   temperature = jnp.asarray(weights.temperature, jnp.float32)
   kl_at_t, kl_at_1, student_ce, teacher_ce = _vocab_terms(
       tiling,

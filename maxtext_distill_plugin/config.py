@@ -236,28 +236,46 @@ def cross_check(configs: DistillConfigs) -> None:
         raise errors.ConfigError(
             f"{label}.scan_layers", cfg.scan_layers, "add scan_layers: True (the feature loss indexes the scan axis)."
         )
-    indices = settings.distill_layer_indices
-    if indices is not None:
-      bound = min(_layer_count(student), _layer_count(teacher))
-      if any(i >= bound for i in indices):
-        raise errors.ConfigError(
-            "distill_layer_indices",
-            indices,
-            f"use indices below {bound} (student has {_layer_count(student)} layers, teacher {_layer_count(teacher)}).",
-        )
-    elif _layer_count(student) != _layer_count(teacher):
-      raise errors.ConfigError(
-          "distill_layer_indices",
-          None,
-          f"student ({_layer_count(student)} layers) and teacher ({_layer_count(teacher)}) differ in depth; list the"
-          " layers to align, e.g. distill_layer_indices=[0, 1].",
-      )
+    _check_layer_indices(settings, _layer_count(student), _layer_count(teacher))
     if student.emb_dim != teacher.emb_dim:
       raise errors.ConfigError(
           "emb_dim",
           f"student={student.emb_dim} teacher={teacher.emb_dim}",
           "the feature loss compares activations element-wise; use equal widths or distill_beta=0.0.",
       )
+
+
+def _check_layer_indices(settings: DistillSettings, student_layers: int, teacher_layers: int) -> None:
+  """Each model's feature-loss layers exist in it, and the two lists pair up one to one."""
+  student_indices, teacher_own = settings.distill_layer_indices, settings.distill_teacher_layer_indices
+  depths = f"student has {student_layers} layers, teacher {teacher_layers}"
+  if teacher_own is not None:
+    if student_indices is None and len(teacher_own) != student_layers:
+      raise errors.ConfigError(
+          "distill_teacher_layer_indices",
+          teacher_own,
+          f"with distill_layer_indices=None every student layer is aligned ({depths}); list {student_layers} teacher"
+          " layers, or set distill_layer_indices too.",
+      )
+    checks = (
+        ("distill_layer_indices", student_indices, student_layers),
+        ("distill_teacher_layer_indices", teacher_own, teacher_layers),
+    )
+  elif student_indices is not None:
+    bound = min(student_layers, teacher_layers)
+    checks = (("distill_layer_indices", student_indices, bound),)
+  elif student_layers != teacher_layers:
+    raise errors.ConfigError(
+        "distill_layer_indices",
+        None,
+        f"the {depths}; list the layers to align, e.g. distill_layer_indices=[0, 1], and the teacher's partners in"
+        " distill_teacher_layer_indices when they differ.",
+    )
+  else:
+    checks = ()
+  for key, indices, bound in checks:
+    if indices is not None and any(i >= bound for i in indices):
+      raise errors.ConfigError(key, indices, f"use indices below {bound} ({depths}).")
 
 
 def build(argv: list[str]) -> DistillConfigs:

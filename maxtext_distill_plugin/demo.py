@@ -240,7 +240,7 @@ def build_configs(argv: list[str], data: demo_data.DemoData):
 
   configs = config.build(argv)
   for label, cfg in (("student", configs.student), ("teacher", configs.teacher)):
-    if cfg.vocab_size != data.vocab_size:
+    if cfg is not None and cfg.vocab_size != data.vocab_size:  # offline runs have no teacher config
       raise ValueError(f"{label} vocab_size={cfg.vocab_size} but the tokenizer has {data.vocab_size} pieces.")
   return configs
 

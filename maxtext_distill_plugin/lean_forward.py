@@ -14,7 +14,7 @@
 
 """Final hidden states and output projection of a MaxText NNX ``Transformer``, without logits.
 
-The lean loss (:mod:`chunked_objective`) needs, per model,
+The lean losses (:mod:`chunked_objective`, and :mod:`chunked_sparse` offline) need, per model,
 
   logits_BxSxV == cap(hidden_BxSxD @ unembed_DxV),   cap(z) = c * tanh(z / c) or identity,
 

@@ -23,6 +23,7 @@ full-batch loss.
 """
 
 import dataclasses
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -70,27 +71,77 @@ jax.tree_util.register_dataclass(
 )
 
 
-def _logit_terms(student_logits_BxSxV, teacher: TeacherOutputs, labels_BxS, temperature):
-  """Per-token ``(kl_at_T, kl_at_1, student_ce, extra)``; ``extra`` holds the teacher's CE or top-k coverage."""
-  student_logp = losses.log_softmax_at(student_logits_BxSxV, 1.0)
-  student_ce = losses.cross_entropy_from_log_probs(student_logp, labels_BxS)
-  if teacher.logits_BxSxV is not None:
-    student_logp_T = losses.log_softmax_at(student_logits_BxSxV, temperature)
-    teacher_logp_T = losses.log_softmax_at(teacher.logits_BxSxV, temperature)
-    kl_at_T = losses.kl_from_log_probs(teacher_logp_T, student_logp_T)
-    teacher_logp = jax.lax.stop_gradient(losses.log_softmax_at(teacher.logits_BxSxV, 1.0))
-    kl_at_1 = losses.kl_from_log_probs(teacher_logp, student_logp)
-    return (
-        kl_at_T,
-        kl_at_1,
-        student_ce,
-        {"distill/teacher_loss": losses.cross_entropy_from_log_probs(teacher_logp, labels_BxS)},
-    )
-  cached = (teacher.topk_ids_BxSxK, teacher.topk_logprobs_BxSxK, teacher.tail_logmass_BxS)
-  kl_at_T = sparse_losses.sparse_kl_divergence(student_logits_BxSxV, *cached, temperature=temperature, tail=teacher.tail)
-  kl_at_1 = sparse_losses.sparse_kl_divergence(student_logits_BxSxV, *cached, temperature=1.0, tail=teacher.tail)
+class StudentHeadStats(typing.NamedTuple):
+  """What the loss needs from the student's logits ``z`` against a cached top-k teacher (all float32).
+
+  :func:`student_head_stats` takes them from full logits; :mod:`chunked_sparse` computes them tile by tile.
+
+  Attributes:
+    lse_BxS: ``logsumexp(z)`` over the vocabulary.
+    lse_at_T_BxS: ``logsumexp(z / T)`` over the vocabulary.
+    logit_at_label_BxS: ``z[label]``.
+    logits_at_ids_BxSxK: ``z`` at the teacher's top-k ids.
+  """
+
+  lse_BxS: jnp.ndarray
+  lse_at_T_BxS: jnp.ndarray
+  logit_at_label_BxS: jnp.ndarray
+  logits_at_ids_BxSxK: jnp.ndarray
+
+
+def student_head_stats(student_logits_BxSxV, ids_BxSxK, labels_BxS, temperature) -> StudentHeadStats:
+  """:class:`StudentHeadStats` of full ``[B, S, V]`` logits."""
+  logits = student_logits_BxSxV.astype(jnp.float32)
+  at_label = jnp.take_along_axis(logits, labels_BxS[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  at_ids, lse_at_T = sparse_losses.gather_student(logits, ids_BxSxK, temperature)
+  return StudentHeadStats(jax.nn.logsumexp(logits, axis=-1), lse_at_T, at_label, at_ids)
+
+
+def cached_teacher_terms(student: StudentHeadStats, teacher: TeacherOutputs, temperature, vocab_size: int):
+  """Per-token ``(kl_at_T, kl_at_1, student_ce, extra)`` against a cached top-k teacher, from the student's stats.
+
+  The one formula of the offline loss, whether the stats come from full logits or from tiles.
+  """
+  cached = (teacher.topk_logprobs_BxSxK, teacher.tail_logmass_BxS)
+  at_ids = student.logits_at_ids_BxSxK
+  kl_at_T = sparse_losses.sparse_kl_from_gathered(
+      at_ids, student.lse_at_T_BxS, *cached, temperature=temperature, tail=teacher.tail, vocab_size=vocab_size
+  )
+  kl_at_1 = sparse_losses.sparse_kl_from_gathered(
+      at_ids, student.lse_BxS, *cached, temperature=1.0, tail=teacher.tail, vocab_size=vocab_size
+  )
+  student_ce = student.lse_BxS - student.logit_at_label_BxS
   # Offline there is no teacher CE to report honestly (labels outside the top-k have no stored probability).
   return kl_at_T, kl_at_1, student_ce, {"distill/topk_coverage": sparse_losses.topk_coverage(teacher.tail_logmass_BxS)}
+
+
+def _logit_terms(student_logits_BxSxV, teacher: TeacherOutputs, labels_BxS, temperature):
+  """Per-token ``(kl_at_T, kl_at_1, student_ce, extra)``; ``extra`` holds the teacher's CE or top-k coverage."""
+  if teacher.logits_BxSxV is None:
+    *batch_shape, vocab_size = student_logits_BxSxV.shape
+    sparse_losses.check_teacher(
+        tuple(batch_shape),
+        teacher.topk_ids_BxSxK,
+        teacher.topk_logprobs_BxSxK,
+        teacher.tail_logmass_BxS,
+        teacher.tail,
+        vocab_size,
+    )
+    stats = student_head_stats(student_logits_BxSxV, teacher.topk_ids_BxSxK, labels_BxS, temperature)
+    return cached_teacher_terms(stats, teacher, temperature, vocab_size)
+  student_logp = losses.log_softmax_at(student_logits_BxSxV, 1.0)
+  student_ce = losses.cross_entropy_from_log_probs(student_logp, labels_BxS)
+  student_logp_T = losses.log_softmax_at(student_logits_BxSxV, temperature)
+  teacher_logp_T = losses.log_softmax_at(teacher.logits_BxSxV, temperature)
+  kl_at_T = losses.kl_from_log_probs(teacher_logp_T, student_logp_T)
+  teacher_logp = jax.lax.stop_gradient(losses.log_softmax_at(teacher.logits_BxSxV, 1.0))
+  kl_at_1 = losses.kl_from_log_probs(teacher_logp, student_logp)
+  return (
+      kl_at_T,
+      kl_at_1,
+      student_ce,
+      {"distill/teacher_loss": losses.cross_entropy_from_log_probs(teacher_logp, labels_BxS)},
+  )
 
 
 def distillation_terms(

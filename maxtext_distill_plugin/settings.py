@@ -46,11 +46,18 @@ class DistillSettings(pydantic.BaseModel):
   distill_layer_indices: list[int] | None = Field(
       None, description="Scanned layers whose out_projection activations are aligned; None means every layer."
   )
+  distill_teacher_layer_indices: list[int] | None = Field(
+      None,
+      description=(
+          "The teacher's scanned layers paired one to one with distill_layer_indices (e.g. a pruned student's"
+          " layer 1 with the teacher's layer 3); None uses distill_layer_indices for the teacher too."
+      ),
+  )
   distill_loss_impl: Literal["auto", "dense", "chunked"] = Field(
       "auto",
       description=(
           "dense: full [B, S, V] logits; chunked: tiles from hidden states (chunked_objective); auto: chunked"
-          " when a model has num_vocab_tiling > 1 or the student's logits would be large, dense otherwise."
+          " on the CPU, when a model has num_vocab_tiling > 1, or when the student's logits would be large; else dense."
       ),
   )
   distill_seq_chunk: int = Field(128, gt=0, description="Chunked loss: sequence positions per tile (all rows).")
@@ -104,19 +111,20 @@ class DistillSettings(pydantic.BaseModel):
       raise ValueError(f"{info.field_name}={value} must be >= 0. Fix: use 0.0 to disable the feature loss.")
     return value
 
-  @pydantic.field_validator("distill_layer_indices", mode="before")
+  @pydantic.field_validator("distill_layer_indices", "distill_teacher_layer_indices", mode="before")
   @classmethod
-  def _indices_are_unique_ints(cls, value):
+  def _indices_are_unique_ints(cls, value, info):
+    key = info.field_name
     if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "")):
       return None
     if not isinstance(value, (list, tuple)):
-      raise ValueError(f"distill_layer_indices={value!r} is not a list. Fix: write e.g. distill_layer_indices=[0,2,4].")
+      raise ValueError(f"{key}={value!r} is not a list. Fix: write e.g. {key}=[0,2,4].")
     if any(isinstance(i, bool) or not isinstance(i, int) for i in value):
-      raise ValueError(f"distill_layer_indices={list(value)!r} must hold integers only. Fix: e.g. [0, 2, 4].")
+      raise ValueError(f"{key}={list(value)!r} must hold integers only. Fix: e.g. [0, 2, 4].")
     if any(i < 0 for i in value):
-      raise ValueError(f"distill_layer_indices={list(value)!r} has negative entries. Fix: use layer numbers from 0.")
+      raise ValueError(f"{key}={list(value)!r} has negative entries. Fix: use layer numbers from 0.")
     if len(set(value)) != len(value):
-      raise ValueError(f"distill_layer_indices={list(value)!r} has duplicates. Fix: list each layer once.")
+      raise ValueError(f"{key}={list(value)!r} has duplicates. Fix: list each layer once.")
     return list(value)
 
   @pydantic.model_validator(mode="after")
@@ -128,6 +136,23 @@ class DistillSettings(pydantic.BaseModel):
             f"{name}_schedule={kind!r} but {name}_end is None. Fix: set {name}_end, or {name}_schedule=constant."
         )
     return self
+
+  @pydantic.model_validator(mode="after")
+  def _teacher_indices_pair_up(self):
+    teacher, student = self.distill_teacher_layer_indices, self.distill_layer_indices
+    if teacher is not None and student is not None and len(teacher) != len(student):
+      raise ValueError(
+          f"distill_teacher_layer_indices={teacher} pairs one to one with distill_layer_indices={student}, but their"
+          " lengths differ. Fix: list one teacher layer per student layer."
+      )
+    return self
+
+  @property
+  def teacher_layer_indices(self) -> list[int] | None:
+    """The teacher's layers for the feature loss: its own list, else the student's."""
+    if self.distill_teacher_layer_indices is not None:
+      return self.distill_teacher_layer_indices
+    return self.distill_layer_indices
 
   @property
   def extract_features(self) -> bool:

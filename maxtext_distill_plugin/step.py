@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from maxtext_distill_plugin import chunked_objective
+from maxtext_distill_plugin import chunked_sparse
 from maxtext_distill_plugin import features
 from maxtext_distill_plugin import lean_forward
 from maxtext_distill_plugin import objective
@@ -58,8 +59,7 @@ def use_chunked_loss(settings: DistillSettings, student_config, teacher_config) 
   if settings.distill_loss_impl == "dense":
     return False
   configs = [student_config, teacher_config]
-  reasons = [] if teacher_config is not None else ["the offline teacher cache has no teacher hidden states"]
-  reasons += [r for r in map(lean_forward.unsupported_reason, filter(None, configs)) if r]
+  reasons = [r for r in map(lean_forward.unsupported_reason, filter(None, configs)) if r]
   if settings.distill_loss_impl == "chunked":
     if reasons:
       raise ValueError(f"distill_loss_impl=chunked: {reasons[0]}. Fix: set distill_loss_impl=dense.")
@@ -68,6 +68,9 @@ def use_chunked_loss(settings: DistillSettings, student_config, teacher_config) 
   if any(c.num_vocab_tiling > 1 for c in filter(None, configs)):
     return not reasons
   c = student_config
+  if c.hardware == "cpu":
+    # Measured in docs/benchmarks.md: on the CPU the tiled loss was faster and leaner at every vocabulary size.
+    return not reasons
   logits = c.per_device_batch_size * c.max_target_length * c.vocab_size / max(c.gradient_accumulation_steps, 1)
   return not reasons and logits >= AUTO_CHUNKED_MIN_LOGITS
 
@@ -84,8 +87,11 @@ def scheduled_weights(settings: DistillSettings, step, total_steps: int) -> obje
   )
 
 
-def forward(model: nnx.Module, batch: dict, *, settings: DistillSettings, enable_dropout: bool):
-  """Logits ``[B, S, V]`` and the chosen layers' features ``[L, B, S, D]`` (or None)."""
+def forward(model: nnx.Module, batch: dict, *, settings: DistillSettings, enable_dropout: bool, teacher: bool = False):
+  """Logits ``[B, S, V]`` and the chosen layers' features ``[L, B, S, D]`` (or None).
+
+  ``teacher`` selects the teacher's layer indices (``distill_teacher_layer_indices``) for the features.
+  """
   logits = model(
       decoder_input_tokens=batch["inputs"],
       decoder_positions=batch["inputs_position"],
@@ -94,16 +100,18 @@ def forward(model: nnx.Module, batch: dict, *, settings: DistillSettings, enable
       decoder_target_tokens=batch["targets"],
       decoder_target_mask=batch["targets_segmentation"],
   )
-  return logits, _pop_features(model, settings)
+  return logits, _pop_features(model, settings, teacher)
 
 
-def forward_hidden(model: nnx.Module, batch: dict, *, settings: DistillSettings, enable_dropout: bool):
+def forward_hidden(
+    model: nnx.Module, batch: dict, *, settings: DistillSettings, enable_dropout: bool, teacher: bool = False
+):
   """Like :func:`forward` without logits: ``((hidden [B, S, D], unembed [D, V], softcap), features)``."""
   head = lean_forward.forward_hidden(model, batch, enable_dropout=enable_dropout)
-  return head, _pop_features(model, settings)
+  return head, _pop_features(model, settings, teacher)
 
 
-def _pop_features(model: nnx.Module, settings: DistillSettings):
+def _pop_features(model: nnx.Module, settings: DistillSettings, teacher: bool):
   """The chosen layers' sown features ``[L, B, S, D]``, or None when the feature loss is off."""
   sown = features.pop_out_projection(model)
   if not settings.extract_features:
@@ -114,7 +122,8 @@ def _pop_features(model: nnx.Module, settings: DistillSettings):
         f" {features.SOW_NAME}, but {type(model).__name__} sowed none. Fix: use a decoder whose attention"
         " layer is maxtext.layers.attentions.Attention with scan_layers=True, or set distill_beta=0.0."
     )
-  return features.select_layers(sown, settings.distill_layer_indices)
+  indices = settings.teacher_layer_indices if teacher else settings.distill_layer_indices
+  return features.select_layers(sown, indices)
 
 
 def token_mask(batch: dict) -> jnp.ndarray:
@@ -125,7 +134,7 @@ def token_mask(batch: dict) -> jnp.ndarray:
 def teacher_outputs(teacher_graphdef, teacher_state, batch, settings: DistillSettings) -> objective.TeacherOutputs:
   """Frozen teacher forward in inference mode; no gradient flows into it."""
   teacher = nnx.merge(teacher_graphdef, jax.lax.stop_gradient(teacher_state))
-  logits, feats = forward(teacher, batch, settings=settings, enable_dropout=False)
+  logits, feats = forward(teacher, batch, settings=settings, enable_dropout=False, teacher=True)
   return jax.lax.stop_gradient(objective.TeacherOutputs(logits_BxSxV=logits, features_LxBxSxD=feats))
 
 
@@ -140,14 +149,16 @@ def cached_teacher(batch: dict, tail: str) -> objective.TeacherOutputs:
 
 
 def teacher_for_loss(teacher_graphdef, teacher_state, batch, settings: DistillSettings, chunked: bool, tail=None):
-  """What the loss needs from the teacher: the cached top-k (offline, ``tail`` set), TeacherOutputs (dense) or
-  ``forward_hidden``'s output (chunked)."""
-  if tail is not None:
+  """What the loss needs from the teacher: the cached top-k (offline, ``tail`` set; dense or chunked),
+  TeacherOutputs (online dense) or ``forward_hidden``'s output (online chunked)."""
+  if tail is not None:  # the chunked loss gathers the student's logits at the cached ids tile by tile
     return cached_teacher(batch, tail)
   if not chunked:
     return teacher_outputs(teacher_graphdef, teacher_state, batch, settings)
   teacher = nnx.merge(teacher_graphdef, jax.lax.stop_gradient(teacher_state))
-  (hidden, unembed, softcap), feats = forward_hidden(teacher, batch, settings=settings, enable_dropout=False)
+  (hidden, unembed, softcap), feats = forward_hidden(
+      teacher, batch, settings=settings, enable_dropout=False, teacher=True
+  )
   return jax.lax.stop_gradient((hidden, unembed, feats)), softcap
 
 
@@ -164,8 +175,22 @@ def student_terms(model, teacher, batch, weights, settings: DistillSettings, *, 
         student_features_LxBxSxD=feats,
         feature_loss_type=settings.distill_feature_loss_type,
     )
-  (teacher_hidden, teacher_unembed, teacher_feats), teacher_softcap = teacher
   (hidden, unembed, softcap), feats = forward_hidden(model, batch, settings=settings, enable_dropout=enable_dropout)
+  if isinstance(teacher, objective.TeacherOutputs):  # offline: the cached top-k
+    return chunked_sparse.offline_distillation_terms_from_hidden(
+        hidden,
+        unembed,
+        teacher,
+        batch["targets"],
+        token_mask(batch),
+        weights,
+        student_features_LxBxSxD=feats,
+        feature_loss_type=settings.distill_feature_loss_type,
+        seq_chunk=settings.distill_seq_chunk,
+        vocab_chunk=settings.distill_vocab_chunk,
+        student_logit_softcap=softcap,
+    )
+  (teacher_hidden, teacher_unembed, teacher_feats), teacher_softcap = teacher
   return chunked_objective.distillation_terms_from_hidden(
       hidden,
       unembed,

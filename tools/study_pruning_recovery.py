@@ -23,10 +23,11 @@ corpus and held-out split, its MaxText-pretrained 4-layer teacher (reused when
 optimizer and seeds, it trains
 
   (a) SFT only (``configs/study-sft.yml``: alpha 0, beta 0);
-  (b) the spec's same-size pruning-recovery recipe (``configs/study-pruning-recovery.yml``);
-  (c) the spec's logit-only baseline (``configs/study-logit-only.yml``);
-  (d) ablations of (b) in the spec's priority order, as CLI overrides, while the time budget lasts;
-  (e) upstream MaxText's own ``train_distill`` on recipe (b)'s YAML, where it runs at all;
+  (b) logit KD with the spec's recovery schedules (``configs/study-logit-kd.yml``: alpha 0.9 -> 0.5, T 2 -> 1);
+  (c) (b) plus the feature loss on the layers around the pruned region (``configs/study-pruning-recovery.yml``);
+  (d) (b) from a cache of the teacher's top-k, written once per seed by ``save_top_k_teacher_logits``;
+  (e) upstream MaxText's own ``train_distill`` on (b)'s YAML, where it runs at all;
+  and ablations of (c) in the spec's priority order, as CLI overrides, while the time budget lasts,
 
 then scores every checkpoint on the same held-out batches (CE, perplexity, KL at
 T=1 to the teacher, top-1 agreement with the teacher, fraction of the
@@ -67,7 +68,8 @@ from maxtext_distill_plugin import demo_data
 # pylint: enable=wrong-import-position
 
 RECIPE_YAML = "study-pruning-recovery.yml"
-STUDY_YAMLS = ("demo-model.yml", "demo-pruning-recovery.yml", RECIPE_YAML, "study-sft.yml", "study-logit-only.yml")
+LOGIT_KD_YAML = "study-logit-kd.yml"
+STUDY_YAMLS = ("demo-model.yml", "demo-pruning-recovery.yml", RECIPE_YAML, "study-sft.yml", LOGIT_KD_YAML)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,22 +80,44 @@ class Arm:
   label: str
   yaml: str
   overrides: tuple[str, ...] = ()
+  offline: bool = False  # trains from the cached teacher top-k of its seed
 
 
 SFT = Arm("sft", "(a) SFT only: alpha 0, beta 0", "study-sft.yml")
-RECIPE = Arm("recipe", "(b) recipe: alpha .9->.5, T 2->1, beta 1->.1", RECIPE_YAML)
-LOGIT_ONLY = Arm("logit_only", "(c) logit-only: alpha .9->.5, T 2, beta 0", "study-logit-only.yml")
-MAIN_ARMS = (SFT, RECIPE, LOGIT_ONLY)
-# Recipe (b) with one key changed, in the spec's ablation order; the budget decides how far down the list to go.
+LOGIT_KD = Arm("logit_kd", "(b) logit KD: alpha .9->.5, T 2->1", LOGIT_KD_YAML)
+RECIPE = Arm("recipe", "(c) b + features: beta 1->.1, layers [0,1]<->[0,3]", RECIPE_YAML)
+# The cache already holds the seed's shuffled batches in training order; replaying them unshuffled gives arm (d)
+# exactly arm (b)'s data order, so (d) - (b) measures the top-k truncation alone.
+OFFLINE = Arm(
+    "offline_topk", "(d) b offline: cached teacher top-128", LOGIT_KD_YAML, ("enable_data_shuffling=False",), True
+)
+MAIN_ARMS = (SFT, LOGIT_KD, RECIPE, OFFLINE)
+# Recipe (c) with one key changed, in the spec's ablation order; the budget decides how far down the list to go.
 ABLATIONS = (
-    Arm("alpha_end_0.3", "(d) b, alpha_end 0.3", RECIPE_YAML, ("distill_alpha_end=0.3",)),
-    Arm("alpha_end_0.7", "(d) b, alpha_end 0.7", RECIPE_YAML, ("distill_alpha_end=0.7",)),
-    Arm("layers_0", "(d) b, feature layers [0]", RECIPE_YAML, ("distill_layer_indices=[0]",)),
-    Arm("layers_1", "(d) b, feature layers [1]", RECIPE_YAML, ("distill_layer_indices=[1]",)),
-    Arm("alpha_linear", "(d) b, alpha schedule linear", RECIPE_YAML, ("distill_alpha_schedule=linear",)),
-    Arm("beta_end_0.01", "(d) b, beta_end 0.01", RECIPE_YAML, ("distill_beta_end=0.01",)),
-    Arm("beta_end_0.5", "(d) b, beta_end 0.5", RECIPE_YAML, ("distill_beta_end=0.5",)),
-    Arm("temperature_4", "(d) b, T 4->1", RECIPE_YAML, ("distill_temperature=4.0",)),
+    Arm("alpha_end_0.3", "c, alpha_end 0.3", RECIPE_YAML, ("distill_alpha_end=0.3",)),
+    Arm("alpha_end_0.7", "c, alpha_end 0.7", RECIPE_YAML, ("distill_alpha_end=0.7",)),
+    Arm(
+        "same_layer_numbers",
+        "c, layers [0,1]<->[0,1] (same numbers)",
+        RECIPE_YAML,
+        ("distill_teacher_layer_indices=None",),
+    ),
+    Arm(
+        "layers_0", "c, layers [0]<->[0]", RECIPE_YAML, ("distill_layer_indices=[0]", "distill_teacher_layer_indices=[0]")
+    ),
+    Arm(
+        "layers_1", "c, layers [1]<->[3]", RECIPE_YAML, ("distill_layer_indices=[1]", "distill_teacher_layer_indices=[3]")
+    ),
+    Arm("beta_end_0.01", "c, beta_end 0.01", RECIPE_YAML, ("distill_beta_end=0.01",)),
+    Arm("beta_end_0.5", "c, beta_end 0.5", RECIPE_YAML, ("distill_beta_end=0.5",)),
+    Arm("temperature_4", "c, T 4->1", RECIPE_YAML, ("distill_temperature=4.0",)),
+    Arm(
+        "temperature_1",
+        "c, T 1 (fixed)",
+        RECIPE_YAML,
+        ("distill_temperature=1.0", "distill_temperature_schedule=constant"),
+    ),
+    Arm("alpha_linear", "c, alpha schedule linear", RECIPE_YAML, ("distill_alpha_schedule=linear",)),
 )
 
 
@@ -133,6 +157,10 @@ class Inputs:
   teacher_items: str
   pruned_items: str
   fingerprint: str
+  cache_root: str  # one teacher top-k cache per seed below it, for the offline arm
+
+  def cache_dir(self, seed: int) -> str:
+    return os.path.join(self.cache_root, f"seed{seed}")
 
 
 def _max_target_length() -> int:
@@ -168,7 +196,7 @@ def prepare_inputs(root: str, study_dir: str, plan: StudyPlan) -> Inputs:
   with open(os.path.join(paths.teacher_run, "demo-stamp.json"), encoding="utf-8") as f:
     stamp = f.read()
   fingerprint = _sha(json.dumps([stamp, teacher_items, list(demo.KEEP_LAYERS), _yaml_digest()]))
-  return Inputs(data, teacher_items, report.dst_items_dir, fingerprint)
+  return Inputs(data, teacher_items, report.dst_items_dir, fingerprint, os.path.join(study_dir, "caches"))
 
 
 def arm_argv(arm: Arm, inputs: Inputs, run_dir: str, plan: StudyPlan, seed: int, student_items: str) -> list[str]:
@@ -188,7 +216,36 @@ def arm_argv(arm: Arm, inputs: Inputs, run_dir: str, plan: StudyPlan, seed: int,
       f"teacher_overrides.load_parameters_path={inputs.teacher_items}",
       *inputs.data.maxtext_args(),
       *arm.overrides,
+      *([f"offline_data_dir={inputs.cache_dir(seed)}"] if arm.offline else []),
   ]
+
+
+def ensure_cache(inputs: Inputs, plan: StudyPlan, seed: int) -> tuple[str, float]:
+  """Writes the teacher's top-k cache of ``seed``'s training batches (the batches arm (b) sees).
+
+  Returns:
+    The cache's key (what it was made from) and the seconds it took to write.
+
+  Reused when the teacher, the YAMLs, the seed and the step count are unchanged.
+  """
+  from maxtext_distill_plugin import save_top_k_teacher_logits as cache_tool  # pylint: disable=import-outside-toplevel
+
+  cache_dir = inputs.cache_dir(seed)
+  argv = arm_argv(LOGIT_KD, inputs, os.path.join(cache_dir, "unused"), plan, seed, inputs.pruned_items)
+  key = _sha(json.dumps([argv, inputs.fingerprint]))
+  stamp = os.path.join(cache_dir, "study-stamp.json")
+  done = _read_json(stamp)
+  if done and done.get("key") == key:
+    return key, done["seconds"]
+  shutil.rmtree(cache_dir, ignore_errors=True)
+  os.makedirs(cache_dir)
+  started = time.perf_counter()
+  configs = demo.build_configs(argv + ["offline_data_dir="], inputs.data)
+  cache_tool.generate(configs, cache_tool.resolve_top_k(cache_tool.ToolOptions(output_dir=cache_dir), configs))
+  seconds = time.perf_counter() - started
+  _write_json(stamp, {"key": key, "seconds": seconds})
+  logging.info("Teacher top-k cache for seed %d: %s (%.0fs)", seed, cache_dir, seconds)
+  return key, seconds
 
 
 # --- Held-out evaluation ---------------------------------------------------------------------------
@@ -313,7 +370,8 @@ def train_and_score(arm: Arm, seed: int, inputs: Inputs, held_out: HeldOut, runs
 
   run_dir = os.path.join(runs_dir, f"{arm.name}-seed{seed}")
   argv = arm_argv(arm, inputs, run_dir, plan, seed, inputs.pruned_items)
-  key = _sha(json.dumps([argv, inputs.fingerprint]))
+  cache_key, cache_seconds = ensure_cache(inputs, plan, seed) if arm.offline else ("", 0.0)
+  key = _sha(json.dumps([argv, inputs.fingerprint, cache_key]))
   done = _read_json(os.path.join(run_dir, "result.json"))
   if done and done.get("key") == key:
     logging.info("Reusing %s (finished earlier)", run_dir)
@@ -332,6 +390,7 @@ def train_and_score(arm: Arm, seed: int, inputs: Inputs, held_out: HeldOut, runs
       "seed": seed,
       "steps": trained.last_step + 1,
       "train_seconds": seconds,
+      "cache_seconds": cache_seconds,
       "scores": held_out.score(final.student),
       "curve": read_curve(os.path.join(run_dir, "metrics.jsonl")),
       "checkpoint": items,
@@ -359,20 +418,42 @@ def run_arms(inputs: Inputs, held_out: HeldOut, study_dir: str, plan: StudyPlan,
 # --- Upstream MaxText's trainer on recipe (b) -----------------------------------------------------
 
 
+# Keys of this plugin that upstream's config would refuse; the YAML given to upstream leaves them out.
+_PLUGIN_ONLY_KEYS = ("distill_teacher_layer_indices",)
+
+
+def _flattened_yaml(name: str) -> dict:
+  """``name`` merged over its chain of shipped base configs, down to MaxText's own ``base.yml``."""
+  import yaml  # pylint: disable=import-outside-toplevel
+
+  with open(config_lib.resolve_yaml(name), encoding="utf-8") as f:
+    body = yaml.safe_load(f)
+  base = body.get("base_config")
+  if not base or base == "base.yml":
+    return body
+  merged = _flattened_yaml(base)
+  for key, value in body.items():
+    if isinstance(value, dict) and isinstance(merged.get(key), dict):
+      value = {**merged[key], **value}
+    merged[key] = value
+  merged["base_config"] = "base.yml"
+  return merged
+
+
 def _upstream_yaml(inputs: Inputs, path: str) -> None:
-  """Recipe (b) with the data and checkpoint paths inside the YAML: upstream builds its teacher from the YAML
-  and ``teacher_overrides`` only, so CLI data keys would not reach it."""
+  """Recipe (b) as one self-contained YAML, with the data and checkpoint paths inside: upstream builds its
+  teacher from the YAML and ``teacher_overrides`` only, so CLI data keys would not reach it."""
   import yaml  # pylint: disable=import-outside-toplevel
 
   data = inputs.data
-  body = {
-      "base_config": config_lib.resolve_yaml(RECIPE_YAML),
-      "grain_train_files": data.train_pattern,
-      "grain_eval_files": data.eval_pattern,
-      "tokenizer_path": data.tokenizer_path,
-      "student_overrides": {"load_parameters_path": inputs.pruned_items},  # merged into the base's overrides
-      "teacher_overrides": {"load_parameters_path": inputs.teacher_items},
-  }
+  body = {k: v for k, v in _flattened_yaml(LOGIT_KD_YAML).items() if k not in _PLUGIN_ONLY_KEYS}
+  body.update(
+      grain_train_files=data.train_pattern,
+      grain_eval_files=data.eval_pattern,
+      tokenizer_path=data.tokenizer_path,
+  )
+  body["student_overrides"] = {**body.get("student_overrides", {}), "load_parameters_path": inputs.pruned_items}
+  body["teacher_overrides"] = {**body.get("teacher_overrides", {}), "load_parameters_path": inputs.teacher_items}
   with open(path, "w", encoding="utf-8") as f:
     yaml.safe_dump(body, f, sort_keys=False)
 
@@ -443,7 +524,8 @@ def paired_differences(runs: list[dict]) -> dict[str, dict]:
   """Held-out CE differences between two arms trained on the same seed (same data order), over seeds."""
   by_key = {(r["arm"], r["seed"]): r["scores"]["ce"] for r in runs}
   out = {}
-  pairs = ((RECIPE, SFT), (LOGIT_ONLY, SFT), (RECIPE, LOGIT_ONLY)) + tuple((arm, RECIPE) for arm in ABLATIONS)
+  main_pairs = ((LOGIT_KD, SFT), (RECIPE, SFT), (OFFLINE, SFT), (RECIPE, LOGIT_KD), (OFFLINE, LOGIT_KD))
+  pairs = main_pairs + tuple((arm, RECIPE) for arm in ABLATIONS)
   for left, right in pairs:
     seeds = [s for (a, s) in by_key if a == left.name and (right.name, s) in by_key]
     diffs = [by_key[(left.name, s)] - by_key[(right.name, s)] for s in seeds]
@@ -525,9 +607,9 @@ FIGURES = (
     ),
     (
         "study-ablation.png",
-        "ablations of (b), first seed, as differences from (b)",
+        "ablations of (c), first seed, as differences from (c)",
         ABLATIONS,
-        (("eval_ce", "ce", "held-out CE minus (b)'s", RECIPE), ("eval_kl_t1", "kl_t1", "KL(T=1) minus (b)'s", RECIPE)),
+        (("eval_ce", "ce", "held-out CE minus (c)'s", RECIPE), ("eval_kl_t1", "kl_t1", "KL(T=1) minus (c)'s", RECIPE)),
     ),
 )
 
@@ -573,7 +655,10 @@ def _values(results: dict, run: dict, key: str, ref_key: str) -> list[float]:
 def _plot_arm(ax, results: dict, arm: Arm, panel: tuple, seeds, color: str) -> None:
   """One arm's mean curve (step 0: the pruned student), minus ``baseline``'s on the same seed, band over seeds."""
   key, ref_key, baseline = panel
-  runs = {r["seed"]: r for r in results["runs"] if r["arm"] == arm.name and r["seed"] in seeds}
+  # Offline runs have no in-loop eval (the cache holds training batches only): they appear in the table, not here.
+  runs = {
+      r["seed"]: r for r in results["runs"] if r["arm"] == arm.name and r["seed"] in seeds and r["curve"]["eval_step"]
+  }
   bases = {r["seed"]: r for r in results["runs"] if baseline is not None and r["arm"] == baseline.name}
   rows = []
   for seed, run in sorted(runs.items()):

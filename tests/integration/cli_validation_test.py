@@ -49,6 +49,26 @@ BAD_CLI = [
     ("layer_index_negative", ["distill_beta=0.5", "distill_layer_indices=[-1]"], "distill_layer_indices"),
     ("layer_index_not_int", ["distill_beta=0.5", "distill_layer_indices=[a]"], "distill_layer_indices"),
     ("features_depth_mismatch_no_indices", ["distill_beta=0.5"], "distill_layer_indices"),
+    (
+        "teacher_layer_index_out_of_range",
+        ["distill_beta=0.5", "distill_layer_indices=[0]", "distill_teacher_layer_indices=[2]"],
+        "distill_teacher_layer_indices",
+    ),
+    (
+        "teacher_layer_indices_unpaired",
+        ["distill_beta=0.5", "distill_layer_indices=[0]", "distill_teacher_layer_indices=[0,1]"],
+        "distill_teacher_layer_indices",
+    ),
+    (
+        "student_layer_index_out_of_range_with_teacher_pairs",
+        ["distill_beta=0.5", "distill_layer_indices=[1]", "distill_teacher_layer_indices=[1]"],
+        "distill_layer_indices",
+    ),
+    (
+        "teacher_layer_indices_without_student_indices_miscounted",
+        ["distill_beta=0.5", "distill_teacher_layer_indices=[0,1]"],
+        "distill_teacher_layer_indices",
+    ),
     ("vocab_mismatch", ["teacher_overrides.vocab_size=1024"], "vocab_size"),
     ("batch_shape_mismatch", ["teacher_overrides.per_device_batch_size=4"], "per_device_batch_size"),
     ("seq_len_mismatch", ["teacher_overrides.max_target_length=64"], "max_target_length"),
