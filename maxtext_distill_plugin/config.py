@@ -56,6 +56,8 @@ class DistillConfigs:
   student: Any
   teacher: Any | None
   settings: DistillSettings
+  # Offline the student's own pipeline is idle; this is the student with the YAML's data, for held-out evals only.
+  offline_eval: Any | None = None
 
   @property
   def offline(self) -> bool:
@@ -319,7 +321,10 @@ def build(argv: list[str]) -> DistillConfigs:
     _check_checkpoint_path("teacher_overrides.load_parameters_path", teacher.load_parameters_path)
   if student.load_parameters_path:
     _check_checkpoint_path("load_parameters_path", student.load_parameters_path)
-  configs = DistillConfigs(global_config=global_config, student=student, teacher=teacher, settings=settings)
+  offline_eval = None
+  if offline and student.eval_interval > 0:
+    offline_eval = _initialize(base + cli_args, log_config=False, **student_overrides)
+  configs = DistillConfigs(global_config, student, teacher, settings, offline_eval)
   cross_check(configs)
   if offline:
     check_cache_matches(global_config.offline_data_dir, student, settings)

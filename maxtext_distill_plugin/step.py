@@ -31,6 +31,7 @@ from maxtext_distill_plugin import chunked_objective
 from maxtext_distill_plugin import chunked_sparse
 from maxtext_distill_plugin import features
 from maxtext_distill_plugin import lean_forward
+from maxtext_distill_plugin import losses
 from maxtext_distill_plugin import objective
 from maxtext_distill_plugin import reductions
 from maxtext_distill_plugin.schedules import schedule_value
@@ -209,6 +210,28 @@ def student_terms(model, teacher, batch, weights, settings: DistillSettings, *, 
   )
 
 
+def student_cross_entropy(model, batch, settings: DistillSettings, *, chunked: bool) -> reductions.SumCount:
+  """(sum, count) of the student's CE on the labels of ``batch``; tiled from hidden states when ``chunked``."""
+  labels = batch["targets"]
+  if chunked:
+    (hidden, unembed, softcap), _ = forward_hidden(model, batch, settings=settings, enable_dropout=False)
+    stats = chunked_sparse.student_head_stats_from_hidden(
+        hidden,
+        unembed,
+        labels[..., None],  # one id to gather, which the CE does not use
+        labels,
+        1.0,
+        seq_chunk=settings.distill_seq_chunk,
+        vocab_chunk=settings.distill_vocab_chunk,
+        logit_softcap=softcap,
+    )
+    per_token = stats.lse_BxS - stats.logit_at_label_BxS
+  else:
+    logits, _ = forward(model, batch, settings=settings, enable_dropout=False)
+    per_token = losses.cross_entropy_from_log_probs(losses.log_softmax_at(logits, 1.0), labels)
+  return reductions.masked_sum_count(per_token, token_mask(batch))
+
+
 def _split_micro_batches(batch: dict, k: int) -> dict:
   def split(x):
     if x.shape[0] % k:
@@ -284,6 +307,8 @@ def make_eval_step(state_graphdef, teacher_graphdef, options: StepOptions):
 
   def eval_step(state, teacher_state, batch):
     train_state = nnx.merge(state_graphdef, state)
+    if options.offline_tail is not None:  # held-out batches carry no cached teacher: the student's CE alone
+      return {"eval/hard_loss": student_cross_entropy(train_state.model, batch, settings, chunked=options.chunked_loss)}
     weights = scheduled_weights(settings, train_state.optimizer.step.get_value(), options.total_steps)
     teacher = teacher_for_loss(
         teacher_graphdef, teacher_state, batch, settings, options.chunked_loss, options.offline_tail

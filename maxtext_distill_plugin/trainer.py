@@ -87,6 +87,17 @@ def open_offline_data(configs, data_sharding):
   return batches, tail
 
 
+def offline_eval_iterator(configs, mesh):
+  """Held-out batches for an offline run, from the YAML's dataset (the cache holds training batches only); the
+  student is scored alone on them. None when evals are off."""
+  if configs.offline_eval is None:
+    return None
+  from maxtext.input_pipeline import input_pipeline_interface  # pylint: disable=import-outside-toplevel
+
+  _, eval_iterator = input_pipeline_interface.create_data_iterator(configs.offline_eval, mesh)
+  return eval_iterator
+
+
 def train(configs) -> TrainResult:
   """Runs the distillation described by ``configs`` (a :class:`config.DistillConfigs`)."""
   from maxtext.common import checkpointing  # pylint: disable=import-outside-toplevel
@@ -105,7 +116,7 @@ def train(configs) -> TrainResult:
   if configs.offline:
     offline_batches, offline_tail = open_offline_data(configs, data_loader.input_data_shardings)
     teacher_graphdef = teacher_state = None
-    eval_iterator = None  # the cache holds the training split only
+    eval_iterator = offline_eval_iterator(configs, mesh)
   else:
     with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):
       teacher_graphdef, teacher_state = build_teacher(configs.teacher, mesh)

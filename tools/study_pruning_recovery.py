@@ -359,7 +359,7 @@ def read_curve(metrics_file: str) -> dict[str, list]:
       kind = "eval" if "eval/hard_loss" in record else "train"
       curve[f"{kind}_step"].append(record["step"])
       for key, name in names.items():
-        if key.startswith(kind):
+        if key.startswith(kind) and name in record:  # offline evals have no teacher, hence no KL
           curve[key].append(record[name])
   return curve
 
@@ -655,9 +655,11 @@ def _values(results: dict, run: dict, key: str, ref_key: str) -> list[float]:
 def _plot_arm(ax, results: dict, arm: Arm, panel: tuple, seeds, color: str) -> None:
   """One arm's mean curve (step 0: the pruned student), minus ``baseline``'s on the same seed, band over seeds."""
   key, ref_key, baseline = panel
-  # Offline runs have no in-loop eval (the cache holds training batches only): they appear in the table, not here.
+  # A panel shows the runs that logged its metric at every eval (offline runs log no in-loop KL).
   runs = {
-      r["seed"]: r for r in results["runs"] if r["arm"] == arm.name and r["seed"] in seeds and r["curve"]["eval_step"]
+      r["seed"]: r
+      for r in results["runs"]
+      if r["arm"] == arm.name and r["seed"] in seeds and len(r["curve"][key]) == len(r["curve"]["eval_step"])
   }
   bases = {r["seed"]: r for r in results["runs"] if baseline is not None and r["arm"] == baseline.name}
   rows = []

@@ -184,3 +184,20 @@ def test_lean_loss_matches_dense_loss_and_never_builds_full_logits(models):
   full = f"[{batch['inputs'].shape[0]},{batch['inputs'].shape[1]},{models.configs.student.vocab_size}]"
   assert full in dense_text  # the check below can see such an array
   assert full not in lean_text, f"a {full} array survives in the compiled lean step"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["dense", "chunked"])
+def test_student_cross_entropy_matches_numpy(models, chunked):
+  """The held-out CE that offline runs log (no teacher in the batch), against float64 NumPy on the model's logits."""
+  from maxtext_distill_plugin import step  # pylint: disable=import-outside-toplevel
+
+  settings = models.configs.settings.model_copy(update={"distill_seq_chunk": 5, "distill_vocab_chunk": 100})
+  with models.context():
+    logits = np.asarray(_dense_logits(*models.student, models.batch, settings), np.float64)
+    total, count = step.student_cross_entropy(nnx.merge(*models.student), models.batch, settings, chunked=chunked)
+  labels, mask = np.asarray(models.batch["targets"]), np.asarray(models.batch["targets_segmentation"]) != 0
+  peak = logits.max(-1, keepdims=True)
+  log_probs = logits - peak - np.log(np.exp(logits - peak).sum(-1, keepdims=True))
+  ce = -np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
+  assert int(count) == int(mask.sum()) > 0
+  np.testing.assert_allclose(float(total), ce[mask].sum(), rtol=1e-5)

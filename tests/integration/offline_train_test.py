@@ -107,6 +107,20 @@ def test_mismatched_cache_is_refused(tmp_path, capsys, full_vocab_cache, extra, 
   assert not (tmp_path / "o").exists()
 
 
+def test_offline_run_evaluates_the_student_on_the_yamls_eval_data(tmp_path, teacher_checkpoint, full_vocab_cache):
+  common = ("steps=2", "eval_interval=1", "eval_steps=1", "distill_alpha=0.7", "distill_temperature=2.0")
+  online = train_in_process(tmp_path / "on", teacher_checkpoint, *common).history
+  offline = train_in_process(tmp_path / "off", teacher_checkpoint, *common, f"offline_data_dir={full_vocab_cache}")
+  evals = [h for h in offline.history if "eval/hard_loss" in h]
+  online_evals = [h for h in online if "eval/hard_loss" in h]
+  assert [h["step"] for h in evals] == [h["step"] for h in online_evals] == [1, 2]
+  for h, o in zip(evals, online_evals):
+    # The same eval batches and, with a k = V cache, nearly the same student: only the cache's quantisation differs.
+    np.testing.assert_allclose(h["eval/hard_loss"], o["eval/hard_loss"], rtol=1e-4)
+    np.testing.assert_allclose(h["eval/student_perplexity"], np.exp(h["eval/hard_loss"]), rtol=1e-6)
+    assert "eval/kl_div_T1" not in h  # no teacher for the held-out batches
+
+
 def test_offline_run_never_builds_a_teacher(tmp_path, full_vocab_cache):
   proc = run_cli(TINY_YAML, f"offline_data_dir={full_vocab_cache}", f"base_output_directory={tmp_path}", "steps=2")
   assert proc.returncode == 0, proc.stderr[-3000:]
