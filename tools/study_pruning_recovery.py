@@ -32,7 +32,8 @@ optimizer and seeds, it trains
 then scores every checkpoint on the same held-out batches (CE, perplexity, KL at
 T=1 to the teacher, top-1 agreement with the teacher, fraction of the
 pruned-to-teacher CE gap recovered) and writes ``<output-dir>/study/results.json``,
-``results.md`` and learning-curve PNGs (from each run's ``metrics_file``).
+``results.md`` and learning-curve PNGs (from each run's ``metrics_file``). ``docs/results.md`` is the
+reading of one such run (``--plots-dir docs``).
 
 Resumable: a finished run leaves ``result.json`` beside its checkpoints and is
 skipped on the next invocation when its arguments and teacher are unchanged.
@@ -138,7 +139,7 @@ FULL = StudyPlan(
     demo.FULL,
     steps=300,
     eval_interval=30,
-    seeds=(0, 1, 2),
+    seeds=(0, 1, 2, 3, 4),
     ablations=len(ABLATIONS),
     budget_s=40 * 60,
     upstream_timeout_s=240,
