@@ -41,12 +41,17 @@ def _run(tmp_path, name, devices, teacher_checkpoint, *extra):
   return {r["step"]: r for r in read_metrics(metrics) if "distill/total_loss" in r}
 
 
+# Each mesh runs one loss path (the lean one is the CPU default), so both are checked sharded at the cost of two runs.
 @pytest.mark.parametrize(
-    "sharding",
-    [("ici_fsdp_parallelism=4",), ("ici_data_parallelism=2", "ici_fsdp_parallelism=1", "ici_tensor_parallelism=2")],
+    "sharding,loss_impl",
+    [
+        (("ici_fsdp_parallelism=4",), "chunked"),
+        (("ici_data_parallelism=2", "ici_fsdp_parallelism=1", "ici_tensor_parallelism=2"), "dense"),
+    ],
+    ids=["fsdp-chunked", "data-tensor-dense"],
 )
-def test_sharded_mesh_matches_single_device(tmp_path, teacher_checkpoint, sharding):
-  features = ("distill_beta=0.5", "distill_layer_indices=[0]")
+def test_sharded_mesh_matches_single_device(tmp_path, teacher_checkpoint, sharding, loss_impl):
+  features = ("distill_beta=0.5", "distill_layer_indices=[0]", f"distill_loss_impl={loss_impl}")
   single = _run(tmp_path, "one", 1, teacher_checkpoint, "per_device_batch_size=8", *features)
   sharded = _run(tmp_path, "four", 4, teacher_checkpoint, "per_device_batch_size=2", *features, *sharding)
   assert sorted(single) == sorted(sharded) == [1, 2, 3]
