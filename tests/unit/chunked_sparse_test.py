@@ -23,9 +23,8 @@ import pytest
 
 from maxtext_distill_plugin import chunked_sparse
 from maxtext_distill_plugin import objective
+from tests.unit.lean_loss_testing import GRAD_RTOL, VALUE_ATOL, VALUE_RTOL, assert_same_objective, value_and_grads
 
-VALUE_RTOL, VALUE_ATOL = 1e-5, 1e-5
-GRAD_RTOL, GRAD_ATOL = 1e-4, 1e-6
 # S=11 divides by neither seq chunk below; V=37 does not divide by 10 or 16.
 DIM, FEATURE_DIM, LAYERS, VOCAB = 8, 8, 2, 37
 SEQ_CHUNK = 4
@@ -126,39 +125,14 @@ def _lean(hidden, unembed, features, inputs, weights, tail, softcap, loss_type, 
   )
 
 
-def _value_and_grads(fn, inputs, weights):
-  """Jitted (objective_sum, count, metrics) and d objective_sum / d (hidden, unembed, features)."""
-
-  def objective_sum(hidden, unembed, features):
-    total, count, metrics = fn(hidden, unembed, features, inputs, weights)
-    return total, (count, metrics)
-
-  args = (inputs["student_hidden"], inputs["student_unembed"], inputs["student_features"])
-  (total, (count, metrics)), grads = jax.jit(jax.value_and_grad(objective_sum, argnums=(0, 1, 2), has_aux=True))(
-      *map(jnp.asarray, args)
-  )
-  return total, count, metrics, grads
-
-
 def _assert_lean_matches_dense(inputs, weights, tail, softcap, vocab_chunk, loss_type=None, seq_chunk=SEQ_CHUNK):
   options = {"tail": tail, "softcap": softcap, "loss_type": loss_type}
-  want_total, want_count, want_metrics, want_grads = _value_and_grads(
-      functools.partial(_dense, **options), inputs, weights
-  )
-  got_total, got_count, got_metrics, got_grads = _value_and_grads(
+  want = value_and_grads(functools.partial(_dense, **options), inputs, weights)
+  got = value_and_grads(
       functools.partial(_lean, **options, vocab_chunk=vocab_chunk, seq_chunk=seq_chunk), inputs, weights
   )
-  np.testing.assert_allclose(float(got_total), float(want_total), rtol=VALUE_RTOL, atol=VALUE_ATOL)
-  assert float(got_count) == float(want_count) == float(inputs["mask"].sum())
-  assert set(got_metrics) == set(want_metrics) == set(METRIC_NAMES)
-  for name in METRIC_NAMES:
-    np.testing.assert_allclose(
-        float(got_metrics[name][0]), float(want_metrics[name][0]), rtol=VALUE_RTOL, atol=VALUE_ATOL, err_msg=name
-    )
-    assert float(got_metrics[name][1]) == float(want_metrics[name][1]), name
-  for label, got, want in zip(("hidden", "unembed", "features"), got_grads, want_grads):
-    assert got.shape == want.shape and got.dtype == want.dtype, label
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=GRAD_RTOL, atol=GRAD_ATOL, err_msg=label)
+  assert_same_objective(got, want, inputs["mask"], METRIC_NAMES)
+  _, _, got_metrics, got_grads = got
   # Only meaningful if the compared quantities are not trivially zero.
   assert np.abs(np.asarray(got_grads[0])[inputs["mask"]]).max() > 1e-3
   assert np.abs(np.asarray(got_grads[1])).max() > 1e-3
