@@ -14,7 +14,7 @@
 
 """The offline distillation objective from the student's final hidden states, without ``[B, S, V]`` logits.
 
-Offline, the teacher is a cached top-k (ids, log-probabilities, tail log-mass), and the
+Offline, the teacher is a cached top-k (ids, log-probabilities, tail log-mass and its Renyi entropies), and the
 loss needs only four statistics of the student's logits ``z = cap(h @ W)`` per token
 (:class:`objective.StudentHeadStats`):
 
@@ -211,8 +211,8 @@ def offline_distillation_terms_from_hidden(
   Args:
     student_hidden_BxSxD: ``[B, S, D]`` student final hidden states (after the final norm); gradients flow here.
     student_unembed_DxV: ``[D, V]`` student output projection; gradients flow here.
-    teacher: the cached teacher: ``topk_ids_BxSxK``, ``topk_logprobs_BxSxK``, ``tail_logmass_BxS``
-      and ``tail`` (its ``logits_BxSxV`` must be None), optionally ``features_LxBxSxD``.
+    teacher: the cached teacher: ``topk_ids_BxSxK``, ``topk_logprobs_BxSxK``, ``tail_logmass_BxS``,
+      optionally ``tail_renyi_BxSxR``, and ``tail`` (its ``logits_BxSxV`` must be None), optionally ``features_LxBxSxD``.
     labels_BxS: ``[B, S]`` integer targets in ``[0, V)``.
     mask_BxS: ``[B, S]`` validity (padding is false).
     weights: scheduled alpha, temperature and beta.
@@ -231,7 +231,13 @@ def offline_distillation_terms_from_hidden(
   batch, seq, _ = student_hidden_BxSxD.shape
   vocab = student_unembed_DxV.shape[1]
   sparse_losses.check_teacher(
-      (batch, seq), teacher.topk_ids_BxSxK, teacher.topk_logprobs_BxSxK, teacher.tail_logmass_BxS, teacher.tail, vocab
+      (batch, seq),
+      teacher.topk_ids_BxSxK,
+      teacher.topk_logprobs_BxSxK,
+      teacher.tail_logmass_BxS,
+      teacher.tail,
+      vocab,
+      teacher.tail_renyi_BxSxR,
   )
   if labels_BxS.shape != (batch, seq) or mask_BxS.shape != (batch, seq):
     raise ValueError(f"labels {labels_BxS.shape} and mask {mask_BxS.shape} must be [B={batch}, S={seq}]")

@@ -370,6 +370,46 @@ def check_cache_matches(directory: str, student, settings: DistillSettings) -> N
     raise errors.ConfigError(
         "distill_offline_tail", "bucket", "this cache stores no tail mass: use distill_offline_tail=renormalize."
     )
+  if settings.distill_offline_tail != "renormalize" and identity.tail_logmass_known:
+    _check_cache_temperatures(directory, identity, settings)
+
+
+def _check_cache_temperatures(directory: str, identity, settings: DistillSettings) -> None:
+  """A bucket tail is exact at T != 1 only with the tail's Renyi entropies, and only over the T they cover."""
+  from maxtext_distill_plugin import sparse_losses  # pylint: disable=import-outside-toplevel
+
+  schedule = {"distill_temperature": settings.distill_temperature}
+  if settings.distill_temperature_end is not None:
+    schedule["distill_temperature_end"] = settings.distill_temperature_end
+  # The schedules move T monotonically from distill_temperature to distill_temperature_end: the ends bound it.
+  if not identity.tail_renyi_orders:
+    for key, value in schedule.items():
+      if value != 1.0:
+        raise errors.ConfigError(
+            key,
+            value,
+            f"{directory} is a format-1 cache: its tail bucket is exact at T = 1 only. Re-cache with this plugin's"
+            " save_top_k_teacher_logits (format 2 stores the tail statistics for T in"
+            f" {list(sparse_losses.TEMPERATURE_RANGE)}), or set distill_offline_tail=renormalize.",
+        )
+    return
+  if tuple(identity.tail_renyi_orders) != tuple(sparse_losses.TAIL_RENYI_ORDERS):
+    raise errors.ConfigError(
+        "offline_data_dir",
+        directory,
+        f"its tail Renyi orders {list(identity.tail_renyi_orders)} are not this plugin's"
+        f" {list(sparse_losses.TAIL_RENYI_ORDERS)}: re-cache with this plugin's save_top_k_teacher_logits.",
+    )
+  low, high = sparse_losses.TEMPERATURE_RANGE
+  for key, value in schedule.items():
+    if not low <= value <= high:
+      raise errors.ConfigError(
+          key,
+          value,
+          f"the cache's tail statistics cover T in [{low:g}, {high:g}] (tau = 1/T in"
+          f" {list(identity.tail_renyi_orders)}): keep the schedule in that range, or set"
+          " distill_offline_tail=renormalize (no tail, any T).",
+      )
 
 
 def _check_upstream_cache_matches(directory: str, student, settings: DistillSettings) -> None:

@@ -53,6 +53,8 @@ class TeacherOutputs:
     topk_ids_BxSxK: cached teacher top-k ids (offline).
     topk_logprobs_BxSxK: their log-probabilities at T = 1 (offline).
     tail_logmass_BxS: log of the teacher mass outside the top-k (offline).
+    tail_renyi_BxSxR: Renyi entropies of that tail at ``sparse_losses.TAIL_RENYI_ORDERS`` (offline, cache
+      format 2), which make the tail bucket exact at T != 1; None assumes a uniform tail (exact at T = 1 only).
     tail: how the sparse KL treats that mass, ``"bucket"`` or ``"renormalize"`` (static).
   """
 
@@ -61,12 +63,20 @@ class TeacherOutputs:
   topk_ids_BxSxK: jnp.ndarray | None = None
   topk_logprobs_BxSxK: jnp.ndarray | None = None
   tail_logmass_BxS: jnp.ndarray | None = None
+  tail_renyi_BxSxR: jnp.ndarray | None = None
   tail: str = "bucket"
 
 
 jax.tree_util.register_dataclass(
     TeacherOutputs,
-    data_fields=["logits_BxSxV", "features_LxBxSxD", "topk_ids_BxSxK", "topk_logprobs_BxSxK", "tail_logmass_BxS"],
+    data_fields=[
+        "logits_BxSxV",
+        "features_LxBxSxD",
+        "topk_ids_BxSxK",
+        "topk_logprobs_BxSxK",
+        "tail_logmass_BxS",
+        "tail_renyi_BxSxR",
+    ],
     meta_fields=["tail"],
 )
 
@@ -103,13 +113,10 @@ def cached_teacher_terms(student: StudentHeadStats, teacher: TeacherOutputs, tem
   The one formula of the offline loss, whether the stats come from full logits or from tiles.
   """
   cached = (teacher.topk_logprobs_BxSxK, teacher.tail_logmass_BxS)
+  options = {"tail": teacher.tail, "vocab_size": vocab_size, "teacher_tail_renyi_BxSxR": teacher.tail_renyi_BxSxR}
   at_ids = student.logits_at_ids_BxSxK
-  kl_at_T = sparse_losses.sparse_kl_from_gathered(
-      at_ids, student.lse_at_T_BxS, *cached, temperature=temperature, tail=teacher.tail, vocab_size=vocab_size
-  )
-  kl_at_1 = sparse_losses.sparse_kl_from_gathered(
-      at_ids, student.lse_BxS, *cached, temperature=1.0, tail=teacher.tail, vocab_size=vocab_size
-  )
+  kl_at_T = sparse_losses.sparse_kl_from_gathered(at_ids, student.lse_at_T_BxS, *cached, temperature=temperature, **options)
+  kl_at_1 = sparse_losses.sparse_kl_from_gathered(at_ids, student.lse_BxS, *cached, temperature=1.0, **options)
   student_ce = student.lse_BxS - student.logit_at_label_BxS
   # Offline there is no teacher CE to report honestly (labels outside the top-k have no stored probability).
   return kl_at_T, kl_at_1, student_ce, {"distill/topk_coverage": sparse_losses.topk_coverage(teacher.tail_logmass_BxS)}
@@ -126,6 +133,7 @@ def _logit_terms(student_logits_BxSxV, teacher: TeacherOutputs, labels_BxS, temp
         teacher.tail_logmass_BxS,
         teacher.tail,
         vocab_size,
+        teacher.tail_renyi_BxSxR,
     )
     stats = student_head_stats(student_logits_BxSxV, teacher.topk_ids_BxSxK, labels_BxS, temperature)
     return cached_teacher_terms(stats, teacher, temperature, vocab_size)

@@ -27,6 +27,7 @@ from maxtext_distill_plugin.teacher_cache import reader
 
 # Cache fields -> batch keys the step reads.
 TEACHER_FIELDS = ("teacher_topk_ids", "teacher_topk_logprobs", "teacher_tail_logmass")
+OPTIONAL_TEACHER_FIELDS = ("teacher_tail_renyi",)  # format-2 caches only
 TOKEN_FIELDS = ("inputs", "targets", "inputs_segmentation", "targets_segmentation", "inputs_position", "targets_position")
 
 
@@ -61,7 +62,8 @@ class OfflineBatches:
 
   def host_batch_arrays(self, step: int) -> dict[str, np.ndarray]:
     records = self.cache.__getitems__(self.host_rows(step))
-    return {key: np.stack([r[key] for r in records]) for key in TOKEN_FIELDS + TEACHER_FIELDS}
+    optional = tuple(key for key in OPTIONAL_TEACHER_FIELDS if key in records[0])
+    return {key: np.stack([r[key] for r in records]) for key in TOKEN_FIELDS + TEACHER_FIELDS + optional}
 
   def load(self, step: int) -> dict:
     """The global batch of optimizer step ``step``."""

@@ -127,8 +127,15 @@ def cache_identity(configs, options: ToolOptions, process_count: int) -> cache_f
       process_count=process_count,
       steps_per_shard=options.steps_per_shard,
       logprob_step=codec.DEFAULT_LOGPROB_STEP,
+      tail_renyi_orders=_tail_renyi_orders(),
       dataset={key: _json_safe(getattr(data, key, None)) for key in _DATASET_KEYS},
   )
+
+
+def _tail_renyi_orders() -> tuple:
+  from maxtext_distill_plugin import sparse_losses  # pylint: disable=import-outside-toplevel
+
+  return tuple(sparse_losses.TAIL_RENYI_ORDERS)
 
 
 def host_rows(array) -> np.ndarray:
@@ -148,6 +155,7 @@ class TeacherRunner:
     from maxtext.utils import maxtext_utils  # pylint: disable=import-outside-toplevel
 
     from maxtext_distill_plugin import step as step_lib  # pylint: disable=import-outside-toplevel
+    from maxtext_distill_plugin import sparse_losses  # pylint: disable=import-outside-toplevel
     from maxtext_distill_plugin import trainer  # pylint: disable=import-outside-toplevel
     from maxtext_distill_plugin.settings import DistillSettings  # pylint: disable=import-outside-toplevel
 
@@ -165,8 +173,9 @@ class TeacherRunner:
       logp = log_probs(state, batch)
       values, ids = jax.lax.top_k(logp, top_k)
       tail = jax.nn.logsumexp(jnp.put_along_axis(logp, ids, -jnp.inf, axis=-1, inplace=False), axis=-1)
+      renyi = sparse_losses.tail_renyi_entropies(logp, ids)  # makes the tail bucket exact at T != 1
       ids, values = jax.lax.sort((ids, values), dimension=-1, num_keys=1)  # ascending ids: the codec skips its sort
-      return ids, values, tail
+      return ids, values, tail, renyi
 
     self._log_probs, self._top_k = jax.jit(log_probs), jax.jit(top_k_of)
 
@@ -194,9 +203,10 @@ class TeacherRunner:
 
 
 def _write_batch(writer, step: int, batch: dict, outputs) -> int:
-  ids, values, tail = (host_rows(x) for x in outputs)
+  ids, values, tail, renyi = (host_rows(x) for x in outputs)
   rows = {name: host_rows(batch[name]) for name in cache_format.TOKEN_FIELDS}
   rows.update(teacher_topk_ids=ids, teacher_topk_logprobs=values, teacher_tail_logmass=tail)
+  rows[cache_format.TAIL_RENYI_FIELD] = renyi
   if step >= writer.next_step:  # A host that got further before a crash only recomputes.
     writer.write_step(step, rows)
   return int(np.count_nonzero(rows["targets_segmentation"]))

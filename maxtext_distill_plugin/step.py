@@ -145,6 +145,7 @@ def cached_teacher(batch: dict, tail: str) -> objective.TeacherOutputs:
       topk_ids_BxSxK=batch["teacher_topk_ids"],
       topk_logprobs_BxSxK=batch["teacher_topk_logprobs"],
       tail_logmass_BxS=batch["teacher_tail_logmass"],
+      tail_renyi_BxSxR=batch.get("teacher_tail_renyi"),  # absent from format-1 and upstream caches
       tail=tail,
   )
 

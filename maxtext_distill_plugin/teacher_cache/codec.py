@@ -15,7 +15,9 @@
 """Compact, deterministic coding of a teacher's top-k distribution (pure NumPy + zlib).
 
 One block holds ``N`` token rows, each: the ``k`` top ids, their log-probabilities
-at T=1 and the log of the remaining (tail) mass. Layout of the coded values:
+at T=1, the log of the remaining (tail) mass and (block version 2) ``R`` Renyi
+entropies of the tail, which make the tempered tail exact at T != 1
+(:mod:`maxtext_distill_plugin.sparse_losses`). Layout of the coded values:
 
 * **ids** (lossless): each row is sorted by id and turned into gaps
   ``g = id[j] - id[j-1] - 1`` (``id[-1] = -1``). A gap is split into ``s`` low bits,
@@ -33,6 +35,11 @@ at T=1 and the log of the remaining (tail) mass. Layout of the coded values:
   distribution is at most ``step^2 / 8`` (4.9e-4 nats at the default 1/16); on
   LM-like rows it is ~4e-5 (the top-1, which carries most mass, is exact).
 * **tail log-mass**: float32, stored exactly.
+* **tail Renyi entropies** ``H`` ``[N, R]``, non-increasing along R and within
+  ``[0, log(V - k)]``: ``level = round(H / log(V - k) * 65535)`` (error at most
+  ``log(V - k) / 2^17``, 8e-5 nats at V=32k), stored as the first order's level and
+  then each order's decrease from the previous one (small numbers, which the
+  byte planes compress), order-major. Version-1 blocks (``TKB1``) have none.
 
 Integer planes are little-endian byte planes (plane-major) compressed with zlib's
 run-length strategy: fast in both directions and close to the zeroth-order entropy
@@ -47,11 +54,15 @@ import zlib
 import numpy as np
 
 DEFAULT_LOGPROB_STEP = 1.0 / 16.0
-_MAGIC = b"TKB1"
-_HEADER = struct.Struct("<4sBHIIf")  # magic, low_bits, k, rows, vocab_size, logprob_step
-_SECTIONS = ("tail", "gap_high", "gap_low", "row_max_level", "level_offsets")
+_MAGIC = b"TKB2"
+_MAGIC_V1 = b"TKB1"  # no Renyi entropies; still decoded
+_HEADER = struct.Struct("<4sBHIIfB")  # magic, low_bits, k, rows, vocab_size, logprob_step, renyi orders R
+_HEADER_V1 = struct.Struct("<4sBHIIf")
+_SECTIONS = ("tail", "gap_high", "gap_low", "row_max_level", "level_offsets", "tail_renyi")
 _SECTION_LENGTHS = struct.Struct(f"<{len(_SECTIONS)}I")
+_SECTION_LENGTHS_V1 = struct.Struct(f"<{len(_SECTIONS) - 1}I")
 _MAX_LEVEL = np.iinfo(np.uint16).max
+_RENYI_LEVELS = np.iinfo(np.uint16).max
 _ZLIB_LEVEL = 6
 
 
@@ -63,11 +74,13 @@ class TopK:
     ids: ``[N, k]`` int32 vocabulary ids, ascending within each row.
     logprobs: ``[N, k]`` float32 log-probabilities at T=1 of those ids.
     tail_logmass: ``[N]`` float32 ``log(1 - sum(exp(logprobs)))``; ``-inf`` when k = V.
+    tail_renyi: ``[N, R]`` float32 Renyi entropies of the tail, or None (a version-1 block, or none stored).
   """
 
   ids: np.ndarray
   logprobs: np.ndarray
   tail_logmass: np.ndarray
+  tail_renyi: np.ndarray | None = None
 
 
 def _compress(raw: bytes) -> bytes:
@@ -134,8 +147,36 @@ def _check_inputs(ids_NxK, logprobs_NxK, tail_N, vocab_size):
     raise ValueError("teacher log-probabilities contain NaN or +inf")
 
 
-def encode_topk(ids_NxK, logprobs_NxK, tail_logmass_N, *, vocab_size: int, logprob_step=DEFAULT_LOGPROB_STEP) -> bytes:
-  """Codes ``N`` rows of top-k ids and log-probs plus their tail log-mass.
+def _renyi_scale(vocab_size: int, k: int) -> float:
+  return float(np.log(vocab_size - k)) if vocab_size - k > 1 else 0.0
+
+
+def _code_renyi(renyi_NxR: np.ndarray, scale: float) -> bytes:
+  """Levels of ``H / scale``: the first order's, then each order's decrease (order-major byte planes)."""
+  if renyi_NxR.shape[1] == 0:
+    return b""
+  fraction = np.clip(renyi_NxR.astype(np.float64) / scale, 0.0, 1.0) if scale > 0 else np.zeros(renyi_NxR.shape)
+  levels = np.minimum.accumulate(np.rint(fraction * _RENYI_LEVELS).astype(np.int64), axis=1)  # H is non-increasing
+  steps = np.concatenate([levels[:, :1], levels[:, :-1] - levels[:, 1:]], axis=1)
+  return _pack_uint_planes(np.ascontiguousarray(steps.T).ravel())
+
+
+def _decode_renyi(blob: bytes, rows: int, orders: int, scale: float) -> np.ndarray:
+  steps = _unpack_uint_planes(blob, rows * orders).reshape(orders, rows).T.astype(np.int64)
+  levels = steps[:, :1] - np.concatenate([np.zeros((rows, 1), np.int64), np.cumsum(steps[:, 1:], axis=1)], axis=1)
+  return (levels * (scale / _RENYI_LEVELS)).astype(np.float32)
+
+
+def encode_topk(
+    ids_NxK,
+    logprobs_NxK,
+    tail_logmass_N,
+    *,
+    vocab_size: int,
+    logprob_step=DEFAULT_LOGPROB_STEP,
+    tail_renyi_NxR=None,
+) -> bytes:
+  """Codes ``N`` rows of top-k ids and log-probs plus their tail log-mass (and Renyi entropies).
 
   Args:
     ids_NxK: ``[N, k]`` ids of distinct tokens, any order within a row.
@@ -143,6 +184,7 @@ def encode_topk(ids_NxK, logprobs_NxK, tail_logmass_N, *, vocab_size: int, logpr
     tail_logmass_N: ``[N]`` log of the probability outside the k ids.
     vocab_size: V; ids must be below it.
     logprob_step: quantisation step in nats; KL@T=1 <= ``step^2 / 8`` (4.9e-4 at 1/16).
+    tail_renyi_NxR: ``[N, R]`` Renyi entropies of each row's tail at increasing orders, or None (R = 0).
 
   Returns:
     The coded block (deterministic).
@@ -152,6 +194,9 @@ def encode_topk(ids_NxK, logprobs_NxK, tail_logmass_N, *, vocab_size: int, logpr
   tail_N = np.asarray(tail_logmass_N, np.float32)
   _check_inputs(ids_NxK, logprobs_NxK, tail_N, vocab_size)
   rows, k = ids_NxK.shape
+  renyi = np.zeros((rows, 0)) if tail_renyi_NxR is None else np.asarray(tail_renyi_NxR, np.float64)
+  if renyi.shape[0] != rows or renyi.ndim != 2 or renyi.shape[1] > 255 or np.isnan(renyi).any():
+    raise ValueError(f"tail Renyi entropies must be [N={rows}, R <= 255] without NaN; got {renyi.shape}")
   ids = ids_NxK.astype(np.int32)
   logprobs = logprobs_NxK
   gaps = np.diff(ids, axis=1, prepend=np.int32(-1)) - 1
@@ -175,8 +220,9 @@ def encode_topk(ids_NxK, logprobs_NxK, tail_logmass_N, *, vocab_size: int, logpr
       gap_low,
       _pack_uint_planes(row_max_level),
       _pack_uint_planes((row_max_level[:, None] - levels).ravel()),
+      _code_renyi(renyi, _renyi_scale(vocab_size, k)),
   )
-  header = _HEADER.pack(_MAGIC, low_bits, k, rows, vocab_size, logprob_step)
+  header = _HEADER.pack(_MAGIC, low_bits, k, rows, vocab_size, logprob_step, renyi.shape[1])
   return header + _SECTION_LENGTHS.pack(*map(len, sections)) + b"".join(sections)
 
 
@@ -189,11 +235,14 @@ def log1mexp(x: np.ndarray) -> np.ndarray:
 
 def decode_topk(blob: bytes) -> TopK:
   """Inverse of :func:`encode_topk` (ids exact, logprobs within the quantisation step)."""
-  if len(blob) < _HEADER.size + _SECTION_LENGTHS.size or blob[:4] != _MAGIC:
-    raise ValueError(f"not a top-k block (magic {blob[:4]!r}, expected {_MAGIC!r})")
-  _, low_bits, k, rows, _, step = _HEADER.unpack_from(blob)
-  lengths = _SECTION_LENGTHS.unpack_from(blob, _HEADER.size)
-  offset = _HEADER.size + _SECTION_LENGTHS.size
+  version_1 = blob[:4] == _MAGIC_V1
+  header, section_lengths = (_HEADER_V1, _SECTION_LENGTHS_V1) if version_1 else (_HEADER, _SECTION_LENGTHS)
+  if len(blob) < header.size + section_lengths.size or blob[:4] not in (_MAGIC, _MAGIC_V1):
+    raise ValueError(f"not a top-k block (magic {blob[:4]!r}, expected {_MAGIC!r} or {_MAGIC_V1!r})")
+  _, low_bits, k, rows, vocab_size, step, *orders = header.unpack_from(blob)
+  orders = orders[0] if orders else 0
+  lengths = section_lengths.unpack_from(blob, header.size)
+  offset = header.size + section_lengths.size
   parts = {}
   for name, length in zip(_SECTIONS, lengths):
     parts[name] = blob[offset : offset + length]
@@ -212,4 +261,5 @@ def decode_topk(blob: bytes) -> TopK:
   peak = relative.max(axis=1, keepdims=True) if rows else np.zeros((0, 1), np.float32)
   log_sum = np.log(np.exp(relative - peak).sum(axis=1, keepdims=True, dtype=np.float64))
   shift = (log1mexp(tail)[:, None] - log_sum).astype(np.float32) - peak
-  return TopK(ids, relative + shift, tail)
+  renyi = _decode_renyi(parts["tail_renyi"], rows, orders, _renyi_scale(vocab_size, k)) if orders else None
+  return TopK(ids, relative + shift, tail, renyi)

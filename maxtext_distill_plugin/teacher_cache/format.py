@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""On-disk format of a teacher cache, version 1: the manifest and the record layout.
+"""On-disk format of a teacher cache, version 2: the manifest and the record layout.
 
 A cache is a directory::
 
@@ -29,6 +29,13 @@ first made small: ``inputs`` as is, ``targets - next(inputs)``, and the differen
 of the segmentations and positions. The top-k block codes only the rows whose
 ``targets_segmentation`` is non-zero (real tokens); padding rows decode as the
 uniform distribution over the vocabulary so that no NaN can reach a loss.
+
+Version 2 adds per token the Renyi entropies of the teacher's tail at the orders
+``tail_renyi_orders`` of the manifest (``tau = 1/T`` in {1/4, 1/2, 1, 2}; 2 bytes
+each before compression), decoded as ``teacher_tail_renyi`` ``[S, R]``: with them
+the offline loss is exact at T != 1. Version-1 caches are still read (no
+``teacher_tail_renyi``; exact at T = 1 only, so the config check refuses them for a
+bucket tail at any other T).
 """
 
 import dataclasses
@@ -41,7 +48,8 @@ import numpy as np
 
 from maxtext_distill_plugin.teacher_cache import codec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 TOKEN_FIELDS = (
     "inputs",
@@ -52,6 +60,7 @@ TOKEN_FIELDS = (
     "targets_position",
 )
 TEACHER_FIELDS = ("teacher_topk_ids", "teacher_topk_logprobs", "teacher_tail_logmass")
+TAIL_RENYI_FIELD = "teacher_tail_renyi"  # format 2: [S, R] float32, absent from version-1 records
 _RECORD_MAGIC = b"TKR1"
 _RECORD_HEADER = struct.Struct("<4sII")
 
@@ -96,6 +105,7 @@ class CacheIdentity:
   steps_per_shard: int
   logprob_step: float = codec.DEFAULT_LOGPROB_STEP
   tail_logmass_known: bool = True  # False for caches converted from upstream (no tail was stored)
+  tail_renyi_orders: tuple = ()  # tau = 1/T of the stored tail Renyi entropies; () for version 1 and upstream
   dataset: dict = dataclasses.field(default_factory=dict)
 
 
@@ -123,12 +133,13 @@ class Manifest:
     try:
       raw = json.loads(text)
       version = raw.get("format_version")
-      if version != FORMAT_VERSION:
+      if version not in READABLE_VERSIONS:
         raise ValueError(
-            f"{source}: format_version={version!r}, this plugin reads version {FORMAT_VERSION}. Fix: rewrite the cache"
-            " with this plugin's save_top_k_teacher_logits, or use the plugin version that wrote it."
+            f"{source}: format_version={version!r}, this plugin reads versions {READABLE_VERSIONS}. Fix: rewrite the"
+            " cache with this plugin's save_top_k_teacher_logits, or use the plugin version that wrote it."
         )
       identity = CacheIdentity(**raw["identity"])
+      identity = dataclasses.replace(identity, tail_renyi_orders=tuple(identity.tail_renyi_orders))
       shards = tuple(ShardInfo(**s) for s in raw["shards"])
       return cls(
           identity=identity,
@@ -136,6 +147,7 @@ class Manifest:
           first_step=int(raw["first_step"]),
           last_step=int(raw["last_step"]),
           complete=bool(raw["complete"]),
+          format_version=int(version),
       )
     except (KeyError, TypeError, json.JSONDecodeError) as e:
       raise ValueError(f"{source}: not a valid teacher-cache manifest ({type(e).__name__}: {e})") from e
@@ -176,7 +188,9 @@ def _token_transforms(arrays: dict) -> list[np.ndarray]:
 
 
 def encode_record(arrays: dict, *, vocab_size: int, logprob_step: float = codec.DEFAULT_LOGPROB_STEP) -> bytes:
-  """Serialises one sequence: the six ``[S]`` token arrays and the teacher's ``[S, k]`` top-k and ``[S]`` tail."""
+  """Serialises one sequence: the six ``[S]`` token arrays, the teacher's ``[S, k]`` top-k and ``[S]`` tail, and
+  optionally its ``[S, R]`` tail Renyi entropies."""
+  renyi = arrays.get(TAIL_RENYI_FIELD)
   arrays = {name: np.asarray(arrays[name]) for name in TOKEN_FIELDS + TEACHER_FIELDS}
   length = arrays["inputs"].shape[0]
   for name in TOKEN_FIELDS:
@@ -193,6 +207,7 @@ def encode_record(arrays: dict, *, vocab_size: int, logprob_step: float = codec.
       arrays["teacher_tail_logmass"][real],
       vocab_size=vocab_size,
       logprob_step=logprob_step,
+      tail_renyi_NxR=None if renyi is None else np.asarray(renyi)[real],
   )
   return _RECORD_HEADER.pack(_RECORD_MAGIC, length, len(tokens_section)) + tokens_section + block
 
@@ -204,7 +219,7 @@ def record_topk_bytes(record: bytes) -> int:
 
 
 def decode_record(record: bytes, *, vocab_size: int) -> dict[str, np.ndarray]:
-  """Inverse of :func:`encode_record`; padding rows get the uniform distribution."""
+  """Inverse of :func:`encode_record`; padding rows get the uniform distribution (and a uniform tail)."""
   magic, length, tokens_bytes = _RECORD_HEADER.unpack_from(record)
   if magic != _RECORD_MAGIC:
     raise ValueError(f"not a teacher-cache record (magic {magic!r}, expected {_RECORD_MAGIC!r})")
@@ -225,4 +240,8 @@ def decode_record(record: bytes, *, vocab_size: int) -> dict[str, np.ndarray]:
   tail = np.full((length,), codec.log1mexp(np.log(k / vocab_size)) if k < vocab_size else -np.inf, np.float32)
   ids[real], logprobs[real], tail[real] = topk.ids, topk.logprobs, topk.tail_logmass
   out.update(teacher_topk_ids=ids, teacher_topk_logprobs=logprobs, teacher_tail_logmass=tail)
+  if topk.tail_renyi is not None:
+    renyi = np.full((length, topk.tail_renyi.shape[1]), np.log(max(vocab_size - k, 1)), np.float32)
+    renyi[real] = topk.tail_renyi
+    out[TAIL_RENYI_FIELD] = renyi
   return out

@@ -22,6 +22,8 @@ order of records inside a shard. Each record decodes to a dict of NumPy arrays::
   teacher_topk_ids                                       [S, k] int32, ascending id per row
   teacher_topk_logprobs                                  [S, k] float32, log p at T=1
   teacher_tail_logmass                                   [S] float32, log of the mass outside the k ids
+  teacher_tail_renyi                                     [S, R] float32, the tail's Renyi entropies at the
+                                                         manifest's tail_renyi_orders (format 2 only)
 """
 
 import bisect
@@ -57,6 +59,10 @@ class TeacherCache:
   @property
   def tail_logmass_known(self) -> bool:
     return self.manifest.identity.tail_logmass_known
+
+  @property
+  def tail_renyi_orders(self) -> tuple:
+    return self.manifest.identity.tail_renyi_orders
 
   @property
   def vocab_size(self) -> int:
