@@ -22,6 +22,7 @@ import pytest
 from maxtext_distill_plugin import losses
 from maxtext_distill_plugin import reductions
 from maxtext_distill_plugin import sparse_losses
+from maxtext_distill_plugin.teacher_cache import codec
 
 RTOL = 1e-5
 ATOL = 1e-6
@@ -337,3 +338,30 @@ def test_zipf_full_vocabulary_equals_online_dense_kl(temperature):
       jnp.asarray(teacher, jnp.float32), jnp.asarray(student, jnp.float32), temperature=temperature
   )
   np.testing.assert_allclose(got, dense, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+def test_zipf_through_the_cache_codec_stays_within_its_error(zipf, temperature):
+  """Quantised log-probs (step) and entropies (log(V-k)/2^16): KL <= (tau step + |1-tau| quantum/2)^2 / 8 (Hoeffding)."""
+  logits, ids, logprobs, tail, renyi = zipf
+  block = codec.decode_topk(
+      codec.encode_topk(ids[0], logprobs[0], tail[0], vocab_size=ZIPF_V, tail_renyi_NxR=renyi[0])
+  )
+  tau, step, quantum = 1.0 / temperature, codec.DEFAULT_LOGPROB_STEP, np.log(ZIPF_V - ZIPF_K) / 65535
+  bound = (tau * step + abs(1.0 - tau) * quantum / 2) ** 2 / 8
+
+  def per_token(z):
+    return sparse_losses.sparse_kl_divergence(
+        z,
+        jnp.asarray(block.ids[None]),
+        jnp.asarray(block.logprobs[None]),
+        jnp.asarray(block.tail_logmass[None]),
+        temperature=temperature,
+        teacher_tail_renyi_BxSxR=jnp.asarray(block.tail_renyi[None]),
+    )
+
+  student = jnp.asarray(logits, jnp.float32)
+  assert float(jnp.max(per_token(student))) <= bound + 2e-6
+  grad = jax.grad(lambda z: jnp.sum(per_token(z)))(student)
+  # Per token, T * |dKL/dz|_1 = 2 TV(P, Q) <= sqrt(2 KL) (Pinsker).
+  assert float(jnp.max(jnp.sum(jnp.abs(grad), axis=-1))) * temperature <= np.sqrt(2 * (bound + 2e-6))

@@ -15,6 +15,7 @@
 """Tests for the teacher-cache codec and record/manifest format, on LM-like synthetic distributions."""
 
 import dataclasses
+import struct
 import time
 
 import numpy as np
@@ -25,6 +26,8 @@ from maxtext_distill_plugin.teacher_cache import format as cache_format
 
 VOCAB, TOP_K, ROWS = 32000, 128, 512
 MAX_BYTES_PER_TOKEN = 300
+RENYI_ORDERS = (0.25, 0.5, 1.0, 2.0)  # any increasing orders; these are the plugin's
+MAX_RENYI_BYTES_PER_TOKEN = 8  # R=4 orders at 2 bytes each, before compression
 MAX_KL = 1e-3
 
 
@@ -70,13 +73,40 @@ def bucket_kl(original_logp, original_tail, decoded_logp, decoded_tail) -> np.nd
     return np.where(np.exp(p) > 0, np.exp(p) * (p - q), 0.0).sum(axis=1)
 
 
+def tail_renyi(log_probs: np.ndarray, ids: np.ndarray, orders=RENYI_ORDERS) -> np.ndarray:
+  """float64 Renyi entropies ``[N, R]`` of each row's tail (the tokens outside ``ids``), renormalised."""
+  rest = np.array(log_probs, np.float64)
+  np.put_along_axis(rest, ids, -np.inf, axis=1)
+  r = np.exp(rest - np.log(np.exp(rest).sum(axis=1, keepdims=True)))
+  with np.errstate(divide="ignore"):
+    log_r = np.log(r)
+  columns = [
+      -np.sum(np.where(r > 0, r * np.where(r > 0, log_r, 0.0), 0.0), axis=1)
+      if tau == 1.0
+      else np.log(np.sum(r**tau, axis=1)) / (1.0 - tau)
+      for tau in orders
+  ]
+  return np.stack(columns, axis=1)
+
+
+def as_version_1(blob: bytes) -> bytes:
+  """A version-2 block without Renyi entropies (R = 0) rewritten as the version-1 block of the same rows."""
+  header, lengths = struct.Struct("<4sBHIIfB"), struct.Struct("<6I")
+  fields = header.unpack_from(blob)
+  sections = lengths.unpack_from(blob, header.size)
+  assert fields[-1] == 0 and sections[-1] == 0
+  v1_header = struct.Struct("<4sBHIIf").pack(b"TKB1", *fields[1:-1])
+  return v1_header + struct.Struct("<5I").pack(*sections[:-1]) + blob[header.size + lengths.size :]
+
+
 @pytest.fixture(scope="module", name="lm_block")
 def _lm_block():
   rng = np.random.default_rng(0)
   log_probs = lm_like_log_probs(rng, ROWS, VOCAB)
   ids, logprobs, tail = top_k_with_tail(log_probs, TOP_K)
-  blob = codec.encode_topk(ids, logprobs.astype(np.float32), tail, vocab_size=VOCAB)
-  return log_probs, ids, logprobs, tail, blob
+  renyi = tail_renyi(log_probs, ids)
+  blob = codec.encode_topk(ids, logprobs.astype(np.float32), tail, vocab_size=VOCAB, tail_renyi_NxR=renyi)
+  return log_probs, ids, logprobs, tail, blob, renyi
 
 
 def _by_id(ids, values):
@@ -85,7 +115,7 @@ def _by_id(ids, values):
 
 
 def test_ids_are_lossless_and_logprobs_follow_them(lm_block):
-  _, ids, logprobs, tail, blob = lm_block
+  _, ids, logprobs, tail, blob, _ = lm_block
   decoded = codec.decode_topk(blob)
   sorted_ids, sorted_logprobs = _by_id(ids, logprobs)
   np.testing.assert_array_equal(decoded.ids, sorted_ids)
@@ -95,7 +125,7 @@ def test_ids_are_lossless_and_logprobs_follow_them(lm_block):
 
 
 def test_reconstruction_kl_is_below_1e3_nats(lm_block):
-  log_probs, ids, logprobs, tail, blob = lm_block
+  log_probs, ids, logprobs, tail, blob, _ = lm_block
   decoded = codec.decode_topk(blob)
   sorted_ids, sorted_logprobs = _by_id(ids, logprobs)
   kl = bucket_kl(sorted_logprobs, tail, decoded.logprobs, decoded.tail_logmass)
@@ -123,26 +153,49 @@ def test_kl_never_exceeds_the_hoeffding_bound(scale, step):
 
 
 def test_bytes_per_token_at_k128_v32k(lm_block):
-  _, _, _, _, blob = lm_block
+  _, ids, logprobs, tail, blob, _ = lm_block
   bytes_per_token = len(blob) / ROWS
-  print(f"{bytes_per_token:.1f} bytes/token at k={TOP_K}, V={VOCAB}")
+  without_renyi = len(codec.encode_topk(ids, logprobs.astype(np.float32), tail, vocab_size=VOCAB)) / ROWS
+  print(f"{bytes_per_token:.1f} bytes/token at k={TOP_K}, V={VOCAB} ({without_renyi:.1f} without the tail entropies)")
   assert bytes_per_token <= MAX_BYTES_PER_TOKEN
+  assert 0 < bytes_per_token - without_renyi <= MAX_RENYI_BYTES_PER_TOKEN
+
+
+def test_tail_renyi_round_trip_within_the_quantisation_step(lm_block):
+  _, _, _, _, blob, renyi = lm_block
+  decoded = codec.decode_topk(blob)
+  assert decoded.tail_renyi.shape == (ROWS, len(RENYI_ORDERS)) and decoded.tail_renyi.dtype == np.float32
+  quantum = np.log(VOCAB - TOP_K) / 65535
+  assert np.abs(decoded.tail_renyi - renyi).max() <= quantum / 2 + 1e-5
+  assert np.all(np.diff(decoded.tail_renyi, axis=1) <= 0)  # still non-increasing in the order
+
+
+def test_version_1_blocks_still_decode(lm_block):
+  _, ids, logprobs, tail, blob, _ = lm_block
+  plain = codec.encode_topk(ids, logprobs.astype(np.float32), tail, vocab_size=VOCAB)
+  old, new = codec.decode_topk(as_version_1(plain)), codec.decode_topk(blob)
+  assert plain[:4] == b"TKB2" and as_version_1(plain)[:4] == b"TKB1"
+  assert old.tail_renyi is None and codec.decode_topk(plain).tail_renyi is None
+  np.testing.assert_array_equal(old.ids, new.ids)
+  np.testing.assert_array_equal(old.logprobs, new.logprobs)
+  np.testing.assert_array_equal(old.tail_logmass, new.tail_logmass)
 
 
 def test_deterministic_and_independent_of_row_order(lm_block):
-  _, ids, logprobs, tail, blob = lm_block
+  _, ids, logprobs, tail, blob, renyi = lm_block
   shuffle = np.random.default_rng(3).permuted(np.broadcast_to(np.arange(TOP_K), ids.shape), axis=1)
   again = codec.encode_topk(
       np.take_along_axis(ids, shuffle, axis=1),
       np.take_along_axis(logprobs, shuffle, axis=1).astype(np.float32),
       tail,
       vocab_size=VOCAB,
+      tail_renyi_NxR=renyi,
   )
   assert again == blob
 
 
 def test_decode_throughput(lm_block):
-  _, _, _, _, blob = lm_block
+  _, _, _, _, blob, _ = lm_block
   codec.decode_topk(blob)
   started = time.perf_counter()
   repeats = 10
@@ -197,7 +250,8 @@ def test_rejects_bad_inputs(ids, logprobs, match):
 def _record(rng, length=24, k=8, vocab=100, padding=5):
   segmentation = np.concatenate([np.ones(length - padding, np.int32), np.zeros(padding, np.int32)])
   inputs = rng.integers(1, vocab, length).astype(np.int32) * segmentation
-  ids, logprobs, tail = top_k_with_tail(lm_like_log_probs(rng, length, vocab), k)
+  log_probs = lm_like_log_probs(rng, length, vocab)
+  ids, logprobs, tail = top_k_with_tail(log_probs, k)
   return {
       "inputs": inputs,
       "targets": np.concatenate([inputs[1:], [0]]).astype(np.int32),
@@ -208,6 +262,7 @@ def _record(rng, length=24, k=8, vocab=100, padding=5):
       "teacher_topk_ids": ids,
       "teacher_topk_logprobs": logprobs.astype(np.float32),
       "teacher_tail_logmass": tail.astype(np.float32),
+      cache_format.TAIL_RENYI_FIELD: tail_renyi(log_probs, ids),
   }
 
 
@@ -228,6 +283,15 @@ def test_record_round_trip_with_padding():
       decoded["teacher_tail_logmass"][~real].astype(np.float64)
   )
   np.testing.assert_allclose(pad_total, 1.0, rtol=1e-6)
+  renyi = decoded[cache_format.TAIL_RENYI_FIELD]
+  assert renyi.shape == (24, len(RENYI_ORDERS)) and renyi.dtype == np.float32
+  quantum = np.log(100 - 8) / 65535
+  assert np.abs(renyi[real] - record[cache_format.TAIL_RENYI_FIELD][real]).max() <= quantum / 2 + 1e-5
+  np.testing.assert_allclose(renyi[~real], np.log(100 - 8), rtol=1e-6)  # a uniform tail, like the padding rows
+  without = {key: value for key, value in record.items() if key != cache_format.TAIL_RENYI_FIELD}
+  assert cache_format.TAIL_RENYI_FIELD not in cache_format.decode_record(
+      cache_format.encode_record(without, vocab_size=100), vocab_size=100
+  )
 
 
 def test_manifest_round_trip_and_version_check():
@@ -252,4 +316,12 @@ def test_manifest_round_trip_and_version_check():
     cache_format.Manifest.from_json(newer, source="x/manifest.json")
   with pytest.raises(ValueError, match="x/manifest.json"):
     cache_format.Manifest.from_json('{"format_version": 1}', source="x/manifest.json")
+  # Version 1 (no tail entropies) still reads, and says so.
+  old = manifest.to_json().replace(f'"format_version": {cache_format.FORMAT_VERSION}', '"format_version": 1')
+  old = old.replace('  "tail_renyi_orders": [],\n', "")
+  assert '"tail_renyi_orders"' not in old
+  read = cache_format.Manifest.from_json(old)
+  assert read.format_version == 1 and read.identity.tail_renyi_orders == ()
+  v2 = dataclasses.replace(manifest, identity=dataclasses.replace(identity, tail_renyi_orders=RENYI_ORDERS))
+  assert cache_format.Manifest.from_json(v2.to_json()).identity.tail_renyi_orders == RENYI_ORDERS
   assert dataclasses.replace(identity, top_k=8) != identity
