@@ -115,7 +115,9 @@ def cached_teacher_terms(student: StudentHeadStats, teacher: TeacherOutputs, tem
   cached = (teacher.topk_logprobs_BxSxK, teacher.tail_logmass_BxS)
   options = {"tail": teacher.tail, "vocab_size": vocab_size, "teacher_tail_renyi_BxSxR": teacher.tail_renyi_BxSxR}
   at_ids = student.logits_at_ids_BxSxK
-  kl_at_T = sparse_losses.sparse_kl_from_gathered(at_ids, student.lse_at_T_BxS, *cached, temperature=temperature, **options)
+  kl_at_T = sparse_losses.sparse_kl_from_gathered(
+      at_ids, student.lse_at_T_BxS, *cached, temperature=temperature, **options
+  )
   kl_at_1 = sparse_losses.sparse_kl_from_gathered(at_ids, student.lse_BxS, *cached, temperature=1.0, **options)
   student_ce = student.lse_BxS - student.logit_at_label_BxS
   # Offline there is no teacher CE to report honestly (labels outside the top-k have no stored probability).

@@ -44,32 +44,63 @@ def full_vocab_cache(tmp_path_factory, teacher_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def top_k_cache(tmp_path_factory, full_vocab_cache):
-  """A k = 16 < V cache with its tail log-mass, cut from the full-vocabulary one (no second teacher run)."""
+def top_k_cache(tmp_path_factory, teacher_checkpoint):
+  """A k = 16 < V cache written by the real tool: its tail mass and entropies come from the teacher's full logits."""
+  out = tmp_path_factory.mktemp("toolk")
+  proc = run_cli(
+      TINY_YAML,
+      f"teacher_overrides.load_parameters_path={teacher_checkpoint}",
+      f"offline_data_dir={out / 'cache'}",
+      f"base_output_directory={out}",
+      "steps=3",
+      "--top-k",
+      "16",
+      module="maxtext_distill_plugin.save_top_k_teacher_logits",
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return str(out / "cache")
+
+
+def _as_format_1(cache_dir, out_dir) -> str:
+  """The same cache without its tail entropies, as a format-1 cache reads (exact at T = 1 only)."""
+  from maxtext_distill_plugin.teacher_cache import format as cache_format  # pylint: disable=import-outside-toplevel
   from maxtext_distill_plugin.teacher_cache import reader  # pylint: disable=import-outside-toplevel
   from maxtext_distill_plugin.teacher_cache import writer  # pylint: disable=import-outside-toplevel
 
-  k = 16
-  full = reader.open_cache(full_vocab_cache)
-  identity = dataclasses.replace(full.manifest.identity, top_k=k)
-  out = str(tmp_path_factory.mktemp("topk") / "cache")
-  records = full.__getitems__(range(len(full)))
-  sink = writer.HostShardWriter(out, identity, process_index=0, total_steps=len(records) // identity.rows_per_step)
-  for step in range(sink.next_step, sink.total_steps):
+  cache = reader.open_cache(cache_dir)
+  identity = dataclasses.replace(cache.manifest.identity, tail_renyi_orders=())
+  records = cache.__getitems__(range(len(cache)))
+  sink = writer.HostShardWriter(out_dir, identity, process_index=0, total_steps=len(records) // identity.rows_per_step)
+  for step in range(sink.total_steps):
     rows = records[step * identity.rows_per_step : (step + 1) * identity.rows_per_step]
-    batch = {name: np.stack([r[name] for r in rows]) for name in rows[0]}
-    logprobs = batch["teacher_topk_logprobs"].astype(np.float64)
-    best = np.sort(np.argsort(-logprobs, axis=-1)[..., :k], axis=-1)
-    rest = logprobs.copy()
-    np.put_along_axis(rest, best, -np.inf, axis=-1)
-    batch["teacher_topk_ids"] = np.take_along_axis(batch["teacher_topk_ids"], best, axis=-1)
-    batch["teacher_topk_logprobs"] = np.take_along_axis(logprobs, best, axis=-1).astype(np.float32)
-    peak = rest.max(-1, keepdims=True)
-    batch["teacher_tail_logmass"] = (peak[..., 0] + np.log(np.exp(rest - peak).sum(-1))).astype(np.float32)
-    sink.write_step(step, batch)
+    sink.write_step(
+        step, {name: np.stack([r[name] for r in rows]) for name in rows[0] if name != cache_format.TAIL_RENYI_FIELD}
+    )
   sink.close()
-  assert reader.open_cache(out).top_k == k
-  return out
+  return out_dir
+
+
+def test_offline_loss_vanishes_for_a_student_equal_to_the_teacher_at_t2(
+    tmp_path, capsys, teacher_checkpoint, top_k_cache
+):
+  """Student = teacher (same depth, same weights) at T = 2 on a k = 16 < V = 512 cache: soft loss ~ 0.
+
+  Only the cache's quantisation is left: T^2 KL <= step^2 / 8 = 4.9e-4 nats per token (sparse_losses docstring).
+  Before format 2 (a uniform tail) this run logged a clearly positive soft loss.
+  """
+  same = ("student_overrides.base_num_decoder_layers=2", f"load_parameters_path={teacher_checkpoint}", "steps=1")
+  common = same + ("distill_alpha=1.0", "distill_temperature=2.0", f"offline_data_dir={top_k_cache}")
+  first = _first(train_in_process(tmp_path / "same", teacher_checkpoint, *common).history)
+  assert first["distill/topk_coverage"] < 0.99  # a real tail
+  assert 0.0 <= first["distill/soft_loss"] < 4.9e-4, first
+  # The same cache without its entropies (format 1) is refused at T = 2 before any model is built.
+  old = _as_format_1(top_k_cache, str(tmp_path / "v1"))
+  argv = ["train_distill", TINY_YAML, f"offline_data_dir={old}", f"base_output_directory={tmp_path / 'o'}"]
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(argv + ["distill_temperature=1.0", "distill_temperature_end=2.0"])
+  err = capsys.readouterr().err
+  assert exit_info.value.code == 2 and "distill_temperature_end=2.0" in err and "renormalize" in err, err[-2000:]
+  assert not (tmp_path / "o").exists()
 
 
 def _first(history):

@@ -23,6 +23,7 @@ import pytest
 
 from maxtext_distill_plugin import chunked_sparse
 from maxtext_distill_plugin import objective
+from maxtext_distill_plugin import sparse_losses
 from tests.unit.lean_loss_testing import GRAD_RTOL, VALUE_ATOL, VALUE_RTOL, assert_same_objective, value_and_grads
 
 # S=11 divides by neither seq chunk below; V=37 does not divide by 10 or 16.
@@ -54,11 +55,14 @@ def _log_softmax(x):
   return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
-def _inputs(seed, k, mask=MASK, vocab=VOCAB):
-  """Student hidden states and unembedding, and a teacher's exact top-k (shuffled within each token) as cached."""
+def _inputs(seed, k, mask=MASK, vocab=VOCAB, teacher_logits=None):
+  """Student hidden states and unembedding, and a teacher's exact top-k (shuffled within each token) as cached,
+  with its tail's Renyi entropies (cache format 2)."""
   rng = np.random.default_rng(seed)
   batch, seq = mask.shape
-  teacher_logp = _log_softmax(3.0 * rng.standard_normal((batch, seq, vocab)))
+  if teacher_logits is None:
+    teacher_logits = 3.0 * rng.standard_normal((batch, seq, vocab))
+  teacher_logp = _log_softmax(teacher_logits)
   ids = np.argsort(-teacher_logp, axis=-1)[..., :k]
   ids = np.take_along_axis(ids, rng.permuted(np.broadcast_to(np.arange(k), ids.shape), axis=-1), axis=-1)
   at_ids = np.take_along_axis(teacher_logp, ids, axis=-1)
@@ -74,6 +78,9 @@ def _inputs(seed, k, mask=MASK, vocab=VOCAB):
       "ids": ids.astype(np.int32),
       "logprobs": at_ids.astype(np.float32),
       "tail_logmass": tail.astype(np.float32),
+      "tail_renyi": np.asarray(
+          sparse_losses.tail_renyi_entropies(jnp.asarray(teacher_logp, jnp.float32), jnp.asarray(ids))
+      ),
       "labels": rng.integers(0, vocab, size=(batch, seq)).astype(np.int32),
       "mask": mask,
   }
@@ -85,6 +92,7 @@ def _teacher(inputs, tail, with_features):
       topk_ids_BxSxK=jnp.asarray(inputs["ids"]),
       topk_logprobs_BxSxK=jnp.asarray(inputs["logprobs"]),
       tail_logmass_BxS=jnp.asarray(inputs["tail_logmass"]),
+      tail_renyi_BxSxR=jnp.asarray(inputs["tail_renyi"]),
       tail=tail,
   )
 
@@ -161,6 +169,25 @@ def test_matches_dense_offline_objective_other_tilings(alpha, tail, k, vocab_chu
   _assert_lean_matches_dense(
       _inputs(1, k), _weights(alpha, 2.0), tail, None, vocab_chunk, loss_type=loss_type, seq_chunk=seq_chunk
   )
+
+
+@pytest.mark.parametrize("temperature", (0.5, 2.0, 4.0))
+def test_student_equal_to_teacher_is_the_minimum_in_both_paths(temperature):
+  """A teacher of the student's own shape: with the tail entropies the soft loss and its gradient vanish at T != 1."""
+  student = _inputs(5, 6)
+  hidden, unembed = student["student_hidden"], 3.0 * student["student_unembed"]
+  inputs = _inputs(5, 6, teacher_logits=hidden.astype(np.float64) @ unembed.astype(np.float64))
+  inputs.update(student_hidden=hidden, student_unembed=unembed)
+  weights = objective.LossWeights(jnp.float32(1.0), jnp.float32(temperature), jnp.float32(0.0))
+  options = {"tail": "bucket", "softcap": None, "loss_type": None}
+  for fn in (functools.partial(_dense, **options), functools.partial(_lean, **options, vocab_chunk=10)):
+    total, count, metrics, grads = value_and_grads(fn, inputs, weights)
+    assert abs(float(metrics["distill/soft_loss"][0]) / float(count)) < 1e-6
+    assert abs(float(total)) < 1e-5 * float(count)
+    assert np.abs(np.asarray(grads[0])).max() < 1e-5 and np.abs(np.asarray(grads[1])).max() < 1e-5
+  uniform = dict(inputs, tail_renyi=np.full_like(inputs["tail_renyi"], np.log(VOCAB - 6)))
+  _, count, metrics, _ = value_and_grads(functools.partial(_dense, **options), uniform, weights)
+  assert float(metrics["distill/soft_loss"][0]) / float(count) > 1e-5  # a uniform tail (format 1): 10x the above
 
 
 def test_head_stats_match_full_logits():

@@ -290,7 +290,10 @@ def test_zipf_student_equal_to_teacher_is_the_minimum(zipf, temperature):
   # A perturbed student is measured exactly (the teacher's buckets are exact at this T).
   student = logits + np.random.default_rng(3).normal(size=logits.shape) * 0.3
   np.testing.assert_allclose(
-      _zipf_kl(student, zipf, temperature), _np_exact_bucket_kl(student, logits, zipf[1], temperature), rtol=1e-4, atol=2e-6
+      _zipf_kl(student, zipf, temperature),
+      _np_exact_bucket_kl(student, logits, zipf[1], temperature),
+      rtol=1e-4,
+      atol=2e-6,
   )
 
 
@@ -344,9 +347,7 @@ def test_zipf_full_vocabulary_equals_online_dense_kl(temperature):
 def test_zipf_through_the_cache_codec_stays_within_its_error(zipf, temperature):
   """Quantised log-probs (step) and entropies (log(V-k)/2^16): KL <= (tau step + |1-tau| quantum/2)^2 / 8 (Hoeffding)."""
   logits, ids, logprobs, tail, renyi = zipf
-  block = codec.decode_topk(
-      codec.encode_topk(ids[0], logprobs[0], tail[0], vocab_size=ZIPF_V, tail_renyi_NxR=renyi[0])
-  )
+  block = codec.decode_topk(codec.encode_topk(ids[0], logprobs[0], tail[0], vocab_size=ZIPF_V, tail_renyi_NxR=renyi[0]))
   tau, step, quantum = 1.0 / temperature, codec.DEFAULT_LOGPROB_STEP, np.log(ZIPF_V - ZIPF_K) / 65535
   bound = (tau * step + abs(1.0 - tau) * quantum / 2) ** 2 / 8
 
