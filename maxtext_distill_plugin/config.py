@@ -370,7 +370,8 @@ def check_cache_matches(directory: str, student, settings: DistillSettings) -> N
     raise errors.ConfigError(
         "distill_offline_tail", "bucket", "this cache stores no tail mass: use distill_offline_tail=renormalize."
     )
-  if settings.distill_offline_tail != "renormalize" and identity.tail_logmass_known:
+  has_tail = identity.top_k < identity.vocab_size  # k = V: no tail, exact at any T
+  if settings.distill_offline_tail != "renormalize" and identity.tail_logmass_known and has_tail:
     _check_cache_temperatures(directory, identity, settings)
 
 

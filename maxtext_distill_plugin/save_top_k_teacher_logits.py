@@ -155,7 +155,7 @@ class TeacherRunner:
     from maxtext.utils import maxtext_utils  # pylint: disable=import-outside-toplevel
 
     from maxtext_distill_plugin import step as step_lib  # pylint: disable=import-outside-toplevel
-    from maxtext_distill_plugin import sparse_losses  # pylint: disable=import-outside-toplevel
+    from maxtext_distill_plugin import sparse_tail  # pylint: disable=import-outside-toplevel
     from maxtext_distill_plugin import trainer  # pylint: disable=import-outside-toplevel
     from maxtext_distill_plugin.settings import DistillSettings  # pylint: disable=import-outside-toplevel
 
@@ -173,7 +173,7 @@ class TeacherRunner:
       logp = log_probs(state, batch)
       values, ids = jax.lax.top_k(logp, top_k)
       tail = jax.nn.logsumexp(jnp.put_along_axis(logp, ids, -jnp.inf, axis=-1, inplace=False), axis=-1)
-      renyi = sparse_losses.tail_renyi_entropies(logp, ids)  # makes the tail bucket exact at T != 1
+      renyi = sparse_tail.tail_renyi_entropies(logp, ids)  # makes the tail bucket exact at T != 1
       ids, values = jax.lax.sort((ids, values), dimension=-1, num_keys=1)  # ascending ids: the codec skips its sort
       return ids, values, tail, renyi
 

@@ -138,6 +138,26 @@ def test_mismatched_cache_is_refused(tmp_path, capsys, full_vocab_cache, extra, 
   assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["distill_temperature=0.25"], "distill_temperature=0.25"),
+        (["distill_temperature=2.0", "distill_temperature_end=8.0"], "distill_temperature_end=8.0"),
+    ],
+)
+def test_temperatures_beyond_the_stored_tail_orders_are_refused(tmp_path, capsys, top_k_cache, extra, needle):
+  from maxtext_distill_plugin import config  # pylint: disable=import-outside-toplevel
+
+  argv = ["train_distill", TINY_YAML, f"offline_data_dir={top_k_cache}", f"base_output_directory={tmp_path / 'o'}"]
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(argv + extra)
+  err = capsys.readouterr().err
+  assert exit_info.value.code == 2 and needle in err and "[0.5, 4]" in err and "renormalize" in err, err[-2000:]
+  assert not (tmp_path / "o").exists()
+  # The renormalised loss needs no tail statistics: any T is accepted.
+  assert config.build(argv + extra + ["distill_offline_tail=renormalize"]).settings.distill_offline_tail == "renormalize"
+
+
 def test_offline_run_evaluates_the_student_on_the_yamls_eval_data(tmp_path, teacher_checkpoint, full_vocab_cache):
   common = ("steps=2", "eval_interval=1", "eval_steps=1", "distill_alpha=0.7", "distill_temperature=2.0")
   online = train_in_process(tmp_path / "on", teacher_checkpoint, *common).history

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from maxtext_distill_plugin import save_top_k_teacher_logits as tool
+from maxtext_distill_plugin import sparse_losses
 from maxtext_distill_plugin.teacher_cache import codec
 from maxtext_distill_plugin.teacher_cache import format as cache_format
 from maxtext_distill_plugin.teacher_cache import reader
@@ -80,6 +81,13 @@ def test_cache_is_complete_and_verified(written):
   np.testing.assert_array_equal(record["targets"][:-1], record["inputs"][1:])  # MaxText's synthetic batches
   total = np.exp(record["teacher_topk_logprobs"].astype(np.float64)).sum(1) + np.exp(record["teacher_tail_logmass"])
   np.testing.assert_allclose(total, 1.0, atol=1e-5)
+  # Format 2: the tail's Renyi entropies at the loss's orders, non-increasing, within [0, log(V - k)].
+  assert cache.manifest.format_version == cache_format.FORMAT_VERSION == 2
+  assert cache.tail_renyi_orders == sparse_losses.TAIL_RENYI_ORDERS
+  renyi = record[cache_format.TAIL_RENYI_FIELD]
+  assert renyi.shape == (LENGTH, len(sparse_losses.TAIL_RENYI_ORDERS)) and renyi.dtype == np.float32
+  assert np.all(np.diff(renyi, axis=1) <= 0) and np.all((renyi >= 0) & (renyi <= np.log(VOCAB - TOP_K) + 1e-6))
+  assert np.all(renyi[:, 0] > renyi[:, -1])  # a real, non-uniform tail
 
 
 def test_live_teacher_agrees_with_cache(written):
@@ -228,3 +236,4 @@ def test_upstream_record_round_trip(tmp_path):
   expected = np.take_along_axis(renormalised, order, 1)[real]
   assert np.abs(record["teacher_topk_logprobs"][real] - expected).max() <= codec.DEFAULT_LOGPROB_STEP
   assert np.all(np.isneginf(record["teacher_tail_logmass"][real]))
+  assert cache_format.TAIL_RENYI_FIELD not in record and manifest.identity.tail_renyi_orders == ()

@@ -24,6 +24,7 @@ import pytest
 from maxtext_distill_plugin import chunked_sparse
 from maxtext_distill_plugin import objective
 from maxtext_distill_plugin import sparse_losses
+from maxtext_distill_plugin import sparse_tail
 from tests.unit.lean_loss_testing import GRAD_RTOL, VALUE_ATOL, VALUE_RTOL, assert_same_objective, value_and_grads
 
 # S=11 divides by neither seq chunk below; V=37 does not divide by 10 or 16.
@@ -79,7 +80,7 @@ def _inputs(seed, k, mask=MASK, vocab=VOCAB, teacher_logits=None):
       "logprobs": at_ids.astype(np.float32),
       "tail_logmass": tail.astype(np.float32),
       "tail_renyi": np.asarray(
-          sparse_losses.tail_renyi_entropies(jnp.asarray(teacher_logp, jnp.float32), jnp.asarray(ids))
+          sparse_tail.tail_renyi_entropies(jnp.asarray(teacher_logp, jnp.float32), jnp.asarray(ids))
       ),
       "labels": rng.integers(0, vocab, size=(batch, seq)).astype(np.int32),
       "mask": mask,

@@ -22,6 +22,7 @@ import pytest
 from maxtext_distill_plugin import losses
 from maxtext_distill_plugin import reductions
 from maxtext_distill_plugin import sparse_losses
+from maxtext_distill_plugin import sparse_tail
 from maxtext_distill_plugin.teacher_cache import codec
 
 RTOL = 1e-5
@@ -314,10 +315,10 @@ def test_zipf_uniform_tail_is_exact_only_at_t1(zipf):
 
 def test_tail_renyi_entropies_match_numpy(zipf):
   logits, ids, _, _, exact = zipf
-  got = sparse_losses.tail_renyi_entropies(jnp.asarray(_np_log_softmax(logits), jnp.float32), jnp.asarray(ids))
+  got = sparse_tail.tail_renyi_entropies(jnp.asarray(_np_log_softmax(logits), jnp.float32), jnp.asarray(ids))
   np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-5)
   assert np.all(np.diff(exact, axis=-1) <= 0) and np.all(exact <= np.log(ZIPF_V - ZIPF_K))
-  empty = sparse_losses.tail_renyi_entropies(jnp.zeros((1, 1, 4)), jnp.arange(4)[None, None])
+  empty = sparse_tail.tail_renyi_entropies(jnp.zeros((1, 1, 4)), jnp.arange(4)[None, None])
   np.testing.assert_allclose(empty, 0.0)
 
 
@@ -366,3 +367,19 @@ def test_zipf_through_the_cache_codec_stays_within_its_error(zipf, temperature):
   grad = jax.grad(lambda z: jnp.sum(per_token(z)))(student)
   # Per token, T * |dKL/dz|_1 = 2 TV(P, Q) <= sqrt(2 KL) (Pinsker).
   assert float(jnp.max(jnp.sum(jnp.abs(grad), axis=-1))) * temperature <= np.sqrt(2 * (bound + 2e-6))
+
+
+def test_tail_interpolation_is_the_monotone_cubic_through_the_stored_entropies(zipf):
+  """Against SciPy's PCHIP (an independent implementation) through (0, log(V-k)) and the stored orders."""
+  from scipy import interpolate  # pylint: disable=import-outside-toplevel
+
+  _, _, _, tail, renyi = zipf
+  nodes = (0.0,) + sparse_tail.TAIL_RENYI_ORDERS
+  values = np.concatenate([np.full(renyi.shape[:-1] + (1,), np.log(ZIPF_V - ZIPF_K)), renyi], axis=-1)
+  for temperature in (0.5, 0.6, 0.8, 1.0, 1.3, 2.0, 2.5, 3.5, 4.0):
+    tau = 1.0 / temperature
+    got = sparse_tail.tail_log_weight(
+        jnp.asarray(tail, jnp.float32), jnp.asarray(renyi, jnp.float32), temperature, ZIPF_V - ZIPF_K
+    )
+    entropy = interpolate.PchipInterpolator(nodes, values, axis=-1)(tau)
+    np.testing.assert_allclose(got, tau * tail + (1.0 - tau) * entropy, rtol=1e-5, atol=2e-5, err_msg=str(temperature))
