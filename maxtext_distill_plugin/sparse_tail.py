@@ -34,8 +34,8 @@ bend ``g`` slightly concave between nodes, where the true ``g`` is convex; that 
 changes which (normalised) teacher the loss matches, never where its minimum lies.
 
 References:
-  F. N. Fritsch and R. E. Carlson, "Monotone Piecewise Cubic Interpolation", SIAM J.
-  Numer. Anal. 17(2), 1980. A. Renyi, "On measures of entropy and information", 1961.
+  F. N. Fritsch and R. E. Carlson, "Monotone Piecewise Cubic Interpolation", SIAM Journal on
+  Numerical Analysis 17(2), 1980. A. Renyi, "On measures of entropy and information", 1961.
 """
 
 import jax

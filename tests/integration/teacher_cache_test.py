@@ -236,4 +236,4 @@ def test_upstream_record_round_trip(tmp_path):
   expected = np.take_along_axis(renormalised, order, 1)[real]
   assert np.abs(record["teacher_topk_logprobs"][real] - expected).max() <= codec.DEFAULT_LOGPROB_STEP
   assert np.all(np.isneginf(record["teacher_tail_logmass"][real]))
-  assert cache_format.TAIL_RENYI_FIELD not in record and manifest.identity.tail_renyi_orders == ()
+  assert cache_format.TAIL_RENYI_FIELD not in record and not manifest.identity.tail_renyi_orders

@@ -23,7 +23,6 @@ import pytest
 
 from maxtext_distill_plugin import chunked_sparse
 from maxtext_distill_plugin import objective
-from maxtext_distill_plugin import sparse_losses
 from maxtext_distill_plugin import sparse_tail
 from tests.unit.lean_loss_testing import GRAD_RTOL, VALUE_ATOL, VALUE_RTOL, assert_same_objective, value_and_grads
 

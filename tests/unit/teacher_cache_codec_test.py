@@ -321,7 +321,8 @@ def test_manifest_round_trip_and_version_check():
   old = old.replace('  "tail_renyi_orders": [],\n', "")
   assert '"tail_renyi_orders"' not in old
   read = cache_format.Manifest.from_json(old)
-  assert read.format_version == 1 and read.identity.tail_renyi_orders == ()
+  assert read.format_version == 1 and isinstance(read.identity.tail_renyi_orders, tuple)
+  assert not read.identity.tail_renyi_orders
   v2 = dataclasses.replace(manifest, identity=dataclasses.replace(identity, tail_renyi_orders=RENYI_ORDERS))
   assert cache_format.Manifest.from_json(v2.to_json()).identity.tail_renyi_orders == RENYI_ORDERS
   assert dataclasses.replace(identity, top_k=8) != identity
