@@ -60,7 +60,7 @@ T in {4, 2, 1, 1/2}, and :func:`sparse_tail.tail_log_weight` interpolates ``H`` 
 Then ``g`` is exact at the nodes and at T=1 (the factor ``1 - tau`` vanishes), and
 ``H`` stays non-increasing. Interpolating ``H`` rather than ``g`` follows the
 curvature: the worst ``T^2 KL`` this leaves between nodes over T in [1/2, 4] is
-1.2e-4 nats on Zipf, Gaussian-logit and LM-like teachers (V=32k, k=128), against
+below 1.5e-4 nats on Zipf, Gaussian-logit and LM-like teachers (V=32k, k=128), against
 2.3e-2 for chords of ``g`` (:mod:`sparse_tail`). Temperatures outside [1/2, 4]
 (:data:`TEMPERATURE_RANGE`) are refused by the config check for such caches.
 
