@@ -69,8 +69,9 @@ errors span an interval of width ``step`` that contains the tail's (0), so at T 
 bucket log-weights' errors span ``tau step`` and by Hoeffding's lemma
 ``KL <= (tau step)^2 / 8``, i.e. ``T^2 KL <= step^2 / 8`` (4.9e-4 nats at the default
 step 1/16) at every T; the entropies are quantised to ``log(V-k) / 2^17``
-(8e-5 nats at V=32k), which moves ``g`` by ``|1 - tau|`` times that; between the
-nodes add the interpolation error above.
+(8e-5 nats at V=32k), which moves ``g`` by ``|1 - tau|`` times that and widens the
+interval by as much (``T^2 KL`` grows by < 4e-6 for T <= 4); between the nodes add
+the interpolation error above.
 
 ``tail="renormalize"``: both distributions renormalised over the k ids (upstream
 MaxText's offline loss); the only choice when the tail is unknown (caches converted
