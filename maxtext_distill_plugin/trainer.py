@@ -101,6 +101,7 @@ def offline_eval_iterator(configs, mesh):
 def train(configs) -> TrainResult:
   """Runs the distillation described by ``configs`` (a :class:`config.DistillConfigs`)."""
   from maxtext.common import checkpointing  # pylint: disable=import-outside-toplevel
+  from maxtext.utils import exceptions  # pylint: disable=import-outside-toplevel
   from maxtext.utils import train_utils  # pylint: disable=import-outside-toplevel
 
   student_config, settings = configs.student, configs.settings
@@ -149,7 +150,10 @@ def train(configs) -> TrainResult:
 
   def save(step=None):
     guard.check()  # never checkpoint parameters that a non-finite loss produced
-    checkpointing.maybe_save_checkpoint(checkpoint_manager, state, student_config, data_iterator, step)
+    try:
+      checkpointing.maybe_save_checkpoint(checkpoint_manager, state, student_config, data_iterator, step)
+    except exceptions.StopTraining:  # MaxText saw JAX's preemption sync point: the save is written and awaited
+      pass
 
   try:
     with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):
@@ -167,8 +171,12 @@ def train(configs) -> TrainResult:
           logger.flush(step)
         if _eval_due(student_config, eval_iterator, step):
           _evaluate(eval_step, state, teacher_state, eval_iterator, student_config, logger, step)
-        if preemption.requested:
-          logging.warning("Preempted: saving a checkpoint at step %d and exiting.", step)
+        if preemption.should_stop(step):
+          logging.warning(
+              "Preempted: all %d processes stop after step %d; saving a checkpoint and exiting.",
+              jax.process_count(),
+              step,
+          )
           break
       logger.flush(last_step)
       if last_step >= start_step:
