@@ -130,6 +130,8 @@ def train(configs) -> TrainResult:
       enable_dropout=bool(student_config.enable_dropout),
       chunked_loss=step_lib.use_chunked_loss(settings, student_config, configs.teacher),
       offline_tail=offline_tail,
+      train_rows=int(student_config.micro_batch_size_to_train_on),
+      eval_rows=int(student_config.micro_batch_size_to_eval_on),
   )
   logging.info("Distillation loss: %s", "chunked (from hidden states)" if options.chunked_loss else "dense (full logits)")
   train_step = jax.jit(
