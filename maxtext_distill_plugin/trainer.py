@@ -29,6 +29,7 @@ iterator. Those are exactly the behaviours the spec requires, so this loop
 reuses MaxText's checkpoint manager and keeps the step count itself.
 """
 
+import itertools
 import os
 import time
 
@@ -199,12 +200,14 @@ def _eval_due(config, eval_iterator, step: int) -> bool:
 
 
 def _evaluate(eval_step, state, teacher_state, eval_iterator, config, logger, step) -> None:
+  """Scores the held-out batches from their first one: every eval sees the same batches, as in MaxText."""
   limit = config.eval_steps if config.eval_steps > 0 else None
   totals = None
   started = time.perf_counter()
-  for count, batch in enumerate(eval_iterator):
-    if limit is not None and count >= limit:
-      break
+  # Wrappers such as MaxText's context-parallel reorder do not start again when iterated; an explicit reset does.
+  if hasattr(eval_iterator, "reset"):
+    eval_iterator.reset()
+  for batch in itertools.islice(eval_iterator, limit):
     metrics = eval_step(state, teacher_state, batch)
     totals = metrics if totals is None else jax.tree.map(jax.numpy.add, totals, metrics)
     if limit is None and config.dataset_type == "synthetic":
