@@ -186,6 +186,11 @@ def train(configs) -> TrainResult:
         save()
       if checkpoint_manager is not None:
         checkpointing.wait_until_finished(checkpoint_manager)
+  except run_guard.NonFiniteLossError:
+    # The bad state was never saved, but an async save of the last good one may still be in flight: finish it.
+    if checkpoint_manager is not None:
+      checkpointing.wait_until_finished(checkpoint_manager)
+    raise
   finally:
     preemption.restore()
   logger.close()
