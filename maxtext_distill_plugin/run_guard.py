@@ -113,12 +113,18 @@ class PreemptionFlag:
 
 def _launch_any_process(flag: bool) -> jax.Array:
   """Dispatches (without waiting) the max over processes of ``flag``: a replicated int32 scalar."""
+  by_process, replicated = _process_shardings()
+  flags = jax.make_array_from_process_local_data(by_process, np.full((1,), flag, np.int32))
+  return _max_replicated(flags, replicated)
+
+
+@functools.cache
+def _process_shardings():
+  """``[process_count]`` with one entry per process, and a replicated scalar, over every device."""
   devices = np.array(jax.devices()).reshape(jax.process_count(), jax.local_device_count())
   mesh = jax.sharding.Mesh(devices, ("processes", "local"))
-  flags = jax.make_array_from_process_local_data(
-      jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("processes")), np.full((1,), flag, np.int32)
-  )
-  return _max_replicated(flags, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  P = jax.sharding.PartitionSpec  # pylint: disable=invalid-name
+  return jax.sharding.NamedSharding(mesh, P("processes")), jax.sharding.NamedSharding(mesh, P())
 
 
 @functools.partial(jax.jit, static_argnums=1)

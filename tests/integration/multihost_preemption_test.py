@@ -39,7 +39,10 @@ def _launch(tmp_path, teacher_checkpoint, tag: str, *extra: str):
     with open(log_path, "w", encoding="utf-8") as log:  # a file, not a pipe: a full pipe would stall the run
       cmd = [sys.executable, "-m", DOCUMENTED_MODULE, TINY_YAML, f"base_output_directory={tmp_path}", "run_name=mh"]
       cmd += [f"teacher_overrides.load_parameters_path={teacher_checkpoint}", "log_period=1000", *extra]
-      procs.append((subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log_path))
+      proc = subprocess.Popen(  # pylint: disable=consider-using-with
+          cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+      )
+      procs.append((proc, log_path))
   return procs
 
 
@@ -95,10 +98,10 @@ def test_preemption_flag_gives_every_process_the_same_stop_step(tmp_path, mode):
     log_path = tmp_path / f"w{process_id}.log"
     with open(log_path, "w", encoding="utf-8") as log:
       cmd = [sys.executable, str(REPO / "tests" / "integration" / "preemption_worker.py"), address, str(process_id), mode]
-      procs.append((
-          subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT),
-          log_path,
-      ))
+      proc = subprocess.Popen(  # pylint: disable=consider-using-with
+          cmd, cwd=REPO, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT
+      )
+      procs.append((proc, log_path))
   deadline = time.monotonic() + 120
   while "step 20\n" not in procs[1][1].read_text(encoding="utf-8") and time.monotonic() < deadline:
     time.sleep(0.05)

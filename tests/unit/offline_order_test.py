@@ -48,4 +48,3 @@ def test_rows_are_unchanged_and_each_epoch_permutes_once(monkeypatch, seed):
   for step in steps:
     assert batches.host_rows(step) == _reference_rows(step, rows=103, batch=8, seed=seed), step
   assert len(calls) == (0 if seed is None else 5), calls  # epochs 0, 1, 2, then 0 and 3 again
-
