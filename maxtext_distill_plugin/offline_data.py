@@ -51,13 +51,21 @@ class OfflineBatches:
     self._batches_per_epoch = per_host // self.host_batch
     self._seed = shuffle_seed
     self._sharding = data_sharding
+    self._order: tuple[int, np.ndarray] | None = None  # (epoch, its row order): built once per epoch, not per step
+
+  def epoch_order(self, epoch: int) -> np.ndarray:
+    """This host's row order in ``epoch`` (0-based rows of its slice): a pure function of ``(seed, epoch)``."""
+    if self._order is None or self._order[0] != epoch:
+      if self._seed is None:
+        order = np.arange(self._rows_per_host)
+      else:
+        order = np.random.default_rng([self._seed, epoch]).permutation(self._rows_per_host)
+      self._order = (epoch, order)
+    return self._order[1]
 
   def host_rows(self, step: int) -> list[int]:
     epoch, position = divmod(step, self._batches_per_epoch)
-    order = np.arange(self._rows_per_host)
-    if self._seed is not None:
-      order = np.random.default_rng([self._seed, epoch]).permutation(self._rows_per_host)
-    rows = order[position * self.host_batch : (position + 1) * self.host_batch]
+    rows = self.epoch_order(epoch)[position * self.host_batch : (position + 1) * self.host_batch]
     return [self._first_row + int(r) for r in rows]
 
   def host_batch_arrays(self, step: int) -> dict[str, np.ndarray]:

@@ -49,6 +49,10 @@ class StepOptions:
   enable_dropout: bool = False
   chunked_loss: bool = False  # see use_chunked_loss
   offline_tail: str | None = None  # None: online teacher; else the cached teacher's tail handling
+  # Rows trained (per micro-batch) and evaluated on, MaxText's micro_batch_size_to_{train,eval}_on: fewer than loaded
+  # when per_device_batch_size < 1 or expansion_factor_real_data > 1. None: every loaded row.
+  train_rows: int | None = None
+  eval_rows: int | None = None
 
 
 # "auto" picks the chunked loss from this many student logits per micro-batch on a device (256 MiB in float32).
@@ -72,7 +76,8 @@ def use_chunked_loss(settings: DistillSettings, student_config, teacher_config) 
   if c.hardware == "cpu":
     # Measured in docs/benchmarks.md: on the CPU the tiled loss was faster and leaner at every vocabulary size.
     return not reasons
-  logits = c.per_device_batch_size * c.max_target_length * c.vocab_size / max(c.gradient_accumulation_steps, 1)
+  # per_device_batch_size is already per micro-batch (MaxText loads gradient_accumulation_steps of them per step).
+  logits = c.per_device_batch_size * c.max_target_length * c.vocab_size
   return not reasons and logits >= AUTO_CHUNKED_MIN_LOGITS
 
 
@@ -234,12 +239,26 @@ def student_cross_entropy(model, batch, settings: DistillSettings, *, chunked: b
 
 
 def _split_micro_batches(batch: dict, k: int) -> dict:
+  """``[B, ...] -> [k, B // k, ...]``, strided: micro-batch ``i`` holds rows ``i, i + k, i + 2k, ...``.
+
+  The batch axis is sharded in contiguous blocks over the data-parallel devices, so a strided split leaves every
+  device with its own rows in every micro-batch (a contiguous split would put each micro-batch on a subset of the
+  devices and make XLA move activations between them). MaxText's gradient accumulation splits the same way.
+  """
+
   def split(x):
     if x.shape[0] % k:
       raise ValueError(f"batch of {x.shape[0]} rows cannot split into gradient_accumulation_steps={k} micro-batches")
-    return x.reshape((k, x.shape[0] // k) + x.shape[1:])
+    return jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1)
 
   return jax.tree.map(split, batch)
+
+
+def _first_rows(batch: dict, rows: int | None, axis: int = 0) -> dict:
+  """The first ``rows`` rows along ``axis`` (all when None): the rows MaxText trains or evaluates on."""
+  if rows is None:
+    return batch
+  return jax.tree.map(lambda x: jax.lax.slice_in_dim(x, 0, min(rows, x.shape[axis]), axis=axis), batch)
 
 
 def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, learning_rate_schedule):
@@ -274,7 +293,7 @@ def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, lear
     step = train_state.optimizer.step.get_value()
     weights = scheduled_weights(settings, step, options.total_steps)
     model_graphdef, params, rest = nnx.split(train_state.model, nnx.Param, ...)
-    micro_batches = _split_micro_batches(batch, options.accumulation_steps)
+    micro_batches = _first_rows(_split_micro_batches(batch, options.accumulation_steps), options.train_rows, axis=1)
     first = jax.tree.map(lambda x: x[0], micro_batches)
     grads, count, metrics, rest = micro_step(model_graphdef, params, rest, teacher_state, first, weights)
 
@@ -308,6 +327,7 @@ def make_eval_step(state_graphdef, teacher_graphdef, options: StepOptions):
 
   def eval_step(state, teacher_state, batch):
     train_state = nnx.merge(state_graphdef, state)
+    batch = _first_rows(batch, options.eval_rows)
     if options.offline_tail is not None:  # held-out batches carry no cached teacher: the student's CE alone
       return {"eval/hard_loss": student_cross_entropy(train_state.model, batch, settings, chunked=options.chunked_loss)}
     weights = scheduled_weights(settings, train_state.optimizer.step.get_value(), options.total_steps)

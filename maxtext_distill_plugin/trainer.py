@@ -29,6 +29,7 @@ iterator. Those are exactly the behaviours the spec requires, so this loop
 reuses MaxText's checkpoint manager and keeps the step count itself.
 """
 
+import itertools
 import os
 import time
 
@@ -101,6 +102,7 @@ def offline_eval_iterator(configs, mesh):
 def train(configs) -> TrainResult:
   """Runs the distillation described by ``configs`` (a :class:`config.DistillConfigs`)."""
   from maxtext.common import checkpointing  # pylint: disable=import-outside-toplevel
+  from maxtext.utils import exceptions  # pylint: disable=import-outside-toplevel
   from maxtext.utils import train_utils  # pylint: disable=import-outside-toplevel
 
   student_config, settings = configs.student, configs.settings
@@ -129,6 +131,8 @@ def train(configs) -> TrainResult:
       enable_dropout=bool(student_config.enable_dropout),
       chunked_loss=step_lib.use_chunked_loss(settings, student_config, configs.teacher),
       offline_tail=offline_tail,
+      train_rows=int(student_config.micro_batch_size_to_train_on),
+      eval_rows=int(student_config.micro_batch_size_to_eval_on),
   )
   logging.info("Distillation loss: %s", "chunked (from hidden states)" if options.chunked_loss else "dense (full logits)")
   train_step = jax.jit(
@@ -149,7 +153,10 @@ def train(configs) -> TrainResult:
 
   def save(step=None):
     guard.check()  # never checkpoint parameters that a non-finite loss produced
-    checkpointing.maybe_save_checkpoint(checkpoint_manager, state, student_config, data_iterator, step)
+    try:
+      checkpointing.maybe_save_checkpoint(checkpoint_manager, state, student_config, data_iterator, step)
+    except exceptions.StopTraining:  # MaxText saw JAX's preemption sync point: the save is written and awaited
+      pass
 
   try:
     with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):
@@ -167,14 +174,23 @@ def train(configs) -> TrainResult:
           logger.flush(step)
         if _eval_due(student_config, eval_iterator, step):
           _evaluate(eval_step, state, teacher_state, eval_iterator, student_config, logger, step)
-        if preemption.requested:
-          logging.warning("Preempted: saving a checkpoint at step %d and exiting.", step)
+        if preemption.should_stop(step):
+          logging.warning(
+              "Preempted: all %d processes stop after step %d; saving a checkpoint and exiting.",
+              jax.process_count(),
+              step,
+          )
           break
       logger.flush(last_step)
       if last_step >= start_step:
         save()
       if checkpoint_manager is not None:
         checkpointing.wait_until_finished(checkpoint_manager)
+  except run_guard.NonFiniteLossError:
+    # The bad state was never saved, but an async save of the last good one may still be in flight: finish it.
+    if checkpoint_manager is not None:
+      checkpointing.wait_until_finished(checkpoint_manager)
+    raise
   finally:
     preemption.restore()
   logger.close()
@@ -189,12 +205,14 @@ def _eval_due(config, eval_iterator, step: int) -> bool:
 
 
 def _evaluate(eval_step, state, teacher_state, eval_iterator, config, logger, step) -> None:
+  """Scores the held-out batches from their first one: every eval sees the same batches, as in MaxText."""
   limit = config.eval_steps if config.eval_steps > 0 else None
   totals = None
   started = time.perf_counter()
-  for count, batch in enumerate(eval_iterator):
-    if limit is not None and count >= limit:
-      break
+  # Wrappers such as MaxText's context-parallel reorder do not start again when iterated; an explicit reset does.
+  if hasattr(eval_iterator, "reset"):
+    eval_iterator.reset()
+  for batch in itertools.islice(eval_iterator, limit):
     metrics = eval_step(state, teacher_state, batch)
     totals = metrics if totals is None else jax.tree.map(jax.numpy.add, totals, metrics)
     if limit is None and config.dataset_type == "synthetic":

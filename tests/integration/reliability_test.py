@@ -14,6 +14,7 @@
 
 """Preemption by SIGTERM, a stop on non-finite losses, and TensorBoard output with the spec's metric names."""
 
+import pathlib
 import re
 import signal
 import struct
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from tensorboardX.proto import event_pb2
 
 from tests.conftest import committed_steps
@@ -72,12 +74,18 @@ def test_sigterm_checkpoints_and_exits_zero(tmp_path, teacher_checkpoint):
     proc.wait(timeout=120)
   stderr = log_path.read_text(encoding="utf-8")
   assert proc.returncode == 0, stderr[-3000:]
-  assert "Preempted: saving a checkpoint" in stderr
+  stop = re.search(r"Preempted: all 1 processes stop after step (\d+)", stderr)
+  assert stop, stderr[-3000:]
   saved = committed_steps(checkpoints)
-  assert len(saved) == 2 and saved[0] == 0 and saved[1] > 0, saved
+  assert saved == [0, int(stop.group(1))] and saved[1] > 0, (saved, stop.group(0))
 
 
-def test_non_finite_loss_stops_naming_step_and_term_and_keeps_good_checkpoints(tmp_path, teacher_checkpoint):
+@pytest.mark.parametrize("async_checkpointing", [False, True], ids=["sync-save", "async-save"])
+def test_non_finite_loss_stops_naming_step_and_term_and_keeps_good_checkpoints(
+    tmp_path, teacher_checkpoint, async_checkpointing
+):
+  """A checkpoint every step: every step before the first non-finite one is committed on disk (with async saves
+  too, MaxText's default, whose last one is still in flight when the bad step is found) and that step is not."""
   proc = run_cli(
       TINY_YAML,
       f"base_output_directory={tmp_path}",
@@ -89,14 +97,15 @@ def test_non_finite_loss_stops_naming_step_and_term_and_keeps_good_checkpoints(t
       "learning_rate=1e12",
       "gradient_clipping_threshold=0",
       "warmup_steps_fraction=0",
+      f"async_checkpointing={async_checkpointing}",
   )
   assert proc.returncode == 3, proc.stderr[-3000:]
   match = re.search(r"(distill/\w+|grad_norm|learning_rate) is (nan|inf|-inf) at step (\d+)", proc.stderr)
   assert match, proc.stderr[-3000:]
-  bad_step = int(match.group(3))  # 1-based
+  bad_step = int(match.group(3))  # 1-based: the state after 0-based step bad_step - 1 is bad
   saved = committed_steps(tmp_path / "nan" / "checkpoints")
-  assert saved and max(saved) < bad_step - 1, (saved, bad_step)
-  assert "Last good checkpoint" in proc.stderr and "Fix:" in proc.stderr
+  assert bad_step >= 2 and saved == list(range(bad_step - 1)), (saved, bad_step)
+  assert f"Last good checkpoint: {bad_step - 2}." in proc.stderr and "Fix:" in proc.stderr, proc.stderr[-3000:]
 
 
 def _scalar_tags(event_dir):
@@ -117,4 +126,4 @@ def test_tensorboard_holds_every_spec_metric(tmp_path, teacher_checkpoint):
   tags = _scalar_tags(tmp_path / "tb" / "tensorboard")
   missing = [m for m in SPEC_METRICS if m not in tags]
   assert not missing, (missing, sorted(tags))
-  assert result.tensorboard_dir.rstrip("/").endswith("tb/tensorboard") or "tensorboard" in result.tensorboard_dir
+  assert pathlib.Path(result.tensorboard_dir) == tmp_path / "tb" / "tensorboard", result.tensorboard_dir

@@ -14,6 +14,9 @@
 
 """Scale-out on the CPU: a sharded 4-device mesh gives the same losses as one device on the same global batch."""
 
+import collections
+import re
+
 import numpy as np
 import pytest
 
@@ -22,9 +25,9 @@ from tests.conftest import TINY_YAML, read_metrics, run_cli, subprocess_env
 _COMPARED = ("distill/total_loss", "distill/hard_loss", "distill/soft_loss", "distill/teacher_loss", "grad_norm")
 
 
-def _run(tmp_path, name, devices, teacher_checkpoint, *extra):
+def _run(tmp_path, name, devices, teacher_checkpoint, *extra, xla_flags: str = ""):
   env = subprocess_env()
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} {xla_flags}"
   metrics = tmp_path / f"{name}.jsonl"
   proc = run_cli(
       TINY_YAML,
@@ -113,3 +116,40 @@ def test_two_processes_log_what_one_process_logs_on_the_same_global_batch(tmp_pa
   for step in single:
     for name in _COMPARED + ("distill/out_proj_feature_loss", "distill/kl_div_T1"):
       np.testing.assert_allclose(multi[step][name], single[step][name], rtol=1e-6, err_msg=f"{name} step {step}")
+
+
+_COLLECTIVE = re.compile(r"\s(all-gather|all-to-all|collective-permute|all-reduce|reduce-scatter)(?:-start)?\(")
+
+
+def _train_step_collectives(dump_dir) -> collections.Counter:
+  """Collective instructions in the optimized HLO of the compiled train step that XLA dumped."""
+  (path,) = dump_dir.glob("*jit_train_step*after_optimizations.txt")
+  return collections.Counter(m.group(1) for m in _COLLECTIVE.finditer(path.read_text(encoding="utf-8")))
+
+
+def test_gradient_accumulation_adds_no_collectives_on_a_data_parallel_mesh(tmp_path, teacher_checkpoint):
+  """Accumulation 2 on a 4-device data mesh compiles to the collectives of accumulation 1 (one all-reduce: the
+  gradient and metric reduction) and gives its losses on the same global batch of 8 rows."""
+  mesh = ("ici_data_parallelism=4", "ici_fsdp_parallelism=1")
+  steps, collectives = {}, {}
+  for accumulation, per_device in ((1, 2), (2, 1)):
+    name = f"accum{accumulation}"
+    dump = tmp_path / f"{name}-hlo"
+    flags = f"--xla_dump_to={dump} --xla_dump_hlo_module_re=.*train_step.*"
+    extra = (f"per_device_batch_size={per_device}", f"gradient_accumulation_steps={accumulation}")
+    steps[accumulation] = _run(tmp_path, name, 4, teacher_checkpoint, *mesh, *extra, xla_flags=flags)
+    collectives[accumulation] = _train_step_collectives(dump)
+  assert collectives[1] == collections.Counter({"all-reduce": 1}), collectives[1]
+  assert collectives[2] == collectives[1], collectives[2]
+  for step in steps[1]:
+    for name in _COMPARED:
+      np.testing.assert_allclose(steps[2][step][name], steps[1][step][name], rtol=2e-5, err_msg=f"{name} step {step}")
+
+
+def test_per_device_batch_below_one_trains_on_micro_batch_size_to_train_on_rows(tmp_path, teacher_checkpoint):
+  """per_device_batch_size=0.5 on 4 devices: MaxText loads 4 rows (one a device) and trains on the first 2, so
+  each step's loss averages 2 x 32 tokens (synthetic rows have no padding)."""
+  steps = _run(tmp_path, "half", 4, teacher_checkpoint, "per_device_batch_size=0.5", "log_period=1")
+  assert sorted(steps) == [1, 2, 3]
+  for record in steps.values():
+    np.testing.assert_allclose(record["perf/tokens_per_s"] * record["perf/step_time_s"], 2 * 32, rtol=1e-9)
