@@ -41,15 +41,16 @@ token the student allows); the mixtures of JSD and the skew KLs (lambda > 0) sta
 
 bf16/fp16 inputs are promoted to float32 and renormalised there (rounded log-probabilities
 do not sum to one, which is how a bf16 teacher makes JSD negative); float32 and wider
-inputs are used as given. The sum forms of everything but forward KL are clamped at 0
-with a straight-through clamp (the value never rounds below 0; the gradient is the exact
-gradient of the unclamped sum, which stays accurate where the value is rounding noise).
-Forward KL is left bit-identical to :func:`maxtext_distill_plugin.losses.kl_from_log_probs`.
+inputs are used as given. Every sum is clamped at 0 straight-through: the value never rounds
+below 0, and the gradient stays the exact gradient of the unclamped sum (accurate even where
+the value is rounding noise, so a nearly converged token keeps its gradient). Forward KL is
+thus :func:`maxtext_distill_plugin.losses.kl_from_log_probs` bit for bit wherever that is >= 0,
+with the same gradient everywhere.
 
 References:
   Hinton, Vinyals, Dean (2015). Distilling the Knowledge in a Neural Network. arXiv:1503.02531.
-  Liese, Vajda (2006). On Divergences and Informations in Statistics and Information Theory.
-    IEEE Trans. Inf. Theory 52(10) (f-divergences, data-processing inequality).
+  Csiszar (1967). Information-Type Measures of Difference of Probability Distributions and Indirect
+    Observations. Studia Sci. Math. Hungarica 2 (f-divergences; coarse-graining cannot increase them).
 """
 
 import dataclasses
@@ -155,41 +156,33 @@ def _nonnegative(total: jnp.ndarray) -> jnp.ndarray:
   return total + jax.lax.stop_gradient(jnp.where(total < 0.0, -total, 0.0))
 
 
-def _reduce(elementwise: Callable, teacher_logp, student_logp, param, clamp: bool) -> jnp.ndarray:
-  total = jnp.sum(elementwise(_normalised(teacher_logp), _normalised(student_logp), param=param), axis=-1)
-  return _nonnegative(total) if clamp else total
+def _reduce(elementwise: Callable, teacher_logp, student_logp, param) -> jnp.ndarray:
+  """``sum_v e_v`` over the last axis, clamped at 0 (straight-through)."""
+  return _nonnegative(jnp.sum(elementwise(_normalised(teacher_logp), _normalised(student_logp), param=param), axis=-1))
+
+
+# Each public divergence takes ``teacher_logp`` and ``student_logp``, ``[..., V]`` log-probabilities
+# ``log p`` and ``log q`` at T, and returns ``[...]`` float32, >= 0 (nats, except TVD).
 
 
 def forward_kl(teacher_logp: jnp.ndarray, student_logp: jnp.ndarray) -> jnp.ndarray:
   """``KL(p || q) = sum_v p_v (log p_v - log q_v)`` per token: mass-covering, today's distillation loss.
 
-  Args:
-    teacher_logp: ``[..., V]`` teacher log-probabilities ``log p`` at T.
-    student_logp: ``[..., V]`` student log-probabilities ``log q`` at T.
-
-  Returns:
-    ``[...]`` float32 nats; equals :func:`maxtext_distill_plugin.losses.kl_from_log_probs` for float32 inputs.
+  ``+inf`` where ``q_v = 0 < p_v``.
 
   References:
     Hinton, Vinyals, Dean (2015). Distilling the Knowledge in a Neural Network. arXiv:1503.02531.
   """
-  return _reduce(forward_kl_elementwise, teacher_logp, student_logp, None, clamp=True)
+  return _reduce(forward_kl_elementwise, teacher_logp, student_logp, None)
 
 
 def reverse_kl(teacher_logp: jnp.ndarray, student_logp: jnp.ndarray) -> jnp.ndarray:
   """``KL(q || p) = sum_v q_v (log q_v - log p_v)`` per token: mode-seeking; ``+inf`` where ``p_v = 0 < q_v``.
 
-  Args:
-    teacher_logp: ``[..., V]`` teacher log-probabilities ``log p`` at T.
-    student_logp: ``[..., V]`` student log-probabilities ``log q`` at T.
-
-  Returns:
-    ``[...]`` float32 nats, >= 0.
-
   References:
     Gu, Dong, Wei, Huang (2024). MiniLLM: Knowledge Distillation of Large Language Models. arXiv:2306.08543.
   """
-  return _reduce(reverse_kl_elementwise, teacher_logp, student_logp, None, clamp=True)
+  return _reduce(reverse_kl_elementwise, teacher_logp, student_logp, None)
 
 
 def jsd(teacher_logp: jnp.ndarray, student_logp: jnp.ndarray, *, beta=0.5) -> jnp.ndarray:
@@ -201,24 +194,25 @@ def jsd(teacher_logp: jnp.ndarray, student_logp: jnp.ndarray, *, beta=0.5) -> jn
 
   ``h`` the binary entropy; beta = 0.5 is the classic JSD. At the endpoints this formula is 0
   (``m`` equals one of the two), so the endpoints are defined separately and exactly:
-  ``JSD(0) = KL(p || q)`` (forward) and ``JSD(1) = KL(q || p)`` (reverse), as in GKD.
+  ``JSD(0) = KL(p || q)`` (forward) and ``JSD(1) = KL(q || p)`` (reverse), as in GKD and TRL.
 
   Why branches and not a rescaling: near the endpoints ``JSD(beta) = beta KL(p || q) + O(beta^2)``
   and ``(1 - beta) KL(q || p) + O((1 - beta)^2)``, so ``JSD(beta) / (beta (1 - beta))`` would be
   continuous on [0, 1], but it is not GKD's JSD: it would scale the loss by 4 at beta = 0.5 and
-  change every number reported against GKD and TRL. We keep GKD's values in the interior (computed
-  without ``0 log 0`` or cancellation to a spurious 0 near the endpoints, so ``JSD(beta) / beta``
-  tends to the forward KL) and select the endpoint KLs exactly. A Python ``beta`` traces only the
-  branch that runs; a traced ``beta`` is compared with 0 and 1 and clipped to ``[2^-24, 1 - 2^-24]``
-  for the interior.
+  change every number reported against GKD and TRL. We keep GKD's values in the interior (with no
+  ``0 log 0`` and no spurious collapse to 0 near the endpoints: ``JSD(beta) / beta`` does tend to
+  the forward KL in float32) and select the endpoint KLs exactly. The value is therefore
+  discontinuous at 0 and 1 by the factor beta (resp. 1 - beta), as GKD's is. A Python ``beta``
+  traces only the branch that runs; a traced one is compared with 0 and 1, and clipped to
+  ``[2^-24, 1 - 2^-24]`` for the interior.
 
   Args:
-    teacher_logp: ``[..., V]`` teacher log-probabilities ``log p`` at T.
-    student_logp: ``[..., V]`` student log-probabilities ``log q`` at T.
+    teacher_logp: ``[..., V]`` ``log p`` at T.
+    student_logp: ``[..., V]`` ``log q`` at T.
     beta: weight of the teacher in the mixture, in [0, 1].
 
   Returns:
-    ``[...]`` float32 nats, >= 0; finite wherever ``p`` or ``q`` is positive, for 0 < beta < 1.
+    ``[...]`` float32 nats; finite wherever ``p`` or ``q`` is positive, for 0 < beta < 1.
 
   References:
     Agarwal et al. (2024). On-Policy Distillation of Language Models: Learning from Self-Generated
@@ -227,64 +221,54 @@ def jsd(teacher_logp: jnp.ndarray, student_logp: jnp.ndarray, *, beta=0.5) -> jn
       Adversary? arXiv:1511.05101.
     Lin (1991). Divergence Measures Based on the Shannon Entropy. IEEE Trans. Inf. Theory 37(1).
   """
-  return _reduce(jsd_elementwise, teacher_logp, student_logp, beta, clamp=True)
+  return _reduce(jsd_elementwise, teacher_logp, student_logp, beta)
 
 
 def skew_kl(teacher_logp: jnp.ndarray, student_logp: jnp.ndarray, *, lam=0.1) -> jnp.ndarray:
-  """Skew forward KL ``KL(p || lam p + (1 - lam) q)`` per token; ``lam = 0`` is the forward KL exactly.
+  """Skew forward KL ``KL(p || lam p + (1 - lam) q)`` per token, in ``[0, -log lam]``; ``lam = 0`` is forward KL.
 
-  The mixture keeps the log-ratio bounded by ``-log lam`` where ``q`` vanishes, which is what
-  stabilises DistiLLM's gradients. ``lam = 0`` selects :func:`forward_kl`'s terms exactly.
+  The mixture bounds the log-ratio by ``-log lam`` where ``q`` vanishes (finite where the forward
+  KL is not), which is what stabilises DistiLLM's optimisation. ``lam = 0`` selects the forward
+  KL's terms exactly.
 
   Args:
-    teacher_logp: ``[..., V]`` teacher log-probabilities ``log p`` at T.
-    student_logp: ``[..., V]`` student log-probabilities ``log q`` at T.
-    lam: skew weight in [0, 1) (DistiLLM's alpha; 0.1 there).
-
-  Returns:
-    ``[...]`` float32 nats, in ``[0, -log lam]``.
+    teacher_logp: ``[..., V]`` ``log p`` at T.
+    student_logp: ``[..., V]`` ``log q`` at T.
+    lam: skew weight in [0, 1) (DistiLLM's alpha, 0.1 there).
 
   References:
     Ko, Kim, Chen, Yun (2024). DistiLLM: Towards Streamlined Distillation for Large Language Models.
       arXiv:2402.03898.
     Lee (1999). Measures of Distributional Similarity. ACL (the skew divergence).
   """
-  return _reduce(skew_kl_elementwise, teacher_logp, student_logp, lam, clamp=True)
+  return _reduce(skew_kl_elementwise, teacher_logp, student_logp, lam)
 
 
 def skew_reverse_kl(teacher_logp: jnp.ndarray, student_logp: jnp.ndarray, *, lam=0.1) -> jnp.ndarray:
-  """Skew reverse KL ``KL(q || lam q + (1 - lam) p)`` per token; ``lam = 0`` is the reverse KL exactly.
+  """Skew reverse KL ``KL(q || lam q + (1 - lam) p)`` per token, in ``[0, -log lam]``; ``lam = 0`` is reverse KL.
 
   Args:
-    teacher_logp: ``[..., V]`` teacher log-probabilities ``log p`` at T.
-    student_logp: ``[..., V]`` student log-probabilities ``log q`` at T.
+    teacher_logp: ``[..., V]`` ``log p`` at T.
+    student_logp: ``[..., V]`` ``log q`` at T.
     lam: skew weight in [0, 1).
-
-  Returns:
-    ``[...]`` float32 nats, in ``[0, -log lam]``.
 
   References:
     Ko, Kim, Chen, Yun (2024). DistiLLM: Towards Streamlined Distillation for Large Language Models.
       arXiv:2402.03898.
   """
-  return _reduce(skew_reverse_kl_elementwise, teacher_logp, student_logp, lam, clamp=True)
+  return _reduce(skew_reverse_kl_elementwise, teacher_logp, student_logp, lam)
 
 
 def tvd(teacher_logp: jnp.ndarray, student_logp: jnp.ndarray) -> jnp.ndarray:
-  """Total variation distance ``TV(p, q) = sum_v |p_v - q_v| / 2`` per token, in [0, 1].
+  """Total variation distance ``TV(p, q) = sum_v |p_v - q_v| / 2`` per token, in [0, 1] (a probability).
 
-  Args:
-    teacher_logp: ``[..., V]`` teacher log-probabilities ``log p`` at T.
-    student_logp: ``[..., V]`` student log-probabilities ``log q`` at T.
-
-  Returns:
-    ``[...]`` float32, in [0, 1] (probability, not nats).
+  Not differentiable where ``p_v = q_v``; JAX's subgradient of ``|x|`` there is 0.
 
   References:
     Wen, Li, Du, Mou (2023). f-Divergence Minimization for Sequence-Level Knowledge Distillation.
       arXiv:2307.15190.
   """
-  return _reduce(tvd_elementwise, teacher_logp, student_logp, None, clamp=False)
+  return _reduce(tvd_elementwise, teacher_logp, student_logp, None)
 
 
 def student_partials(elementwise: Callable, teacher_logp, student_logp, *, param=None):
@@ -293,10 +277,8 @@ def student_partials(elementwise: Callable, teacher_logp, student_logp, *, param
   The form is diagonal in the student, so a JVP with a tangent of ones gives exactly the
   diagonal of its Jacobian; a tiled backward combines it as ``(g_v - q_v sum_u g_u) / T``.
   """
-  teacher_logp = _as_float(teacher_logp)
-  return jax.jvp(
-      lambda s: elementwise(teacher_logp, s, param=param), (_as_float(student_logp),), (jnp.ones_like(student_logp),)
-  )
+  teacher_logp, student_logp = _as_float(teacher_logp), _as_float(student_logp)
+  return jax.jvp(lambda s: elementwise(teacher_logp, s, param=param), (student_logp,), (jnp.ones_like(student_logp),))
 
 
 # ----------------------------------------------------------------------------- registry
@@ -309,7 +291,6 @@ class Divergence:
   Attributes:
     name: the ``distill_divergence`` value that selects it.
     elementwise: ``(teacher_logp, student_logp, *, param) -> [..., V]``.
-    total: ``(teacher_logp, student_logp, *, param) -> [...]``, the sum over V (clamped where documented).
     param: name of the extra parameter (``"beta"``, ``"lambda"``) or None.
     default: that parameter's default, or None.
     allows_one: whether the parameter may equal 1 (JSD: reverse KL; skew: a zero divergence, refused).
@@ -317,13 +298,14 @@ class Divergence:
 
   name: str
   elementwise: Callable[..., jnp.ndarray]
-  total: Callable[..., jnp.ndarray]
   param: str | None = None
   default: float | None = None
   allows_one: bool = False
 
   def __call__(self, teacher_logp, student_logp, *, param=None) -> jnp.ndarray:
-    return self.total(teacher_logp, student_logp, param=self.default if param is None else param)
+    """The per-token divergence ``[...]``: ``sum_v`` of the elementwise form, clamped at 0 (the default parameter
+    when ``param`` is None)."""
+    return _reduce(self.elementwise, teacher_logp, student_logp, self.default if param is None else param)
 
   def check_param(self, value) -> float | None:
     """``value`` as a float (the default when None), or ValueError naming the valid range."""
@@ -343,17 +325,11 @@ class Divergence:
 DIVERGENCES: dict[str, Divergence] = {
     entry.name: entry
     for entry in (
-        Divergence("forward_kl", forward_kl_elementwise, lambda t, s, *, param: forward_kl(t, s)),
-        Divergence("reverse_kl", reverse_kl_elementwise, lambda t, s, *, param: reverse_kl(t, s)),
-        Divergence("jsd", jsd_elementwise, lambda t, s, *, param: jsd(t, s, beta=param), "beta", 0.5, True),
-        Divergence("skew_kl", skew_kl_elementwise, lambda t, s, *, param: skew_kl(t, s, lam=param), "lambda", 0.1),
-        Divergence(
-            "skew_reverse_kl",
-            skew_reverse_kl_elementwise,
-            lambda t, s, *, param: skew_reverse_kl(t, s, lam=param),
-            "lambda",
-            0.1,
-        ),
-        Divergence("tvd", tvd_elementwise, lambda t, s, *, param: tvd(t, s)),
+        Divergence("forward_kl", forward_kl_elementwise),
+        Divergence("reverse_kl", reverse_kl_elementwise),
+        Divergence("jsd", jsd_elementwise, "beta", 0.5, allows_one=True),
+        Divergence("skew_kl", skew_kl_elementwise, "lambda", 0.1),
+        Divergence("skew_reverse_kl", skew_reverse_kl_elementwise, "lambda", 0.1),
+        Divergence("tvd", tvd_elementwise),
     )
 }

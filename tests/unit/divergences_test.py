@@ -129,7 +129,9 @@ def _all_values_and_grads(teacher_logits, student_logits, temperature, weights):
     per_token = divergences.DIVERGENCES[name](teacher_logp, _log_softmax_at(z, temperature), param=param)
     return jnp.sum(weights * per_token)
 
-  values, grads = zip(*(jax.value_and_grad(functools.partial(objective, name=n, param=p))(student_logits) for n, p in CASES))
+  values, grads = zip(
+      *(jax.value_and_grad(functools.partial(objective, name=n, param=p))(student_logits) for n, p in CASES)
+  )
   return jnp.stack(values), jnp.stack(grads)
 
 
@@ -161,9 +163,7 @@ def test_student_gradients_match_finite_differences():
   for temperature in TEMPERATURES:
     _, got32 = _all_values_and_grads(teacher, student, jnp.float32(temperature), jnp.asarray(weights, jnp.float32))
     with jax.enable_x64(True):  # the same code in float64 checks the math itself, to the differences' accuracy
-      _, got64 = _all_values_and_grads(
-          *(jnp.asarray(x, jnp.float64) for x in (teacher, student, temperature, weights))
-      )
+      _, got64 = _all_values_and_grads(*(jnp.asarray(x, jnp.float64) for x in (teacher, student, temperature, weights)))
       assert got64.dtype == jnp.float64
     for case, g32, g64 in zip(CASES, np.asarray(got32), np.asarray(got64)):
       want = _np_student_grad(case[0], teacher, student, temperature, case[1], weights)
@@ -200,9 +200,9 @@ def test_forward_kl_is_todays_kl():
 def test_elementwise_forms_sum_to_the_divergences():
   rng = np.random.default_rng(3)
   teacher, student = _log_softmax_at(jnp.asarray(_logits(rng)), 1.0), _log_softmax_at(jnp.asarray(_logits(rng)), 1.0)
-  terms = jax.jit(
-      lambda t, s: jnp.stack([divergences.DIVERGENCES[n].elementwise(t, s, param=p) for n, p in CASES])
-  )(teacher, student)
+  terms = jax.jit(lambda t, s: jnp.stack([divergences.DIVERGENCES[n].elementwise(t, s, param=p) for n, p in CASES]))(
+      teacher, student
+  )
   assert terms.shape == (len(CASES), B, S, V)
   np.testing.assert_allclose(
       np.asarray(jnp.sum(terms, axis=-1)), np.asarray(_all_values(teacher, student)), rtol=1e-6, atol=1e-7
@@ -277,23 +277,21 @@ ENDPOINTS = (
 
 @pytest.mark.parametrize("traced", (False, True), ids=("python_param", "traced_param"))
 def test_endpoints_are_the_plain_kls(traced):
-  """Exactly, values and gradients, for a Python parameter; a traced one selects the same values, and
-  gradients equal to float32 rounding (XLA fuses the selected branch differently)."""
+  """Exactly (values and gradients) for a Python parameter; a traced one gives the same values, and
+  gradients equal up to float32 rounding (its jnp.where-selected graph compiles differently)."""
   _, student_logits, teacher, _ = _logps(kind="peaked")
 
   @jax.jit
   def pairs(z, params):
     out = []
-    for (name, param, plain), value in zip(ENDPOINTS, params if traced else [e[1] for e in ENDPOINTS]):
+    for (name, _, plain), value in zip(ENDPOINTS, params if traced else [e[1] for e in ENDPOINTS]):
       entry, want_entry = divergences.DIVERGENCES[name], divergences.DIVERGENCES[plain]
       student = _log_softmax_at(z, 1.0)
-      out.append(
-          (
-              jax.value_and_grad(lambda z, e=entry, v=value: jnp.sum(e(teacher, _log_softmax_at(z, 1.0), param=v)))(z),
-              jax.value_and_grad(lambda z, e=want_entry: jnp.sum(e(teacher, _log_softmax_at(z, 1.0))))(z),
-              entry.elementwise(teacher, student, param=value) - want_entry.elementwise(teacher, student),
-          )
-      )
+      out.append((
+          jax.value_and_grad(lambda z, e=entry, v=value: jnp.sum(e(teacher, _log_softmax_at(z, 1.0), param=v)))(z),
+          jax.value_and_grad(lambda z, e=want_entry: jnp.sum(e(teacher, _log_softmax_at(z, 1.0))))(z),
+          entry.elementwise(teacher, student, param=value) - want_entry.elementwise(teacher, student),
+      ))
     return out
 
   results = pairs(jnp.asarray(student_logits), jnp.asarray([e[1] for e in ENDPOINTS], jnp.float32))
