@@ -24,13 +24,12 @@ divergence ``[...]``. The dense, tiled and top-k paths share that one formula:
 * tiled: ``sum_v e_v`` accumulated tile by tile; the student gradient needs only the
   diagonal ``g_v = de_v / d student_logp_v`` (:func:`student_partials`), because
   ``dD / dz_v = (g_v - q_v sum_u g_u) / T`` through ``student_logp = z / T - lse(z / T)``;
-* offline top-k: ``e`` over k+1 buckets (the teacher's k ids and one tail bucket), with
-  both distributions' bucket log-probabilities. Every divergence here is an f-divergence
-  ``D_f(P || Q) = sum_v q_v f(p_v / q_v)`` (forward/reverse KL, JSD(beta), both skew KLs,
-  TVD), and merging outcomes into a bucket can only lower an f-divergence (data-processing
-  inequality), so the bucketed value is a lower bound of the full-vocabulary one, exact
-  when ``p / q`` is constant inside the tail (always when k = V). The bound holds for the
-  exact teacher tail mass (T = 1); a re-tempered tail (T != 1) is itself an approximation.
+* offline top-k: ``e`` over k+1 buckets (the teacher's k ids and one tail bucket). Every
+  divergence here is an f-divergence ``D_f(P || Q) = sum_v q_v f(p_v / q_v)``, and merging
+  outcomes can only lower an f-divergence (data processing), so the bucketed value is a lower
+  bound of the full one: exact when ``p / q`` is constant inside the tail (for TVD: when
+  ``p - q`` has one sign there), always when k = V. This holds for the exact teacher tail mass
+  (T = 1); a re-tempered tail (T != 1) is itself an approximation.
 
 Mixtures are formed in log space (``logaddexp``). Vocabulary entries where both
 distributions are zero (``-inf`` masked logits) contribute exactly 0 with zero, NaN-free
@@ -315,10 +314,9 @@ class Divergence:
       return None
     if value is None:
       return self.default
-    high = "1]" if self.allows_one else "1)"
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0.0 <= float(value)
-    if not (ok and (float(value) <= 1.0 if self.allows_one else float(value) < 1.0)):
-      raise ValueError(f"{self.name} needs {self.param} in [0, {high}, got {value!r}")
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (number and 0.0 <= value and (value <= 1.0 if self.allows_one else value < 1.0)):  # NaN fails too
+      raise ValueError(f"{self.name} needs {self.param} in [0, {'1]' if self.allows_one else '1)'}, got {value!r}")
     return float(value)
 
 
@@ -333,3 +331,10 @@ DIVERGENCES: dict[str, Divergence] = {
         Divergence("tvd", tvd_elementwise),
     )
 }
+
+
+def lookup(name: str) -> Divergence:
+  """The registered divergence called ``name``, or ValueError listing the registered names."""
+  if name not in DIVERGENCES:
+    raise ValueError(f"unknown divergence {name!r}; registered: {', '.join(DIVERGENCES)}")
+  return DIVERGENCES[name]

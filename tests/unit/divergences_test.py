@@ -311,7 +311,7 @@ def test_jsd_near_the_endpoints_keeps_its_value_and_tends_to_the_kls():
   for beta in (1e-4, 1.0 - 1e-4):
     got = np.asarray(jax.jit(lambda t, s, beta=beta: divergences.jsd(t, s, beta=beta))(teacher, student))
     want = _np_from_logits("jsd", teacher_logits, student_logits, 1.0, beta)
-    # The log-space mixture's float32 error is ~1e-7 absolute, i.e. ~1e-3 of a value of ~1e-4.
+    # The log-space mixture's float32 error is ~1e-7 absolute, a few 1e-4 of a value of ~1e-4 (3e-4 measured).
     np.testing.assert_allclose(got, want, rtol=2e-3, err_msg=f"beta={beta}")
     plain, scale = ("forward_kl", beta) if beta < 0.5 else ("reverse_kl", 1.0 - beta)
     kl = _np_from_logits(plain, teacher_logits, student_logits, 1.0, None)
@@ -487,3 +487,9 @@ def test_check_param_accepts(name, value, want):
 def test_check_param_refuses(name, value, message):
   with pytest.raises(ValueError, match=message):
     divergences.DIVERGENCES[name].check_param(value)
+
+
+def test_lookup():
+  assert divergences.lookup("jsd") is divergences.DIVERGENCES["jsd"]
+  with pytest.raises(ValueError, match="unknown divergence 'kl'; registered: forward_kl, reverse_kl, jsd, skew_kl"):
+    divergences.lookup("kl")
