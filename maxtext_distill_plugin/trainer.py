@@ -37,6 +37,7 @@ from flax import nnx
 from flax.linen import partitioning as nn_partitioning
 import jax
 
+from maxtext_distill_plugin import data_resume
 from maxtext_distill_plugin import features
 from maxtext_distill_plugin import metrics_logger
 from maxtext_distill_plugin import run_guard
@@ -111,6 +112,7 @@ def train(configs) -> TrainResult:
       train_utils.setup_train_loop(student_config, recorder=None)
   )
   start_step = int(state.optimizer.step.get_value())
+  data_resume.continue_data(student_config, data_loader, start_step, offline=configs.offline)
   state_graphdef, state = nnx.split(state)
   offline_batches, offline_tail = None, None
   if configs.offline:
