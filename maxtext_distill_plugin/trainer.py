@@ -74,7 +74,7 @@ def open_offline_data(configs, data_sharding):
   student, settings = configs.student, configs.settings
   directory = configs.global_config.offline_data_dir
   if os.path.exists(os.path.join(directory, cache_format.MANIFEST_NAME)):
-    cache = reader.open_cache(directory)
+    cache = reader.open_cache(directory, process_index=jax.process_index(), process_count=jax.process_count())
   else:  # upstream's save_top_k_teacher_logits.py output, read in place
     cache = upstream_interop.UpstreamCache(directory)
   tail = settings.distill_offline_tail
