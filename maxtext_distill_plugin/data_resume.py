@@ -39,6 +39,11 @@ LOADER_BATCHES_PER_STEP = 1
 _NOTHING_TO_SKIP = frozenset({"synthetic"})
 
 
+def dataset_kind(config) -> str:
+  """``dataset_type`` as its plain value (MaxText's is a str Enum, which logs as its member name)."""
+  return str(getattr(config.dataset_type, "value", config.dataset_type))
+
+
 def grain_iterator_restored(config, start_step: int) -> bool:
   """Whether MaxText restored the grain iterator: the checkpoint MaxText resumed from holds an ``iter`` item.
 
@@ -54,9 +59,9 @@ def grain_iterator_restored(config, start_step: int) -> bool:
 
 def batches_to_skip(config, start_step: int, *, offline: bool) -> int:
   """How many loader batches a run resumed at ``start_step`` must drop to reach its next unseen batch."""
-  if start_step <= 0 or offline or config.dataset_type in _NOTHING_TO_SKIP:
+  if start_step <= 0 or offline or dataset_kind(config) in _NOTHING_TO_SKIP:
     return 0
-  if config.dataset_type == "grain" and grain_iterator_restored(config, start_step):
+  if dataset_kind(config) == "grain" and grain_iterator_restored(config, start_step):
     return 0
   return start_step * LOADER_BATCHES_PER_STEP
 
@@ -72,13 +77,13 @@ def continue_data(config, data_loader, start_step: int, *, offline: bool = False
   """
   count = batches_to_skip(config, start_step, offline=offline)
   if count == 0:
-    if start_step > 0 and config.dataset_type == "grain" and not offline:
+    if start_step > 0 and dataset_kind(config) == "grain" and not offline:
       logging.info("Data resume: grain iterator restored from the checkpoint; continuing at step %d.", start_step)
     return 0
   logging.warning(
       "Data resume: dataset_type=%s has no saved iterator position; skipping the %d batches of steps [0, %d) to"
       " continue at the next unseen batch.",
-      config.dataset_type,
+      dataset_kind(config),
       count,
       start_step,
   )

@@ -31,6 +31,9 @@ only refuses what it would fail on late or fetch from the network:
 * SFT (``use_sft``) needs a chat template: the ``chat_template`` key, a
   ``chat_template_path`` file, or the tokenizer's own.
 
+``tfds`` and ``c4_mlperf`` need TensorFlow, a large optional dependency left out
+of the pinned set: without it they are refused with the ``pip install`` line.
+
 Hub access is also switched off for the process (``HF_HUB_OFFLINE``,
 ``HF_DATASETS_OFFLINE``), so a key this module does not know about cannot
 trigger a download either.
@@ -53,14 +56,26 @@ from maxtext_distill_plugin import errors
 # Builders of the HF datasets library that read local files named by hf_train_files / hf_eval_files.
 LOCAL_FORMATS = ("json", "parquet", "arrow", "csv", "text")
 DATASETS_PIN = "datasets==5.2.0"
+TENSORFLOW_PINS = "tensorflow-cpu tensorflow-datasets"
 
 
 def check_student_data(config) -> None:
   """Refuses data keys the run cannot serve (exit 2 through :class:`errors.ConfigError`) and prepares the process."""
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
-  if config.dataset_type == "hf":
+  kind = str(getattr(config.dataset_type, "value", config.dataset_type))
+  if kind == "hf":
     check_hf(config)
+  elif kind in ("tfds", "c4_mlperf"):
+    missing = [name for name in ("tensorflow", "tensorflow_datasets") if importlib.util.find_spec(name) is None]
+    if missing:
+      raise errors.ConfigError(
+          "dataset_type",
+          kind,
+          f"MaxText's {kind} pipeline needs {' and '.join(missing)}, large packages that the pinned CPU set leaves out:"
+          f" pip install {TENSORFLOW_PINS}; or convert the data to ArrayRecord or Parquet and use dataset_type=grain"
+          " or dataset_type=hf.",
+      )
 
 
 def check_hf(config) -> None:
@@ -85,7 +100,9 @@ def check_hf(config) -> None:
     )
   if local_format and not config.hf_train_files:
     raise errors.ConfigError(
-        "hf_train_files", config.hf_train_files, f"hf_path={path} reads local files: name them, e.g. hf_train_files=/data/train.jsonl."
+        "hf_train_files",
+        config.hf_train_files,
+        f"hf_path={path} reads local files: name them, e.g. hf_train_files=/data/train.jsonl.",
     )
   for key in ("hf_train_files", "hf_eval_files"):
     pattern = getattr(config, key)

@@ -101,6 +101,7 @@ def test_resumed_run_continues_at_the_next_unseen_batch(dataset, tmp_path, teach
 
 
 class _CountingLoader:
+
   def __init__(self):
     self.drawn = 0
 
@@ -109,8 +110,11 @@ class _CountingLoader:
 
 
 class _Config:
+
   def __init__(self, dataset_type, checkpoint_dir):
-    self.dataset_type, self.checkpoint_dir = dataset_type, checkpoint_dir
+    from maxtext.configs.types import DatasetType  # pylint: disable=import-outside-toplevel
+
+    self.dataset_type, self.checkpoint_dir = DatasetType(dataset_type), checkpoint_dir
 
 
 @pytest.mark.parametrize(

@@ -145,7 +145,9 @@ def test_completion_only_prompt_tokens_carry_no_weight(tmp_path, teacher_checkpo
   def objective_and_metrics(p, batch, chunked):
     model = nnx.merge(model_graphdef, p, rest)
     teacher = step_lib.teacher_for_loss(teacher_graphdef, teacher_state, batch, settings, chunked)
-    total, count, metrics = step_lib.student_terms(model, teacher, batch, weights, settings, chunked=chunked, enable_dropout=False)
+    total, count, metrics = step_lib.student_terms(
+        model, teacher, batch, weights, settings, chunked=chunked, enable_dropout=False
+    )
     return total, (count, metrics)
 
   evaluate = jax.jit(objective_and_metrics, static_argnums=2)
@@ -274,6 +276,19 @@ def test_hf_keys_that_would_download_or_fail_late_are_refused(tmp_path, monkeypa
   monkeypatch.setattr(data_sources.importlib.util, "find_spec", lambda name: None if name == "datasets" else True)
   no_package = _refusal(tmp_path, *local)
   assert no_package.key == "dataset_type" and f"pip install '{data_sources.DATASETS_PIN}'" in no_package.fix
+
+
+@pytest.mark.parametrize("kind", ["tfds", "c4_mlperf"])
+def test_tensorflow_pipelines_name_the_pip_install_without_tensorflow(kind, tmp_path, monkeypatch):
+  monkeypatch.setattr(config, "_check_checkpoint_path", lambda key, path: None)
+  real_find_spec = data_sources.importlib.util.find_spec
+  monkeypatch.setattr(
+      data_sources.importlib.util,
+      "find_spec",
+      lambda name: None if name.startswith("tensorflow") else real_find_spec(name),  # as in the pinned set
+  )
+  refusal = _refusal(tmp_path, f"dataset_type={kind}", "packing=True")
+  assert refusal.key == "dataset_type" and f"pip install {data_sources.TENSORFLOW_PINS}" in refusal.fix
 
 
 def test_hub_dataset_is_refused_with_exit_2(tmp_path, teacher_checkpoint):
