@@ -69,7 +69,14 @@ def _losses(path) -> dict[int, dict]:
 @pytest.mark.parametrize("dataset", ["grain", "hf"])
 def test_resumed_run_continues_at_the_next_unseen_batch(dataset, tmp_path, teacher_checkpoint, caplog):
   data_args = (_grain_args if dataset == "grain" else _hf_args)(tmp_path)
-  common = [f"steps={_STEPS}", "checkpoint_period=1", "log_period=1", *data_args]
+  # One compilation cache for both runs: the resumed run reuses the first run's executables.
+  common = [
+      f"steps={_STEPS}",
+      "checkpoint_period=1",
+      "log_period=1",
+      f"jax_cache_dir={tmp_path / 'jax-cache'}",
+      *data_args,
+  ]
   full_dir, resumed_dir = tmp_path / "full", tmp_path / "resumed"
   train_in_process(full_dir, teacher_checkpoint, *common, f"metrics_file={tmp_path / 'full.jsonl'}")
   reference = _losses(tmp_path / "full.jsonl")
