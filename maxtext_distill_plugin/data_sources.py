@@ -84,8 +84,9 @@ def check_hf(config) -> None:
     raise errors.ConfigError(
         "dataset_type",
         "hf",
-        f"MaxText's HF pipeline needs the HF datasets package: pip install '{DATASETS_PIN}' (it is in"
-        " requirements/lock.txt; rerun tools/bootstrap.sh), or use dataset_type=grain.",
+        f"MaxText's HF pipeline needs the HF datasets package: pip install '{DATASETS_PIN}' (pinned in"
+        " requirements/lock.txt, so tools/bootstrap.sh installs it; or the plugin's [hf] extra), or use"
+        " dataset_type=grain.",
     )
   _go_offline()
   path = str(config.hf_path)
