@@ -31,6 +31,7 @@ _MODULES = (
     "maxtext.utils.train_utils",
     "maxtext.utils.model_creation_utils",
     "maxtext.input_pipeline.input_pipeline_interface",
+    "datasets",  # dataset_type=hf
     "maxtext.common.checkpointing",
     "maxtext_distill_plugin.config",
 )

@@ -39,6 +39,7 @@ from typing import Any
 
 import pydantic
 
+from maxtext_distill_plugin import data_sources
 from maxtext_distill_plugin import errors
 from maxtext_distill_plugin.settings import DISTILL_KEYS, DistillSettings
 
@@ -326,6 +327,7 @@ def build(argv: list[str]) -> DistillConfigs:
     offline_eval = _initialize(base + cli_args, log_config=False, **student_overrides)
   configs = DistillConfigs(global_config, student, teacher, settings, offline_eval)
   cross_check(configs)
+  data_sources.check_student_data(offline_eval if offline_eval is not None else student)
   if offline:
     check_cache_matches(global_config.offline_data_dir, student, settings)
   return configs

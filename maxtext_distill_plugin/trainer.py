@@ -38,6 +38,7 @@ from flax import nnx
 from flax.linen import partitioning as nn_partitioning
 import jax
 
+from maxtext_distill_plugin import data_resume
 from maxtext_distill_plugin import features
 from maxtext_distill_plugin import metrics_logger
 from maxtext_distill_plugin import run_guard
@@ -74,7 +75,7 @@ def open_offline_data(configs, data_sharding):
   student, settings = configs.student, configs.settings
   directory = configs.global_config.offline_data_dir
   if os.path.exists(os.path.join(directory, cache_format.MANIFEST_NAME)):
-    cache = reader.open_cache(directory)
+    cache = reader.open_cache(directory, process_index=jax.process_index(), process_count=jax.process_count())
   else:  # upstream's save_top_k_teacher_logits.py output, read in place
     cache = upstream_interop.UpstreamCache(directory)
   tail = settings.distill_offline_tail
@@ -113,6 +114,7 @@ def train(configs) -> TrainResult:
       train_utils.setup_train_loop(student_config, recorder=None)
   )
   start_step = int(state.optimizer.step.get_value())
+  data_resume.continue_data(student_config, data_loader, start_step, offline=configs.offline)
   state_graphdef, state = nnx.split(state)
   offline_batches, offline_tail = None, None
   if configs.offline:

@@ -35,6 +35,7 @@ from array_record.python import array_record_module
 import numpy as np
 
 from maxtext_distill_plugin.teacher_cache import format as cache_format
+from maxtext_distill_plugin.teacher_cache import verified
 from maxtext_distill_plugin.teacher_cache import writer as cache_writer
 
 
@@ -144,13 +145,46 @@ def check_shard(directory: str, shard: cache_format.ShardInfo, *, checksum: bool
       )
 
 
-def open_cache(directory: str, *, verify_checksums: bool = True, allow_incomplete: bool = False) -> TeacherCache:
-  """Opens a cache after checking its manifest, every shard's size and (by default) sha256.
+def host_record_range(records: int, process_index: int, process_count: int) -> tuple[int, int]:
+  """``[start, stop)`` of the global records host ``process_index`` trains on: contiguous equal slices, the rest
+  dropped (the split of :class:`offline_data.OfflineBatches` and :func:`host_dataset`)."""
+  per_host = records // process_count
+  return process_index * per_host, (process_index + 1) * per_host
+
+
+def host_shards(
+    manifest: cache_format.Manifest, process_index: int = 0, process_count: int = 1
+) -> list[cache_format.ShardInfo]:
+  """The shards holding at least one record of host ``process_index``'s slice."""
+  start, stop = host_record_range(manifest.records, process_index, process_count)
+  shards, first = [], 0
+  for shard in manifest.shards:
+    if first < stop and first + shard.records > start:
+      shards.append(shard)
+    first += shard.records
+  return shards
+
+
+def open_cache(
+    directory: str,
+    *,
+    verify_checksums: bool = True,
+    allow_incomplete: bool = False,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> TeacherCache:
+  """Opens a cache after checking its manifest, every shard's size and the sha256 of this host's shards.
+
+  Each shard this host reads is hashed once per host and remembered
+  (:mod:`verified`); a later open re-hashes only shards whose file changed
+  (size, mtime, ctime, inode) or whose manifest hash did.
 
   Args:
     directory: the cache directory (``offline_data_dir``).
-    verify_checksums: hash every shard (reads the whole cache once); sizes are always checked.
+    verify_checksums: hash this host's shards that are not verified yet; sizes are always checked.
     allow_incomplete: accept a cache whose writing has not finished (only its listed shards are read).
+    process_index: this host (``jax.process_index()``): only its slice of the records is hashed.
+    process_count: ``jax.process_count()``.
 
   Returns:
     A :class:`TeacherCache`.
@@ -163,7 +197,24 @@ def open_cache(directory: str, *, verify_checksums: bool = True, allow_incomplet
         " finish it."
     )
   for shard in manifest.shards:
-    check_shard(directory, shard, checksum=verify_checksums)
+    check_shard(directory, shard, checksum=False)
+  if verify_checksums:
+    memo = verified.ShardMemo(directory)
+    hashed = 0
+    try:
+      for shard in host_shards(manifest, process_index, process_count):
+        if memo.is_verified(shard.file, shard.sha256):
+          continue
+        try:
+          check_shard(directory, shard, checksum=True)
+        except CacheIntegrityError:
+          memo.forget(shard.file)
+          raise
+        memo.remember(shard.file, shard.sha256)
+        hashed += 1
+    finally:
+      memo.save()
+    logging.info("Checksums: hashed %d shard(s) of this host; the others were verified before and are unchanged.", hashed)
   logging.info("Opened teacher cache %s: %d sequences, k=%d", directory, manifest.records, manifest.identity.top_k)
   return TeacherCache(directory, manifest)
 

@@ -14,6 +14,9 @@
 
 """Checks a teacher cache: checksums, counts, sizes, and agreement with a live teacher.
 
+Every shard is hashed, whatever this host remembers of earlier checks, and the
+host's record of verified shards (:mod:`verified`) is refreshed with the result.
+
 ``python -m maxtext_distill_plugin.teacher_cache.verify <cache_dir>`` prints a JSON
 report and exits non-zero when a check fails.
 """
@@ -28,6 +31,7 @@ import numpy as np
 
 from maxtext_distill_plugin.teacher_cache import format as cache_format
 from maxtext_distill_plugin.teacher_cache import reader as cache_reader
+from maxtext_distill_plugin.teacher_cache import verified
 
 
 def verify_cache(directory: str, *, decode: bool = True) -> dict:
@@ -46,17 +50,12 @@ def verify_cache(directory: str, *, decode: bool = True) -> dict:
   """
   manifest = cache_format.read_manifest(directory)
   identity = manifest.identity
-  for shard in manifest.shards:
-    cache_reader.check_shard(directory, shard, checksum=True)
-    path = os.path.join(directory, shard.file)
-    records = array_record_module.ArrayRecordReader(path)
-    count = records.num_records()
-    records.close()
-    if count != shard.records:
-      raise cache_reader.CacheIntegrityError(f"{path}: record count expected {shard.records}, actual {count}")
-    if decode:
-      for offset, raw in cache_reader.iter_shard_records(path):
-        _check_record(path, offset, cache_format.decode_record(raw, vocab_size=identity.vocab_size), identity)
+  memo = verified.ShardMemo(directory)  # refreshed, so that training opens skip what is checked here
+  try:
+    for shard in manifest.shards:
+      _verify_shard(directory, shard, identity, memo, decode=decode)
+  finally:
+    memo.save()
   tokens = sum(s.tokens for s in manifest.shards)
   return {
       "directory": directory,
@@ -71,6 +70,22 @@ def verify_cache(directory: str, *, decode: bool = True) -> dict:
       "bytes_per_token": sum(s.bytes for s in manifest.shards) / max(tokens, 1),
       "topk_bytes_per_token": sum(s.topk_bytes for s in manifest.shards) / max(tokens, 1),
   }
+
+
+def _verify_shard(directory: str, shard, identity, memo: verified.ShardMemo, *, decode: bool) -> None:
+  """Every check of one shard, always hashing it; the memo remembers it only when all pass."""
+  memo.forget(shard.file)
+  cache_reader.check_shard(directory, shard, checksum=True)
+  path = os.path.join(directory, shard.file)
+  records = array_record_module.ArrayRecordReader(path)
+  count = records.num_records()
+  records.close()
+  if count != shard.records:
+    raise cache_reader.CacheIntegrityError(f"{path}: record count expected {shard.records}, actual {count}")
+  if decode:
+    for offset, raw in cache_reader.iter_shard_records(path):
+      _check_record(path, offset, cache_format.decode_record(raw, vocab_size=identity.vocab_size), identity)
+  memo.remember(shard.file, shard.sha256)
 
 
 def _check_record(path: str, offset: int, record: dict, identity: cache_format.CacheIdentity) -> None:
