@@ -30,6 +30,12 @@ from maxtext_distill_plugin import errors
 
 
 def _setup_logging() -> None:
+  from absl import flags  # pylint: disable=import-outside-toplevel
+
+  # MaxText's own entry points run under absl's app.run, which parses the flags; Grain's worker processes read
+  # one (grain_worker_count > 0 fails with UnparsedFlagAccessError otherwise). key=value pairs are not absl flags.
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
   logging.use_absl_handler()
   logging.set_verbosity(logging.INFO)
 
