@@ -72,9 +72,7 @@ def abstract_params(config) -> dict[str, tuple[tuple[int, ...], str]]:
 
   mesh = maxtext_utils.get_mesh_from_config(config)
   _, model = model_creation_utils.create_nnx_abstract_model(config, mesh)
-  return {
-      param_path(path): (tuple(v.shape), str(v.dtype)) for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))
-  }
+  return {param_path(path): (tuple(v.shape), str(v.dtype)) for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
 
 
 def select(paths, templates) -> list[str]:

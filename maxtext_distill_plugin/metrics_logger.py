@@ -35,7 +35,6 @@ import jax
 from maxtext_distill_plugin import objective
 from maxtext_distill_plugin import reductions
 
-
 TEACHER_PERPLEXITY = "distill/teacher_perplexity"
 TFLOPS = "perf/per_device_tflops"
 TFLOPS_STUDENT = "perf/per_device_tflops_student"

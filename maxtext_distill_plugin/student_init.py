@@ -69,8 +69,8 @@ def check_learn_to_init(student) -> None:
       raise errors.ConfigError(
           key,
           value,
-          f"upstream's learn-to-init phase (learn_to_init_mode and the lti_* keys) is not supported by"
-          f" maxtext-distill: it replaces the student's attention with a learned map of the teacher's and needs a"
+          "upstream's learn-to-init phase (learn_to_init_mode and the lti_* keys) is not supported by"
+          " maxtext-distill: it replaces the student's attention with a learned map of the teacher's and needs a"
           f" second run to fold it back. Remove {key} (default {default!r}), or run it with"
           " MAXTEXT_DISTILL_USE_UPSTREAM=1.",
       )

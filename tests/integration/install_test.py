@@ -47,7 +47,9 @@ def _is_plugin(name: str) -> bool:
 def user_env(tmp_path_factory):
   """``(python, scripts_dir, wheel)``: a fresh venv with the pinned set and the plugin installed from its wheel."""
   root = tmp_path_factory.mktemp("install")
-  proc = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"), "."], REPO)
+  proc = _run(
+      [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"), "."], REPO
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   wheels = sorted((root / "dist").glob("maxtext_distill_plugin-*.whl"))
   assert len(wheels) == 1, wheels
@@ -62,7 +64,9 @@ def user_env(tmp_path_factory):
   proc = _run([sys.base_prefix + "/bin/python3", "-m", "venv", "--without-pip", str(venv)], root)
   assert proc.returncode == 0, proc.stderr[-3000:]
   python = venv / "bin" / "python"
-  site = pathlib.Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], root).stdout.strip())
+  site = pathlib.Path(
+      _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], root).stdout.strip()
+  )
   (site / "zz_pinned_set.pth").write_text(f"import site; site.addsitedir({str(shadow)!r})\n", encoding="utf-8")
 
   before = _run([str(python), "-c", "import maxtext_distill_plugin"], root)
@@ -76,7 +80,8 @@ def user_env(tmp_path_factory):
 def test_the_wheel_holds_the_package_the_hook_and_the_configs(user_env):
   import zipfile  # pylint: disable=import-outside-toplevel
 
-  names = zipfile.ZipFile(user_env[2]).namelist()
+  with zipfile.ZipFile(user_env[2]) as wheel:
+    names = wheel.namelist()
   shipped = sorted(p.name for p in (REPO / "configs").glob("*.yml"))
   assert {"maxtext_distill_plugin.pth", "_maxtext_distill_hook.py", "maxtext_distill_plugin/cli.py"} <= set(names)
   assert sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("maxtext_distill_plugin/configs/")) == shipped

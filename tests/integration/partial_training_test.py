@@ -86,7 +86,9 @@ def test_frozen_parameters_have_no_optimizer_state(frozen_run):
   stored = ocp.metadata(str(run_dir / "checkpoints" / "3"), checkpointable_name="items").metadata
   moments = [p for p in _flat_shapes(stored["opt_state"]) if "/mu/" in p or "/nu/" in p]
   assert moments and all(_trained(p) for p in moments), moments
-  assert {p.split("/mu/")[1] for p in moments if "/mu/" in p} == {p for p in _flat_shapes(stored["params"]) if _trained(p)}
+  assert {p.split("/mu/")[1] for p in moments if "/mu/" in p} == {
+      p for p in _flat_shapes(stored["params"]) if _trained(p)
+  }
 
 
 def _flat_shapes(tree) -> list[str]:
@@ -135,12 +137,16 @@ def _main(capsys, argv):
 BAD = [
     ("template_matches_nothing", ['student_params_to_update=["self_atention/"]'], "self_atention/"),
     ("template_not_a_regex", ['student_params_to_update=["mlp/(wi"]'], "student_params_to_update"),
-    ("both_masks", ['student_params_to_update=["mlp"]', "trainable_parameters_mask=[mlp]"], "trainable_parameters_mask"),
+    ("both_masks", ['student_params_to_update=["mlp"]', "trainable_parameters_mask=[mlp]"], "parameters_mask"),
     ("learn_to_init", ["learn_to_init_mode=True"], "learn_to_init_mode"),
     ("lti_layers", ["lti_layer_indices=[0]"], "lti_layer_indices"),
     ("share_map", ["distill_student_weights_share_map={'a':'b'}"], "distill_student_weights_share_map"),
-    ("copy_map_matches_nothing", ["distill_weights_copy_map={'decoder/nothing':'decoder/nothing'}"], "decoder/nothing"),
-    ("copy_map_shape", ["distill_weights_copy_map={'decoder/layers/mlp/wo/kernel':'decoder/layers/mlp/wo/kernel'}"], "shape"),
+    ("copy_map_matches_nothing", ["distill_weights_copy_map={'decoder/none':'decoder/none'}"], "decoder/none"),
+    (
+        "copy_map_shape",
+        ["distill_weights_copy_map={'decoder/layers/mlp/wo/kernel':'decoder/layers/mlp/wo/kernel'}"],
+        "shape",
+    ),
     ("copy_map_missing_target", ["distill_weights_copy_map={'token_embedder/(.*)':'decoder/\\1'}"], "does not have"),
     ("freezing_in_teacher_overrides", ["teacher_overrides.student_params_to_update=[mlp]"], "teacher_overrides"),
 ]
