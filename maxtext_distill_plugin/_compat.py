@@ -101,3 +101,16 @@ def check_host(*, check_capabilities: bool = True) -> str:
           f" Fix: {FIX_COMMAND}"
       )
   return version
+
+
+def ensure_absl_flags_parsed() -> None:
+  """Marks absl's flags parsed, as ``absl.app.run`` does in MaxText's own entry points.
+
+  Grain's worker processes (``grain_worker_count >= 1``) read an absl flag, which raises
+  ``UnparsedFlagAccessError`` unless the flags were parsed; the plugin's ``key=value`` arguments are not absl flags.
+  A no-op when the host already parsed them.
+  """
+  from absl import flags  # pylint: disable=import-outside-toplevel
+
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()

@@ -30,6 +30,7 @@ from maxtext_distill_plugin import errors
 
 
 def _setup_logging() -> None:
+  _compat.ensure_absl_flags_parsed()
   logging.use_absl_handler()
   logging.set_verbosity(logging.INFO)
 

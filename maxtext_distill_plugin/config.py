@@ -41,6 +41,7 @@ import pydantic
 
 from maxtext_distill_plugin import data_sources
 from maxtext_distill_plugin import errors
+from maxtext_distill_plugin import student_init
 from maxtext_distill_plugin.settings import DISTILL_KEYS, DistillSettings
 
 BATCH_SHAPE_KEYS = ("per_device_batch_size", "max_target_length", "gradient_accumulation_steps")
@@ -59,6 +60,9 @@ class DistillConfigs:
   settings: DistillSettings
   # Offline the student's own pipeline is idle; this is the student with the YAML's data, for held-out evals only.
   offline_eval: Any | None = None
+  # Upstream's student-side keys resolved (student_init): teacher weights to copy, trainable counts.
+  student_init: Any | None = None
+  argv: tuple[str, ...] = ()  # the command line the configs were built from (written into the run directory)
 
   @property
   def offline(self) -> bool:
@@ -294,6 +298,7 @@ def build(argv: list[str]) -> DistillConfigs:
   teacher_overrides = dict(global_config.teacher_overrides or {})
   _check_override_keys("student_overrides", student_overrides)
   _check_override_keys("teacher_overrides", teacher_overrides)
+  student_init.check_teacher_overrides(teacher_overrides)
   offline = bool(global_config.offline_data_dir)
   if offline:
     path = global_config.offline_data_dir
@@ -325,7 +330,12 @@ def build(argv: list[str]) -> DistillConfigs:
   offline_eval = None
   if offline and student.eval_interval > 0:
     offline_eval = _initialize(base + cli_args, log_config=False, **student_overrides)
-  configs = DistillConfigs(global_config, student, teacher, settings, offline_eval)
+  student, init = student_init.resolve(
+      student,
+      teacher,
+      lambda extra: _initialize(base + cli_args, log_config=False, **{**student_overrides, **offline_data, **extra}),
+  )
+  configs = DistillConfigs(global_config, student, teacher, settings, offline_eval, init, tuple(argv))
   cross_check(configs)
   data_sources.check_student_data(offline_eval if offline_eval is not None else student)
   if offline:

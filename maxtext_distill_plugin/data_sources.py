@@ -39,9 +39,8 @@ Hub access is also switched off for the process (``HF_HUB_OFFLINE``,
 trigger a download either.
 
 Grain's multi-process workers (``grain_worker_count >= 1``, MaxText's default)
-read absl flags in the child; MaxText's own trainers parse flags through
-``absl.app.run``, the plugin's entry points do not, so the flags are marked
-parsed here (a no-op when the host already parsed them).
+read absl flags in the child, so the flags are marked parsed here too
+(:func:`_compat.ensure_absl_flags_parsed`), for runs that build configs without the CLI.
 """
 
 import glob
@@ -49,8 +48,7 @@ import importlib.util
 import os
 import sys
 
-from absl import flags
-
+from maxtext_distill_plugin import _compat
 from maxtext_distill_plugin import errors
 
 # Builders of the HF datasets library that read local files named by hf_train_files / hf_eval_files.
@@ -61,8 +59,7 @@ TENSORFLOW_PINS = "tensorflow-cpu tensorflow-datasets"
 
 def check_student_data(config) -> None:
   """Refuses data keys the run cannot serve (exit 2 through :class:`errors.ConfigError`) and prepares the process."""
-  if not flags.FLAGS.is_parsed():
-    flags.FLAGS.mark_as_parsed()
+  _compat.ensure_absl_flags_parsed()  # config.build runs without the CLI in the demo and tests
   kind = str(getattr(config.dataset_type, "value", config.dataset_type))
   if kind == "hf":
     check_hf(config)

@@ -17,6 +17,11 @@
 Device arrays are kept as they come from the step and summed lazily, so the
 training loop never blocks on the host except at a log step. A window mean is
 ``sum(sums) / sum(counts)``, the exact token mean whatever each step held.
+
+Run constants go with every training record: the per-device TFLOPs of one
+optimizer step (MaxText's own calculator; the teacher's forward is a third of
+its training count, as upstream accounts it) with their per-second rates, and
+the student's trainable and total parameter counts.
 """
 
 import json
@@ -30,12 +35,81 @@ import jax
 from maxtext_distill_plugin import objective
 from maxtext_distill_plugin import reductions
 
+TEACHER_PERPLEXITY = "distill/teacher_perplexity"
+TFLOPS = "perf/per_device_tflops"
+TFLOPS_STUDENT = "perf/per_device_tflops_student"
+TFLOPS_TEACHER = "perf/per_device_tflops_teacher"
+TFLOPS_PER_SEC = "perf/per_device_tflops_per_sec"
+TFLOPS_PER_SEC_STUDENT = "perf/per_device_tflops_per_sec_student"
+TFLOPS_PER_SEC_TEACHER = "perf/per_device_tflops_per_sec_teacher"
+PARAMS_TRAINABLE = "params/trainable"
+PARAMS_TOTAL = "params/total"
+_PPL_CE_CAP = 80.0  # exp(80) is about 5.5e34: a finite perplexity for any CE a run can log
+
+
+class RunConstants:
+  """Per-step per-device TFLOPs and the student's parameter counts, fixed for a run."""
+
+  def __init__(self, tflops_student: float, tflops_teacher: float, trainable_params: int, total_params: int):
+    self.tflops_student = float(tflops_student)
+    self.tflops_teacher = float(tflops_teacher)
+    self.trainable_params = int(trainable_params)
+    self.total_params = int(total_params)
+
+  @classmethod
+  def for_run(cls, student_config, teacher_config, counts) -> "RunConstants":
+    """From MaxText's calculator; ``teacher_config`` is None offline (no teacher runs); ``counts`` from
+    :func:`student_init.apply_at_start`."""
+    student, teacher = tflops_per_step(student_config, teacher_config)
+    return cls(student, teacher, counts[0], counts[1])
+
+  def metrics(self, step_time_s: float) -> dict[str, float]:
+    total = self.tflops_student + self.tflops_teacher
+    per_sec = 1.0 / max(step_time_s, 1e-9)
+    return {
+        TFLOPS: total,
+        TFLOPS_STUDENT: self.tflops_student,
+        TFLOPS_TEACHER: self.tflops_teacher,
+        TFLOPS_PER_SEC: total * per_sec,
+        TFLOPS_PER_SEC_STUDENT: self.tflops_student * per_sec,
+        TFLOPS_PER_SEC_TEACHER: self.tflops_teacher * per_sec,
+        PARAMS_TRAINABLE: float(self.trainable_params),
+        PARAMS_TOTAL: float(self.total_params),
+    }
+
+
+def tflops_per_step(student_config, teacher_config) -> tuple[float, float]:
+  """``(student, teacher)`` per-device TFLOPs of one optimizer step.
+
+  MaxText's ``calculate_tflops_training_per_device`` counts one forward and backward of a
+  ``per_device_batch_size`` micro-batch (3x the forward); a step runs ``gradient_accumulation_steps`` of
+  them. The teacher runs forward only: a third of its count.
+  """
+  from maxtext.utils import maxtext_utils  # pylint: disable=import-outside-toplevel
+
+  micro_batches = max(int(student_config.gradient_accumulation_steps), 1)
+  student, _, _ = maxtext_utils.calculate_tflops_training_per_device(student_config, log=False)
+  teacher = 0.0
+  if teacher_config is not None:
+    teacher_training, _, _ = maxtext_utils.calculate_tflops_training_per_device(teacher_config, log=False)
+    teacher = teacher_training / 3.0
+  return float(student) * micro_batches, float(teacher) * micro_batches
+
 
 class MetricsLogger:
   """One per run; only process 0 writes files."""
 
-  def __init__(self, tensorboard_dir: str | None, total_steps: int, *, metrics_file: str = "", enabled: bool = True):
+  def __init__(
+      self,
+      tensorboard_dir: str | None,
+      total_steps: int,
+      *,
+      metrics_file: str = "",
+      enabled: bool = True,
+      run_constants: "RunConstants | None" = None,
+  ):
     self.total_steps = total_steps
+    self.constants = run_constants
     self._metrics_file = metrics_file if enabled and jax.process_index() == 0 else ""
     self._window: list[dict] = []
     self._window_start = time.perf_counter()
@@ -67,6 +141,10 @@ class MetricsLogger:
     tokens = float(summed["distill/total_loss"][1]) if "distill/total_loss" in summed else 0.0
     means["perf/step_time_s"] = elapsed / steps_in_window
     means["perf/tokens_per_s"] = tokens / max(elapsed, 1e-9)
+    if "distill/teacher_loss" in means:
+      means[TEACHER_PERPLEXITY] = math.exp(min(means["distill/teacher_loss"], _PPL_CE_CAP))
+    if self.constants is not None:
+      means.update(self.constants.metrics(means["perf/step_time_s"]))
     self._write(step, means)
     done = step + 1
     remaining = max(self.total_steps - done, 0)

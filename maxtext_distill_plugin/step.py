@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from maxtext_distill_plugin import chunked_objective
 from maxtext_distill_plugin import chunked_sparse
 from maxtext_distill_plugin import features
+from maxtext_distill_plugin import freezing
 from maxtext_distill_plugin import lean_forward
 from maxtext_distill_plugin import losses
 from maxtext_distill_plugin import objective
@@ -53,6 +54,7 @@ class StepOptions:
   # when per_device_batch_size < 1 or expansion_factor_real_data > 1. None: every loaded row.
   train_rows: int | None = None
   eval_rows: int | None = None
+  trainable_patterns: tuple[str, ...] | None = None  # freezing: MaxText trainable_parameters_mask; None: all train
 
 
 # "auto" picks the chunked loss from this many student logits per micro-batch on a device (256 MiB in float32).
@@ -307,6 +309,7 @@ def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, lear
       (grads, count, metrics, rest), _ = jax.lax.scan(accumulate, (grads, count, metrics, rest), rest_batches)
 
     grads = jax.tree.map(lambda g: g / jnp.maximum(count, 1.0), grads)
+    grads = freezing.zero_frozen(grads, options.trainable_patterns)  # norm and clipping over trained arrays only
     grad_norm = max_utils.l2norm_pytree(grads)
     if options.clip_threshold > 0:
       grads = maxtext_utils.apply_gradient_clipping(grads, None, options.clip_threshold)

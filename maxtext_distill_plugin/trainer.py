@@ -40,9 +40,12 @@ import jax
 
 from maxtext_distill_plugin import data_resume
 from maxtext_distill_plugin import features
+from maxtext_distill_plugin import freezing
 from maxtext_distill_plugin import metrics_logger
 from maxtext_distill_plugin import run_guard
+from maxtext_distill_plugin import run_record
 from maxtext_distill_plugin import step as step_lib
+from maxtext_distill_plugin import student_init
 
 
 class TrainResult:
@@ -124,6 +127,8 @@ def train(configs) -> TrainResult:
   else:
     with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):
       teacher_graphdef, teacher_state = build_teacher(configs.teacher, mesh)
+  run_record.write(configs, configs.argv)
+  param_counts = student_init.apply_at_start(configs, state, teacher_state, start_step)
 
   options = step_lib.StepOptions(
       settings=settings,
@@ -135,6 +140,7 @@ def train(configs) -> TrainResult:
       offline_tail=offline_tail,
       train_rows=int(student_config.micro_batch_size_to_train_on),
       eval_rows=int(student_config.micro_batch_size_to_eval_on),
+      trainable_patterns=freezing.trainable_patterns(student_config),
   )
   logging.info("Distillation loss: %s", "chunked (from hidden states)" if options.chunked_loss else "dense (full logits)")
   train_step = jax.jit(
@@ -144,7 +150,10 @@ def train(configs) -> TrainResult:
   )
   eval_step = jax.jit(step_lib.make_eval_step(state_graphdef, teacher_graphdef, options))
   logger = metrics_logger.MetricsLogger(
-      student_config.tensorboard_dir, options.total_steps, metrics_file=student_config.metrics_file
+      student_config.tensorboard_dir,
+      options.total_steps,
+      metrics_file=student_config.metrics_file,
+      run_constants=metrics_logger.RunConstants.for_run(student_config, configs.teacher, param_counts),
   )
   if start_step > 0:
     logging.info("Resumed from checkpoint: continuing at step %d of %d", start_step, options.total_steps)
