@@ -223,6 +223,12 @@ def cross_check(configs: DistillConfigs) -> None:
         True,
         "the plugin does not add MaxText's indexer loss to the student's objective; set use_indexer=False.",
     )
+  if getattr(student, "routed_bias", False) and getattr(student, "routed_bias_update_rate", 0.0) > 0.0:
+    raise errors.ConfigError(
+        "routed_bias_update_rate",
+        student.routed_bias_update_rate,
+        "the plugin does not apply MaxText's router-bias updates to the student; set routed_bias_update_rate=0.0.",
+    )
   if teacher is None:
     return
   for key in BATCH_SHAPE_KEYS:

@@ -285,7 +285,7 @@ def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, lear
     )
 
     def objective_sum_fn(p):
-      model = nnx.merge(model_graphdef, p, rest)
+      model = nnx.merge(model_graphdef, p, rest, copy=True)  # fresh Variables at this trace level (MoE bias state)
       total, count, metrics = student_terms(
           model,
           teacher,
