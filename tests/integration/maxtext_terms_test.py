@@ -33,7 +33,7 @@ from maxtext_distill_plugin.settings import DistillSettings
 from tests.conftest import maxtext_base_yml
 
 RTOL = 1e-5
-Z_LOSS = 1e-3
+Z_LOSS = 1e-3  # MaxText's z_loss_multiplier
 DEEPSEEK_TINY = [
     "hardware=cpu",
     "skip_jax_distributed_system=True",
@@ -106,74 +106,92 @@ def _deepseek(tmp_path_factory):
 def _maxtext_loss(graphdef, params, rest, cfg, batch):
   from maxtext.trainers.pre_train import train  # pylint: disable=import-outside-toplevel
 
-  loss, aux = train.loss_fn(nnx.merge(graphdef, params, rest, copy=True), cfg, dict(batch), None, None, is_train=True)
+  model = nnx.merge(graphdef, params, rest, copy=True)
+  loss, aux = train.loss_fn(model, cfg, dict(batch), None, None, is_train=True)
   return loss, {k: aux[k] for k in ("moe_lb_loss", "mtp_loss", "z_loss")}
 
 
 def _plugin_loss(graphdef, params, rest, teacher, batch, chunked):
   hard_only = objective.LossWeights(alpha=jnp.float32(0.0), temperature=jnp.float32(1.0), beta=jnp.float32(0.0))
+  model = nnx.merge(graphdef, params, rest, copy=True)
   total, count, metrics = step.student_terms(
-      nnx.merge(graphdef, params, rest, copy=True), teacher, batch, hard_only, DistillSettings(), chunked=chunked, enable_dropout=False
+      model, teacher, batch, hard_only, DistillSettings(), chunked=chunked, enable_dropout=False
   )
   return total / count, {name: value / n for name, (value, n) in metrics.items()}
 
 
-@pytest.mark.parametrize("chunked", [False, True], ids=["dense", "chunked"])
-def test_objective_and_gradients_equal_maxtext_pretraining(deepseek, chunked):
-  cfg, mesh, model, batch, teachers = deepseek
+@pytest.fixture(scope="module", name="reference")
+def _reference(deepseek):
+  """MaxText's pre-training loss, its terms and its gradients, computed once."""
+  cfg, mesh, model, batch, _ = deepseek
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   with jax.set_mesh(mesh):
-    # The non-parameter state (RNG counters, MoE bias) enters the traced functions as an argument, as in the step.
-    (theirs, aux), their_grads = jax.jit(
+    # The non-parameter state (RNG counters) enters the traced function as an argument, as in the step.
+    (loss, aux), grads = jax.jit(
         jax.value_and_grad(lambda p, r: _maxtext_loss(graphdef, p, r, cfg, batch), has_aux=True)
     )(params, rest)
+  return float(loss), {k: float(v) for k, v in aux.items()}, grads
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["dense", "chunked"])
+def test_objective_and_gradients_equal_maxtext_pretraining(deepseek, reference, chunked):
+  _, mesh, model, batch, teachers = deepseek
+  theirs, aux, their_grads = reference
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  with jax.set_mesh(mesh):
     (ours, metrics), our_grads = jax.jit(
         jax.value_and_grad(lambda p, r: _plugin_loss(graphdef, p, r, teachers[chunked], batch, chunked), has_aux=True)
     )(params, rest)
-  assert float(aux["moe_lb_loss"]) > 0 and float(aux["mtp_loss"]) > 0 and float(aux["z_loss"]) > 0
-  np.testing.assert_allclose(float(metrics["distill/moe_lb_loss"]), float(aux["moe_lb_loss"]), rtol=RTOL)
-  np.testing.assert_allclose(float(metrics["distill/mtp_loss"]), float(aux["mtp_loss"]), rtol=RTOL)
-  np.testing.assert_allclose(float(metrics["distill/z_loss"]), float(aux["z_loss"]), rtol=RTOL)
-  np.testing.assert_allclose(float(ours), float(theirs), rtol=RTOL)
-  for (path, mine), (_, reference) in zip(nnx.to_flat_state(our_grads), nnx.to_flat_state(their_grads)):
+  assert aux["moe_lb_loss"] > 0 and aux["mtp_loss"] > 0 and aux["z_loss"] > 0
+  np.testing.assert_allclose(float(metrics["distill/moe_lb_loss"]), aux["moe_lb_loss"], rtol=RTOL)
+  np.testing.assert_allclose(float(metrics["distill/mtp_loss"]), aux["mtp_loss"], rtol=RTOL)
+  np.testing.assert_allclose(float(metrics["distill/z_loss"]), aux["z_loss"], rtol=RTOL)
+  np.testing.assert_allclose(float(ours), theirs, rtol=RTOL)
+  for (path, mine), (_, expected) in zip(nnx.to_flat_state(our_grads), nnx.to_flat_state(their_grads)):
     np.testing.assert_allclose(
-        np.asarray(mine.get_value()), np.asarray(reference.get_value()), rtol=1e-4, atol=1e-7, err_msg=str(path)
+        np.asarray(mine.get_value()), np.asarray(expected.get_value()), rtol=1e-4, atol=1e-7, err_msg=str(path)
     )
 
 
 def test_z_loss_against_a_numpy_reference(deepseek):
   cfg, mesh, model, batch, teachers = deepseek
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+  def logits_and_metrics(p, r):
+    logits, _ = step.forward(nnx.merge(graphdef, p, r, copy=True), batch, settings=DistillSettings(), enable_dropout=False)
+    return logits, _plugin_loss(graphdef, p, r, teachers[False], batch, False)[1]
+
   with jax.set_mesh(mesh):
-    _, metrics = _plugin_loss(*nnx.split(model, nnx.Param, ...), teachers[False], batch, False)
-    logits, _ = step.forward(model, batch, settings=DistillSettings(), enable_dropout=False)
+    logits, metrics = jax.jit(logits_and_metrics)(params, rest)
   z = np.asarray(logits, np.float64)
   peak = z.max(-1, keepdims=True)
   lse = (peak + np.log(np.exp(z - peak).sum(-1, keepdims=True)))[..., 0]
   mask = np.asarray(batch["targets_segmentation"]) != 0
-  expected = np.sum(Z_LOSS * lse**2 * mask) / mask.sum()
+  expected = np.sum(cfg.z_loss_multiplier * lse**2 * mask) / mask.sum()
   np.testing.assert_allclose(float(metrics["distill/z_loss"]), expected, rtol=RTOL)
-  assert cfg.z_loss_multiplier == Z_LOSS
-
-
-def _all_features(model, batch):
-  settings = DistillSettings(distill_beta=1.0)
-  return np.asarray(step.forward(model, batch, settings=settings, enable_dropout=False)[1])
 
 
 def test_mla_features_of_both_layer_groups_in_depth_order(deepseek):
   """Scaling one layer's attention output changes that depth's features and no shallower one's."""
   cfg, mesh, model, batch, _ = deepseek
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  with jax.set_mesh(mesh):
-    base = _all_features(nnx.merge(graphdef, params, rest), batch)
+  graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+  settings = DistillSettings(distill_beta=1.0)
+  every_layer = jax.jit(
+      lambda p, r: step.forward(nnx.merge(graphdef, p, r, copy=True), batch, settings=settings, enable_dropout=False)[1]
+  )
+
+  def features_of_model():
+    with jax.set_mesh(mesh):
+      return np.asarray(every_layer(nnx.split(model, nnx.Param, ...)[1], rest))
+
+  base = features_of_model()
   assert base.shape == (cfg.num_decoder_layers, 2, cfg.max_target_length, cfg.emb_dim)
   # (group, layer within the group's scan axis) -> depth: dense layer 0 is depth 0, MoE layers 0, 1 are depths 1, 2.
   for group, index, depth in (("dense_layers", 0, 0), ("moe_layers", 0, 1), ("moe_layers", 1, 2)):
     kernel = getattr(model.decoder, group).self_attention.out.kernel
     original = kernel[...]
     kernel[...] = original.at[:, index].multiply(2.0)  # the scan axis of MaxText's kernels is axis 1
-    with jax.set_mesh(mesh):
-      changed = _all_features(model, batch)
+    changed = features_of_model()
     kernel[...] = original
     np.testing.assert_array_equal(changed[:depth], base[:depth])
     np.testing.assert_allclose(changed[depth], 2.0 * base[depth], rtol=1e-5, atol=1e-6)
