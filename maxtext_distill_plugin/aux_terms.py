@@ -63,7 +63,8 @@ def add_aux_terms(
     whose ratio over micro-batches and steps is the token-weighted mean that entered the loss.
   """
   metrics = dict(metrics)
-  for name, value, trains in ((MOE_LB, moe_lb_loss, True), (MTP, mtp_loss, True), (TEACHER_MOE_LB, teacher_moe_lb_loss, False)):
+  terms = ((MOE_LB, moe_lb_loss, True), (MTP, mtp_loss, True), (TEACHER_MOE_LB, teacher_moe_lb_loss, False))
+  for name, value, trains in terms:
     if value is None:
       continue
     weighted = jnp.asarray(value, jnp.float32) * count

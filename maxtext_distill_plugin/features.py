@@ -118,9 +118,7 @@ def sow_refusal(config) -> str | None:
   """
   block = getattr(config.decoder_block, "value", config.decoder_block)
   if block not in SOWING_DECODERS:
-    return (
-        f"decoder_block={block!r} is not known to run a sowing attention ({', '.join(sorted(SOWING_DECODERS))} are)"
-    )
+    return f"decoder_block={block!r} is not known to run a sowing attention ({', '.join(sorted(SOWING_DECODERS))} are)"
   if block == "deepseek" and getattr(config, "use_batch_split_schedule", False):
     return "use_batch_split_schedule=True runs DeepSeek's attention outside the MLA module, which cannot sow"
   return None

@@ -158,7 +158,9 @@ def test_z_loss_against_a_numpy_reference(deepseek):
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
   def logits_and_metrics(p, r):
-    logits, _ = step.forward(nnx.merge(graphdef, p, r, copy=True), batch, settings=DistillSettings(), enable_dropout=False)
+    logits, _ = step.forward(
+        nnx.merge(graphdef, p, r, copy=True), batch, settings=DistillSettings(), enable_dropout=False
+    )
     return logits, _plugin_loss(graphdef, p, r, teachers[False], batch, False)[1]
 
   with jax.set_mesh(mesh):

@@ -159,7 +159,16 @@ def test_z_loss_value_against_numpy_and_gradient_against_the_dense_path(path):
           h, w, cached, labels, mask, weights, seq_chunk=2, vocab_chunk=4, z_loss_multiplier=multiplier
       )
     return chunked_objective.distillation_terms_from_hidden(
-        h, w, teacher_hidden, teacher_unembed, labels, mask, weights, seq_chunk=2, vocab_chunk=4, z_loss_multiplier=multiplier
+        h,
+        w,
+        teacher_hidden,
+        teacher_unembed,
+        labels,
+        mask,
+        weights,
+        seq_chunk=2,
+        vocab_chunk=4,
+        z_loss_multiplier=multiplier,
     )
 
   offline = path == "chunked_offline"
@@ -169,7 +178,11 @@ def test_z_loss_value_against_numpy_and_gradient_against_the_dense_path(path):
   np.testing.assert_allclose(float(value) / float(count), _numpy_z_loss(hidden, unembed, mask, z), rtol=1e-5)
 
   def mean_objective(fn, multiplier):
-    return lambda h, w: (lambda t, c, _: t / c)(*fn(h, w, multiplier))
+    def mean(h, w):
+      total, count, _ = fn(h, w, multiplier)
+      return total / count
+
+    return mean
 
   reference = jax.grad(mean_objective(lambda h, w, m: dense(h, w, m, offline), z), argnums=(0, 1))(hidden, unembed)
   without = jax.grad(mean_objective(lambda h, w, m: dense(h, w, m, offline), 0.0), argnums=(0, 1))(hidden, unembed)
