@@ -27,12 +27,13 @@ but works on tiles of ``[B, seq_chunk]`` tokens by ``vocab_chunk`` columns:
     m_q = running max, l_q = sum exp(z_q - m_q), lse_q = m_q + log l_q,
     a_T = sum exp(z_t/T - m_tT) (z_t - z_s) / T,   a_1 = sum exp(z_t - m_t1) (z_t - z_s).
   KL(t_T || s_T) = a_T / l_tT - lse_tT + lse_sT,   KL at T=1 likewise,
-  CE(student) = lse_s1 - z_s[label],   CE(teacher) = lse_t1 - z_t[label].
+  CE(student) = lse_s1 - z_s[label],   CE(teacher) = lse_t1 - z_t[label],
+  and lse_s1 itself (MaxText's z-loss z * lse_s1^2).
 
 A ``jax.custom_vjp`` keeps only the inputs and four ``[B, S]`` log-sum-exps;
 the backward recomputes each tile's logits and applies the analytic gradient
 
-  dL/dz_s = c_klT / T (p_sT - p_tT) + c_kl1 (p_s1 - p_t1) + c_ce (p_s1 - onehot(label)),
+  dL/dz_s = c_klT / T (p_sT - p_tT) + c_kl1 (p_s1 - p_t1) + c_ce (p_s1 - onehot(label)) + c_lse p_s1,
 
 times ``1 - (z_s / c_s)^2`` under the student's soft cap, so no ``[B, S, V]`` array (logits,
 softmax or one-hot) exists in the forward or the backward; the largest
@@ -87,7 +88,7 @@ def _forward_rows(tiling: tiles.Tiling, temperature, student_tiles, teacher_tile
   lse_s1, lse_st, lse_t1, lse_tt = map(tiles.online_lse, (s1, st, t1, tt))
   kl_at_t = tt[2] / tt[1] - lse_tt + lse_st
   kl_at_1 = t1[2] / t1[1] - lse_t1 + lse_s1
-  terms = (kl_at_t, kl_at_1, lse_s1 - label_s, lse_t1 - label_t)
+  terms = (kl_at_t, kl_at_1, lse_s1 - label_s, lse_t1 - label_t, lse_s1)
   return terms, (lse_s1, lse_st, lse_t1, lse_tt)
 
 
@@ -95,7 +96,7 @@ def _backward_rows(tiling: tiles.Tiling, temperature, student_tiles, teacher_til
   """Gradients of one sequence chunk: ``d hidden [B, C, D]`` and ``d unembed`` tiles ``[N, D, K]``."""
   hs_BxCxD, ht_BxCxD, labels_BxC, lses, cotangents = rows
   lse_s1, lse_st, lse_t1, lse_tt = (lse[..., None] for lse in lses)
-  cot_kl_t, cot_kl_1, cot_ce = (c[..., None] for c in cotangents)
+  cot_kl_t, cot_kl_1, cot_ce, cot_lse = (c[..., None] for c in cotangents)
 
   def body(d_hidden, tile):
     ws_DxK, wt_DxK, offset = tile
@@ -107,6 +108,7 @@ def _backward_rows(tiling: tiles.Tiling, temperature, student_tiles, teacher_til
     p_t1, p_tt = jnp.exp(zt - lse_t1), jnp.exp(zt / temperature - lse_tt)
     onehot = (columns == labels_BxC[..., None]).astype(jnp.float32)
     d_logits = cot_kl_t / temperature * (p_st - p_tt) + cot_kl_1 * (p_s1 - p_t1) + cot_ce * (p_s1 - onehot)
+    d_logits = d_logits + cot_lse * p_s1
     if tiling.student_softcap:
       d_logits = d_logits * (1.0 - jnp.square(zs_capped / tiling.student_softcap))
     d_hidden = d_hidden + jnp.einsum("bck,dk->bcd", d_logits, ws_DxK, preferred_element_type=jnp.float32)
@@ -134,7 +136,8 @@ def _vocab_terms_fwd(
 def _vocab_terms_bwd(tiling: tiles.Tiling, residuals, cotangents):
   student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp, lses = residuals
   # Teacher CE depends on the teacher only, which is a constant here: its cotangent is dropped.
-  cotangents = tuple(tiles.seq_tiles(c.astype(jnp.float32), tiling.seq_chunk) for c in cotangents[:3])
+  kept = cotangents[:3] + cotangents[4:]
+  cotangents = tuple(tiles.seq_tiles(c.astype(jnp.float32), tiling.seq_chunk) for c in kept)
   student_tiles = tiles.vocab_tiles(student_unembed, tiling.vocab_chunk)
   teacher_tiles = tiles.vocab_tiles(teacher_unembed, tiling.vocab_chunk)
   rows = tuple(tiles.seq_tiles(x, tiling.seq_chunk) for x in (student_hidden, teacher_hidden, labels))
@@ -152,7 +155,7 @@ def _vocab_terms_bwd(tiling: tiles.Tiling, residuals, cotangents):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _vocab_terms(tiling: tiles.Tiling, student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp):
-  """``(KL at T, KL at 1, student CE, teacher CE)``, each ``[B, S]``, from hidden states."""
+  """``(KL at T, KL at 1, student CE, teacher CE, student lse)``, each ``[B, S]``, from hidden states."""
   terms, _ = _vocab_terms_fwd(tiling, student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp)
   return terms
 
@@ -176,6 +179,7 @@ def distillation_terms_from_hidden(
     vocab_chunk: int | None = None,
     student_logit_softcap: float | None = None,
     teacher_logit_softcap: float | None = None,
+    z_loss_multiplier: float = 0.0,
 ) -> tuple[jnp.ndarray, jnp.ndarray, dict[str, reductions.SumCount]]:
   """:func:`objective.distillation_terms` of ``cap(hidden @ unembed)``, tile by tile.
 
@@ -198,6 +202,7 @@ def distillation_terms_from_hidden(
     student_logit_softcap: ``c`` of ``c * tanh(z / c)`` on the student's logits
       (MaxText's ``final_logits_soft_cap``), or None.
     teacher_logit_softcap: the same for the teacher.
+    z_loss_multiplier: MaxText's z-loss on the student (:func:`objective.combine_terms`).
 
   Returns:
     ``(objective_sum, count, metrics)`` with the same meaning, names and
@@ -217,7 +222,7 @@ def distillation_terms_from_hidden(
     raise ValueError(f"labels {labels_BxS.shape} and mask {mask_BxS.shape} must be [B={batch}, S={seq}]")
   tiling = tiles.make_tiling(seq, vocab, seq_chunk, vocab_chunk, student_logit_softcap, teacher_logit_softcap)
   temperature = jnp.asarray(weights.temperature, jnp.float32)
-  kl_at_t, kl_at_1, student_ce, teacher_ce = _vocab_terms(
+  kl_at_t, kl_at_1, student_ce, teacher_ce, student_lse = _vocab_terms(
       tiling,
       student_hidden_BxSxD,
       student_unembed_DxV,
@@ -238,4 +243,6 @@ def distillation_terms_from_hidden(
       student_features_LxBxSxD=student_features_LxBxSxD,
       teacher_features_LxBxSxD=teacher_features_LxBxSxD,
       feature_loss_type=feature_loss_type,
+      student_lse_BxS=student_lse,
+      z_loss_multiplier=z_loss_multiplier,
   )

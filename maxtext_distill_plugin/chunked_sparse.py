@@ -205,6 +205,7 @@ def offline_distillation_terms_from_hidden(
     seq_chunk: int = tiles.DEFAULT_SEQ_CHUNK,
     vocab_chunk: int | None = None,
     student_logit_softcap: float | None = None,
+    z_loss_multiplier: float = 0.0,
 ) -> tuple[jnp.ndarray, jnp.ndarray, dict[str, reductions.SumCount]]:
   """:func:`objective.distillation_terms` of ``cap(hidden @ unembed)`` against a cached top-k teacher, tile by tile.
 
@@ -221,6 +222,7 @@ def offline_distillation_terms_from_hidden(
     seq_chunk: sequence positions per tile (all B rows at once); S need not divide by it.
     vocab_chunk: vocabulary columns per tile, or None for the whole vocabulary (V need not divide by it).
     student_logit_softcap: ``c`` of ``c * tanh(z / c)`` on the student's logits, or None.
+    z_loss_multiplier: MaxText's z-loss on the student (:func:`objective.combine_terms`).
 
   Returns:
     ``(objective_sum, count, metrics)`` with the same meaning, names and
@@ -262,4 +264,6 @@ def offline_distillation_terms_from_hidden(
       student_features_LxBxSxD=student_features_LxBxSxD,
       teacher_features_LxBxSxD=teacher.features_LxBxSxD,
       feature_loss_type=feature_loss_type,
+      student_lse_BxS=stats.lse_BxS,
+      z_loss_multiplier=z_loss_multiplier,
   )

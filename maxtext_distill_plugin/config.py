@@ -41,6 +41,7 @@ import pydantic
 
 from maxtext_distill_plugin import data_sources
 from maxtext_distill_plugin import errors
+from maxtext_distill_plugin import features
 from maxtext_distill_plugin import student_init
 from maxtext_distill_plugin.settings import DISTILL_KEYS, DistillSettings
 
@@ -221,6 +222,18 @@ def cross_check(configs: DistillConfigs) -> None:
     raise errors.ConfigError(
         "steps", student.steps, "set steps to the number of optimizer steps to run, e.g. steps=1000."
     )
+  if getattr(student, "use_indexer", False):
+    raise errors.ConfigError(
+        "use_indexer",
+        True,
+        "the plugin does not add MaxText's indexer loss to the student's objective; set use_indexer=False.",
+    )
+  if getattr(student, "routed_bias", False) and getattr(student, "routed_bias_update_rate", 0.0) > 0.0:
+    raise errors.ConfigError(
+        "routed_bias_update_rate",
+        student.routed_bias_update_rate,
+        "the plugin does not apply MaxText's router-bias updates to the student; set routed_bias_update_rate=0.0.",
+    )
   if teacher is None:
     return
   for key in BATCH_SHAPE_KEYS:
@@ -243,6 +256,7 @@ def cross_check(configs: DistillConfigs) -> None:
         raise errors.ConfigError(
             f"{label}.scan_layers", cfg.scan_layers, "add scan_layers: True (the feature loss indexes the scan axis)."
         )
+      _check_sows(label, cfg)
     _check_layer_indices(settings, _layer_count(student), _layer_count(teacher))
     if student.emb_dim != teacher.emb_dim:
       raise errors.ConfigError(
@@ -250,6 +264,19 @@ def cross_check(configs: DistillConfigs) -> None:
           f"student={student.emb_dim} teacher={teacher.emb_dim}",
           "the feature loss compares activations element-wise; use equal widths or distill_beta=0.0.",
       )
+
+
+def _check_sows(label: str, cfg) -> None:
+  """The feature loss needs every layer's attention output: refuse a decoder that cannot sow it, before any build."""
+  reason = features.sow_refusal(cfg)
+  if reason is not None:
+    block = getattr(cfg.decoder_block, "value", cfg.decoder_block)
+    raise errors.ConfigError(
+        f"{label}.decoder_block",
+        block,
+        f"{reason}. Use such a decoder for the {label}, or set distill_beta=0.0 (and distill_beta_end) to distill"
+        " the logits only.",
+    )
 
 
 def _check_layer_indices(settings: DistillSettings, student_layers: int, teacher_layers: int) -> None:

@@ -14,46 +14,74 @@
 
 """Where the feature loss gets its activations: the attention ``out_projection`` sow.
 
-MaxText 0.2.5's attention sows ``out_projection_activations`` when
-``config.distill_beta > 0`` (the plugin sets that gate from its own section).
-A host whose attention does not sow it gets a small wrapper around
-``Attention.__call__`` that does, applied once and logged. Under
-``scan_layers`` the sown values come back stacked on a leading layer axis.
+MaxText 0.2.5's ``Attention`` sows ``out_projection_activations`` when
+``config.distill_beta > 0`` (the plugin sets that gate from its own section);
+its MLA (``attention_mla.MLA``, DeepSeek) overrides ``__call__`` and does not.
+Every attention class in :data:`SOW_HOSTS` whose own ``__call__`` lacks the sow
+gets a small wrapper that adds it, applied once and logged; the installed files
+are not edited.
+
+Decoders keep their layers in one or more groups, each scanned or not:
+``layers`` (one stack), ``layers/layers_<i>`` (a scanned cycle of sub-layers:
+Gemma 3, gpt-oss), ``layers_remainder`` (Gemma 3's layers past the last whole
+cycle), ``dense_layers`` + ``moe_layers`` (DeepSeek). :func:`out_projection_layers`
+returns the activations in depth order across the groups, which is how
+``distill_layer_indices`` count.
 """
 
+import importlib
 import inspect
+import re
 
 from absl import logging
 from flax import nnx
 import jax.numpy as jnp
 
 SOW_NAME = "out_projection_activations"
-_patched = False
+
+# (module, class) of every attention whose output projection the feature loss reads.
+SOW_HOSTS = (("maxtext.layers.attentions", "Attention"), ("maxtext.layers.attention_mla", "MLA"))
+
+# Decoder blocks whose every layer runs one SOW_HOSTS attention (checked by the model-family test).
+SOWING_DECODERS = frozenset({
+    "default",
+    "llama2",
+    "mistral",
+    "mixtral",
+    "deepseek",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "qwen3",
+    "qwen3_moe",
+    "gpt_oss",
+})
+
+_patched: set[str] = set()
 
 
-def host_sows_out_projection() -> bool:
-  """Whether the installed attention module already sows the activations."""
-  from maxtext.layers import attentions  # pylint: disable=import-outside-toplevel
+def _host_classes():
+  for module_name, class_name in SOW_HOSTS:
+    yield f"{module_name}.{class_name}", getattr(importlib.import_module(module_name), class_name)
 
+
+def class_sows(cls) -> bool:
+  """Whether ``cls`` defines its own ``__call__`` and that call sows the activations."""
+  call = cls.__dict__.get("__call__")
+  if call is None:
+    return False
   try:
-    return SOW_NAME in inspect.getsource(attentions.Attention.__call__)
+    return SOW_NAME in inspect.getsource(call)
   except (OSError, TypeError):
     return False
 
 
-def ensure_out_projection_sow() -> bool:
-  """Patches the host attention to sow its output projection, only where needed.
+def host_sows_out_projection() -> bool:
+  """Whether every attention class of :data:`SOW_HOSTS` sows the activations without a patch."""
+  return all(class_sows(cls) for _, cls in _host_classes())
 
-  Returns:
-    True when the patch was applied (now or earlier in this process).
-  """
-  global _patched  # pylint: disable=global-statement
-  if _patched or host_sows_out_projection():
-    return _patched
-  from maxtext.layers import attentions  # pylint: disable=import-outside-toplevel
 
-  original_call = attentions.Attention.__call__
-
+def _wrap(original_call):
   def call_and_sow(self, *args, **kwargs):
     result = original_call(self, *args, **kwargs)
     if getattr(self.config, "distill_beta", 0.0) > 0.0:
@@ -61,37 +89,86 @@ def ensure_out_projection_sow() -> bool:
       self.sow(nnx.Intermediate, SOW_NAME, out)
     return result
 
-  attentions.Attention.__call__ = call_and_sow
-  _patched = True
-  logging.info("maxtext-distill: patched %s.Attention to sow %s (the host does not).", attentions.__name__, SOW_NAME)
-  return True
+  call_and_sow.__wrapped__ = original_call
+  return call_and_sow
 
 
-def pop_out_projection(model: nnx.Module) -> jnp.ndarray | None:
-  """Removes every sown intermediate from ``model``; returns the stacked activations.
+def ensure_out_projection_sow() -> bool:
+  """Wraps each :data:`SOW_HOSTS` attention that does not sow its output projection; once per process.
 
   Returns:
-    ``[L, B, S, D]`` activations of all scanned layers (blocks concatenated in
-    layer order), or None when nothing was sown.
+    True when some class is patched (now or earlier in this process).
   """
-  intermediates = nnx.pop(model, nnx.Intermediate)
-  found = []
-  for path, leaf in nnx.to_flat_state(intermediates):
-    if SOW_NAME in (str(p) for p in path):
-      value = leaf.get_value() if hasattr(leaf, "get_value") else leaf
-      found.append(value)
-  if not found:
-    return None
-  stacked = []
-  for value in found:
-    # A sow stores a tuple of calls; under scan each entry is [L, B, S, D].
+  for name, cls in _host_classes():
+    if name in _patched or class_sows(cls):
+      continue
+    # A subclass that inherits __call__ (no own entry) runs the patched parent: wrap only own calls.
+    if "__call__" not in cls.__dict__:
+      continue
+    cls.__call__ = _wrap(cls.__dict__["__call__"])
+    _patched.add(name)
+    logging.info("maxtext-distill: patched %s to sow %s (the host does not).", name, SOW_NAME)
+  return bool(_patched)
+
+
+def sow_refusal(config) -> str | None:
+  """Why a model built from ``config`` cannot give the feature loss one activation per layer, or None.
+
+  Config-only, so :func:`config.cross_check` can refuse before any model is built.
+  """
+  block = getattr(config.decoder_block, "value", config.decoder_block)
+  if block not in SOWING_DECODERS:
+    return f"decoder_block={block!r} is not known to run a sowing attention ({', '.join(sorted(SOWING_DECODERS))} are)"
+  if block == "deepseek" and getattr(config, "use_batch_split_schedule", False):
+    return "use_batch_split_schedule=True runs DeepSeek's attention outside the MLA module, which cannot sow"
+  return None
+
+
+def _group_key(group: str):
+  """Depth order of a decoder's layer groups: dense before MoE (DeepSeek), remainder last (Gemma 3), then by the
+  first layer number in the name (DeepSeek's engram chunks ``dense_layers_<a>_<b>``)."""
+  rank = 2 if "remainder" in group else 1 if group.startswith("moe") else 0
+  numbers = re.findall(r"\d+", group)
+  return rank, int(numbers[0]) if numbers else -1, group
+
+
+def _sub_index(path: tuple) -> int:
+  """The sub-layer of a scanned cycle (``layers_<i>`` below the group), or -1 for a plain stack."""
+  for key in path[2:]:
+    match = re.fullmatch(r"layers_(\d+)", str(key))
+    if match:
+      return int(match.group(1))
+  return -1
+
+
+def out_projection_layers(flat_sown: list) -> jnp.ndarray | None:
+  """The decoder layers' activations in depth order across groups, ``[L, B, S, D]``, or None when none was sown.
+
+  Args:
+    flat_sown: ``(path, value)`` pairs of the sown ``nnx.Intermediate`` state; only ``decoder/...``
+      paths ending in :data:`SOW_NAME` are read (an MTP block's layers are not decoder layers).
+  """
+  groups: dict[str, dict[int, jnp.ndarray]] = {}
+  for path, value in flat_sown:
+    keys = tuple(str(k) for k in path)
+    if len(keys) < 3 or keys[0] != "decoder" or SOW_NAME not in keys:
+      continue
+    # A sow stores a tuple of calls; under scan each entry carries the scan axis first.
     array = value[-1] if isinstance(value, tuple) else value
-    stacked.append(array if array.ndim == 4 else array[None])
-  return jnp.concatenate(stacked, axis=0) if len(stacked) > 1 else stacked[0]
+    groups.setdefault(keys[1], {})[_sub_index(keys)] = array if array.ndim == 4 else array[None]
+  if not groups:
+    return None
+  ordered = []
+  for group in sorted(groups, key=_group_key):
+    subs = [groups[group][i] for i in sorted(groups[group])]
+    # Sub-layer i of cycle c is layer c * n + i: stack to [C, n, B, S, D], then merge the two axes.
+    stacked = jnp.stack(subs, axis=1)
+    ordered.append(stacked.reshape((-1,) + stacked.shape[2:]))
+  return jnp.concatenate(ordered, axis=0) if len(ordered) > 1 else ordered[0]
 
 
 def select_layers(features_LxBxSxD: jnp.ndarray, layer_indices: list[int] | None) -> jnp.ndarray:
-  """The chosen scanned layers, ``[len(indices), B, S, D]`` (all layers when None)."""
+  """The chosen layers in depth order, ``[len(indices), B, S, D]`` (all layers when None)."""
   if layer_indices is None:
     return features_LxBxSxD
   return jnp.take(features_LxBxSxD, jnp.asarray(layer_indices, jnp.int32), axis=0)

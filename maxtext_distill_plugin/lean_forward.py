@@ -43,8 +43,11 @@ The projection mirrors ``apply_output_head``:
 
 Not supported (``NotImplementedError``; :func:`unsupported_reason` tells in
 advance): a quantized or biased ``logits_dense``, host-offloaded parameters,
-and vLLM attention. Multi-token-prediction and multimodal side inputs are not
-run, exactly as the plugin's dense :func:`step.forward` ignores their outputs. With dropout on, the head's
+and vLLM attention. Multimodal side inputs are not run (the plugin's batches
+are text only). The multi-token-prediction block (``mtp_num_layers > 0``) runs
+exactly as ``Transformer.__call__`` runs it, on the decoder's raw hidden states,
+and sows its losses for :mod:`sown`; it computes its own ``[B, S, V]`` logits
+per MTP layer, so the lean path is lean for the main head only. With dropout on, the head's
 dropout mask is drawn from the same stream but not necessarily equal to the
 dense path's draw.
 """
@@ -84,7 +87,8 @@ def forward_hidden(model: nnx.Module, batch: dict, *, enable_dropout: bool):
     model: a MaxText 0.2.5 NNX ``Transformer`` (``model.decoder`` an
       ``NNXDecoder``, ``model.token_embedder`` its token embedding).
     batch: MaxText batch with ``inputs``, ``inputs_position`` and
-      ``inputs_segmentation`` ``[B, S]``.
+      ``inputs_segmentation`` ``[B, S]`` (and ``targets``, ``targets_segmentation``
+      for the MTP block).
     enable_dropout: as in :func:`step.forward`.
 
   Returns:
@@ -92,24 +96,43 @@ def forward_hidden(model: nnx.Module, batch: dict, *, enable_dropout: bool):
     ``cap(hidden @ unembed)`` equals the model's logits, and the soft cap
     ``c`` (a Python float) or None. Gradients flow to the model's parameters
     through both arrays. Intermediates the decoder sows (the feature loss's
-    ``out_projection_activations``; ``hidden_states`` when
+    ``out_projection_activations``, ``moe_lb_loss``, the MTP losses; ``hidden_states`` when
     ``num_vocab_tiling > 1``) stay on the model for
-    :func:`features.pop_out_projection`, as after :func:`step.forward`.
+    :func:`sown.pop_sown`, as after :func:`step.forward`.
   """
   from maxtext.common.common_types import MODEL_MODE_TRAIN, ShardMode  # pylint: disable=import-outside-toplevel
   from maxtext.utils.sharding import create_sharding  # pylint: disable=import-outside-toplevel
 
   _check_supported(model)
   cfg, decoder = model.config, model.decoder
+  mtp = getattr(cfg, "mtp_num_layers", 0) > 0
+  embeddings = None
+  if mtp and getattr(cfg, "mtp_reuse_input_embedding", False):
+    # As Transformer.__call__: embed once, and let the MTP block shift these embeddings.
+    embeddings = decoder.embed_tokens(model.token_embedder, batch["inputs"], MODEL_MODE_TRAIN)
   outputs = decoder(
       shared_embedding=model.token_embedder,
       decoder_input_tokens=batch["inputs"],
+      decoder_input_embeddings=embeddings,
       decoder_positions=batch["inputs_position"],
       decoder_segment_ids=batch["inputs_segmentation"],
       deterministic=not enable_dropout,
       model_mode=MODEL_MODE_TRAIN,
   )
   raw_hidden = outputs[1]  # (logits or None, hidden before the final norm, kv caches[, expert indices])
+  if mtp:
+    model.mtp_block(
+        shared_embedding=model.token_embedder,
+        main_hidden_state=raw_hidden,
+        input_ids=batch["inputs"],
+        target_ids=batch["targets"],
+        target_mask=batch["targets_segmentation"],
+        position_ids=batch["inputs_position"],
+        decoder_segment_ids=batch["inputs_segmentation"],
+        deterministic=not enable_dropout,
+        model_mode=MODEL_MODE_TRAIN,
+        main_token_embeddings=embeddings,
+    )
   norm_sharding = None
   if cfg.shard_mode == ShardMode.EXPLICIT:
     norm_sharding = create_sharding(decoder.mesh, ("activation_batch", "activation_length", "activation_embed"))

@@ -56,6 +56,7 @@ class TeacherOutputs:
     tail_renyi_BxSxR: Renyi entropies of that tail at ``sparse_losses.TAIL_RENYI_ORDERS`` (offline, cache
       format 2), which make the tail bucket exact at T != 1; None assumes a uniform tail (exact at T = 1 only).
     tail: how the sparse KL treats that mass, ``"bucket"`` or ``"renormalize"`` (static).
+    moe_lb_loss: the teacher's MoE load-balance loss (a metric only), or None.
   """
 
   logits_BxSxV: jnp.ndarray | None = None
@@ -65,6 +66,7 @@ class TeacherOutputs:
   tail_logmass_BxS: jnp.ndarray | None = None
   tail_renyi_BxSxR: jnp.ndarray | None = None
   tail: str = "bucket"
+  moe_lb_loss: jnp.ndarray | None = None
 
 
 jax.tree_util.register_dataclass(
@@ -76,6 +78,7 @@ jax.tree_util.register_dataclass(
         "topk_logprobs_BxSxK",
         "tail_logmass_BxS",
         "tail_renyi_BxSxR",
+        "moe_lb_loss",
     ],
     meta_fields=["tail"],
 )
@@ -163,6 +166,7 @@ def distillation_terms(
     *,
     student_features_LxBxSxD: jnp.ndarray | None = None,
     feature_loss_type: str = "cosine",
+    z_loss_multiplier: float = 0.0,
 ) -> tuple[jnp.ndarray, jnp.ndarray, dict[str, reductions.SumCount]]:
   """Token-summed objective, valid-token count and metrics of one batch.
 
@@ -175,6 +179,7 @@ def distillation_terms(
     student_features_LxBxSxD: student features of the same layers as the
       teacher's, or None.
     feature_loss_type: ``"cosine"`` or ``"l2"``.
+    z_loss_multiplier: MaxText's ``z_loss_multiplier`` of the student (see :func:`combine_terms`).
 
   Returns:
     ``(objective_sum, count, metrics)``: the objective summed over valid
@@ -182,6 +187,9 @@ def distillation_terms(
     named as in the spec's Monitoring table.
   """
   kl_at_T, kl_at_1, student_ce, extra = _logit_terms(student_logits_BxSxV, teacher, labels_BxS, weights.temperature)
+  student_lse = None
+  if z_loss_multiplier:
+    student_lse = jax.nn.logsumexp(student_logits_BxSxV.astype(jnp.float32), axis=-1)
   return combine_terms(
       kl_at_T,
       kl_at_1,
@@ -192,6 +200,8 @@ def distillation_terms(
       student_features_LxBxSxD=student_features_LxBxSxD,
       teacher_features_LxBxSxD=teacher.features_LxBxSxD,
       feature_loss_type=feature_loss_type,
+      student_lse_BxS=student_lse,
+      z_loss_multiplier=z_loss_multiplier,
   )
 
 
@@ -206,6 +216,8 @@ def combine_terms(
     student_features_LxBxSxD: jnp.ndarray | None = None,
     teacher_features_LxBxSxD: jnp.ndarray | None = None,
     feature_loss_type: str = "cosine",
+    student_lse_BxS: jnp.ndarray | None = None,
+    z_loss_multiplier: float = 0.0,
 ) -> tuple[jnp.ndarray, jnp.ndarray, dict[str, reductions.SumCount]]:
   """The objective and metrics from per-token terms, however they were computed (dense, sparse or chunked).
 
@@ -219,6 +231,10 @@ def combine_terms(
     student_features_LxBxSxD: student features, or None (no feature loss).
     teacher_features_LxBxSxD: teacher features of the same layers, or None.
     feature_loss_type: ``"cosine"`` or ``"l2"``.
+    student_lse_BxS: ``logsumexp`` of the student's logits per token; needed when ``z_loss_multiplier`` is set.
+    z_loss_multiplier: ``z`` of MaxText's z-loss: ``z * lse^2`` is added per valid token, as MaxText's
+      pre-training adds it to its CE, and not scaled by ``1 - alpha`` (it regularises the student's logits,
+      whatever the labels' weight); metric ``distill/z_loss``.
 
   Returns:
     ``(objective_sum, count, metrics)`` as :func:`distillation_terms`.
@@ -233,6 +249,12 @@ def combine_terms(
     per_token = per_token + feature
   else:
     feature = jnp.zeros_like(student_ce_BxS)
+  z_loss = None
+  if z_loss_multiplier:
+    if student_lse_BxS is None:
+      raise ValueError("z_loss_multiplier needs the student's per-token logsumexp (student_lse_BxS)")
+    z_loss = z_loss_multiplier * jnp.square(student_lse_BxS.astype(jnp.float32))
+    per_token = per_token + z_loss
 
   objective_sum, count = reductions.masked_sum_count(per_token, mask_BxS)
   metrics = {
@@ -243,6 +265,8 @@ def combine_terms(
       "distill/out_proj_feature_loss": reductions.masked_sum_count(feature, mask_BxS),
       "distill/total_loss": (objective_sum, count),
   }
+  if z_loss is not None:
+    metrics["distill/z_loss"] = reductions.masked_sum_count(z_loss, mask_BxS)
   metrics.update({name: reductions.masked_sum_count(values, mask_BxS) for name, values in (extra or {}).items()})
   return objective_sum, count, jax.tree.map(jax.lax.stop_gradient, metrics)
 

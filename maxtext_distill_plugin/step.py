@@ -27,6 +27,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from maxtext_distill_plugin import aux_terms
 from maxtext_distill_plugin import chunked_objective
 from maxtext_distill_plugin import chunked_sparse
 from maxtext_distill_plugin import features
@@ -35,6 +36,7 @@ from maxtext_distill_plugin import lean_forward
 from maxtext_distill_plugin import losses
 from maxtext_distill_plugin import objective
 from maxtext_distill_plugin import reductions
+from maxtext_distill_plugin import sown
 from maxtext_distill_plugin.schedules import schedule_value
 from maxtext_distill_plugin.settings import DistillSettings
 
@@ -95,8 +97,10 @@ def scheduled_weights(settings: DistillSettings, step, total_steps: int) -> obje
   )
 
 
-def forward(model: nnx.Module, batch: dict, *, settings: DistillSettings, enable_dropout: bool, teacher: bool = False):
-  """Logits ``[B, S, V]`` and the chosen layers' features ``[L, B, S, D]`` (or None).
+def forward_sown(
+    model: nnx.Module, batch: dict, *, settings: DistillSettings, enable_dropout: bool, teacher: bool = False
+):
+  """Logits ``[B, S, V]`` and what the forward sowed (:class:`sown.Sown`, features narrowed to the chosen layers).
 
   ``teacher`` selects the teacher's layer indices (``distill_teacher_layer_indices``) for the features.
   """
@@ -111,27 +115,37 @@ def forward(model: nnx.Module, batch: dict, *, settings: DistillSettings, enable
   return logits, _pop_features(model, settings, teacher)
 
 
+def forward(model: nnx.Module, batch: dict, *, settings: DistillSettings, enable_dropout: bool, teacher: bool = False):
+  """Logits ``[B, S, V]`` and the chosen layers' features ``[L, B, S, D]`` (or None); see :func:`forward_sown`."""
+  logits, sown_values = forward_sown(model, batch, settings=settings, enable_dropout=enable_dropout, teacher=teacher)
+  return logits, sown_values.features_LxBxSxD
+
+
 def forward_hidden(
     model: nnx.Module, batch: dict, *, settings: DistillSettings, enable_dropout: bool, teacher: bool = False
 ):
-  """Like :func:`forward` without logits: ``((hidden [B, S, D], unembed [D, V], softcap), features)``."""
+  """Like :func:`forward_sown` without logits: ``((hidden [B, S, D], unembed [D, V], softcap), sown.Sown)``."""
   head = lean_forward.forward_hidden(model, batch, enable_dropout=enable_dropout)
   return head, _pop_features(model, settings, teacher)
 
 
-def _pop_features(model: nnx.Module, settings: DistillSettings, teacher: bool):
-  """The chosen layers' sown features ``[L, B, S, D]``, or None when the feature loss is off."""
-  sown = features.pop_out_projection(model)
+def _pop_features(model: nnx.Module, settings: DistillSettings, teacher: bool) -> sown.Sown:
+  """Everything ``model`` sowed (:func:`sown.pop_sown`), its features narrowed to the chosen layers (or None when
+  the feature loss is off)."""
+  values = sown.pop_sown(model, role="teacher" if teacher else "student", want_features=settings.extract_features)
   if not settings.extract_features:
-    return None
-  if sown is None:
+    return values
+  found, layers = values.features_LxBxSxD, int(model.config.num_decoder_layers)
+  if found is None or found.shape[0] != layers:
+    block = getattr(model.config.decoder_block, "value", model.config.decoder_block)
     raise ValueError(
         f"distill_beta={settings.distill_beta} (end {settings.distill_beta_end}) needs the attention"
-        f" {features.SOW_NAME}, but {type(model).__name__} sowed none. Fix: use a decoder whose attention"
-        " layer is maxtext.layers.attentions.Attention with scan_layers=True, or set distill_beta=0.0."
+        f" {features.SOW_NAME} of all {layers} layers, but the {type(model).__name__} (decoder_block={block}) sowed"
+        f" {0 if found is None else found.shape[0]}. Fix: use a decoder_block of {sorted(features.SOWING_DECODERS)}"
+        " with scan_layers=True, or set distill_beta=0.0."
     )
   indices = settings.teacher_layer_indices if teacher else settings.distill_layer_indices
-  return features.select_layers(sown, indices)
+  return values._replace(features_LxBxSxD=features.select_layers(found, indices))
 
 
 def token_mask(batch: dict) -> jnp.ndarray:
@@ -142,8 +156,12 @@ def token_mask(batch: dict) -> jnp.ndarray:
 def teacher_outputs(teacher_graphdef, teacher_state, batch, settings: DistillSettings) -> objective.TeacherOutputs:
   """Frozen teacher forward in inference mode; no gradient flows into it."""
   teacher = nnx.merge(teacher_graphdef, jax.lax.stop_gradient(teacher_state))
-  logits, feats = forward(teacher, batch, settings=settings, enable_dropout=False, teacher=True)
-  return jax.lax.stop_gradient(objective.TeacherOutputs(logits_BxSxV=logits, features_LxBxSxD=feats))
+  logits, values = forward_sown(teacher, batch, settings=settings, enable_dropout=False, teacher=True)
+  return jax.lax.stop_gradient(
+      objective.TeacherOutputs(
+          logits_BxSxV=logits, features_LxBxSxD=values.features_LxBxSxD, moe_lb_loss=values.moe_lb_loss
+      )
+  )
 
 
 def cached_teacher(batch: dict, tail: str) -> objective.TeacherOutputs:
@@ -165,42 +183,54 @@ def teacher_for_loss(teacher_graphdef, teacher_state, batch, settings: DistillSe
   if not chunked:
     return teacher_outputs(teacher_graphdef, teacher_state, batch, settings)
   teacher = nnx.merge(teacher_graphdef, jax.lax.stop_gradient(teacher_state))
-  (hidden, unembed, softcap), feats = forward_hidden(
+  (hidden, unembed, softcap), values = forward_hidden(
       teacher, batch, settings=settings, enable_dropout=False, teacher=True
   )
-  return jax.lax.stop_gradient((hidden, unembed, feats)), softcap
+  return jax.lax.stop_gradient((hidden, unembed, values.features_LxBxSxD, values.moe_lb_loss)), softcap
 
 
 def student_terms(model, teacher, batch, weights, settings: DistillSettings, *, chunked: bool, enable_dropout: bool):
-  """``(objective_sum, count, metrics)`` of the student ``model`` against ``teacher_for_loss``'s output."""
+  """``(objective_sum, count, metrics)`` of the student ``model`` against ``teacher_for_loss``'s output.
+
+  Besides the distillation terms, the student keeps MaxText's own training terms where its config sets them:
+  the z-loss (``z_loss_multiplier``), the MoE load balance (``load_balance_loss_weight``) and the
+  multi-token prediction (``mtp_num_layers``); see :mod:`aux_terms` for how the per-batch ones are weighted.
+  """
+  z_loss = float(getattr(model.config, "z_loss_multiplier", 0.0) or 0.0)
   if not chunked:
-    logits, feats = forward(model, batch, settings=settings, enable_dropout=enable_dropout)
-    return objective.distillation_terms(
+    logits, values = forward_sown(model, batch, settings=settings, enable_dropout=enable_dropout)
+    terms = objective.distillation_terms(
         logits,
         teacher,
         batch["targets"],
         token_mask(batch),
         weights,
-        student_features_LxBxSxD=feats,
+        student_features_LxBxSxD=values.features_LxBxSxD,
         feature_loss_type=settings.distill_feature_loss_type,
+        z_loss_multiplier=z_loss,
     )
-  (hidden, unembed, softcap), feats = forward_hidden(model, batch, settings=settings, enable_dropout=enable_dropout)
+    return aux_terms.add_aux_terms(
+        *terms, moe_lb_loss=values.moe_lb_loss, mtp_loss=values.mtp_loss, teacher_moe_lb_loss=teacher.moe_lb_loss
+    )
+  (hidden, unembed, softcap), values = forward_hidden(model, batch, settings=settings, enable_dropout=enable_dropout)
   if isinstance(teacher, objective.TeacherOutputs):  # offline: the cached top-k
-    return chunked_sparse.offline_distillation_terms_from_hidden(
+    terms = chunked_sparse.offline_distillation_terms_from_hidden(
         hidden,
         unembed,
         teacher,
         batch["targets"],
         token_mask(batch),
         weights,
-        student_features_LxBxSxD=feats,
+        student_features_LxBxSxD=values.features_LxBxSxD,
         feature_loss_type=settings.distill_feature_loss_type,
         seq_chunk=settings.distill_seq_chunk,
         vocab_chunk=settings.distill_vocab_chunk,
         student_logit_softcap=softcap,
+        z_loss_multiplier=z_loss,
     )
-  (teacher_hidden, teacher_unembed, teacher_feats), teacher_softcap = teacher
-  return chunked_objective.distillation_terms_from_hidden(
+    return aux_terms.add_aux_terms(*terms, moe_lb_loss=values.moe_lb_loss, mtp_loss=values.mtp_loss)
+  (teacher_hidden, teacher_unembed, teacher_feats, teacher_lb), teacher_softcap = teacher
+  terms = chunked_objective.distillation_terms_from_hidden(
       hidden,
       unembed,
       teacher_hidden,
@@ -208,13 +238,17 @@ def student_terms(model, teacher, batch, weights, settings: DistillSettings, *, 
       batch["targets"],
       token_mask(batch),
       weights,
-      student_features_LxBxSxD=feats,
+      student_features_LxBxSxD=values.features_LxBxSxD,
       teacher_features_LxBxSxD=teacher_feats,
       feature_loss_type=settings.distill_feature_loss_type,
       seq_chunk=settings.distill_seq_chunk,
       vocab_chunk=settings.distill_vocab_chunk,
       student_logit_softcap=softcap,
       teacher_logit_softcap=teacher_softcap,
+      z_loss_multiplier=z_loss,
+  )
+  return aux_terms.add_aux_terms(
+      *terms, moe_lb_loss=values.moe_lb_loss, mtp_loss=values.mtp_loss, teacher_moe_lb_loss=teacher_lb
   )
 
 
@@ -273,7 +307,7 @@ def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, lear
     )
 
     def objective_sum_fn(p):
-      model = nnx.merge(model_graphdef, p, rest)
+      model = nnx.merge(model_graphdef, p, rest, copy=True)  # fresh Variables at this trace level (MoE bias state)
       total, count, metrics = student_terms(
           model,
           teacher,

@@ -119,3 +119,23 @@ def train_in_process(tmp_path, teacher_checkpoint: str, *overrides: str, run_nam
       *overrides,
   ]
   return trainer.train(config.build(argv))
+
+
+def pytest_addoption(parser):
+  parser.addoption(
+      "--families", action="store_true", default=False, help="also run the tests marked families (make test-families)"
+  )
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "families: every model family of the family test (make test-families)")
+
+
+def pytest_collection_modifyitems(config, items):
+  """Deselects (does not skip) the families tests unless --families is given."""
+  if config.getoption("--families"):
+    return
+  deselected = [item for item in items if "families" in item.keywords]
+  if deselected:
+    config.hook.pytest_deselected(items=deselected)
+    items[:] = [item for item in items if "families" not in item.keywords]
