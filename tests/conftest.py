@@ -26,8 +26,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY_YAML = str(REPO / "configs" / "distillation-cpu-tiny.yml")
 DOCUMENTED_MODULE = "maxtext.trainers.post_train.distillation.train_distill"
 
-# The tiny architecture of configs/distillation-cpu-tiny.yml, for MaxText's own trainers.
-TINY_MODEL_ARGS = [
+# What every MaxText run in the tests needs on the CPU, before any model shape.
+CPU_RUN_ARGS = [
     "hardware=cpu",
     "skip_jax_distributed_system=True",
     "attention=dot_product",
@@ -35,6 +35,10 @@ TINY_MODEL_ARGS = [
     "weight_dtype=float32",
     "jax_cache_dir=",
     "override_model_config=True",
+]
+
+# The tiny architecture of configs/distillation-cpu-tiny.yml, for MaxText's own trainers.
+TINY_MODEL_ARGS = CPU_RUN_ARGS + [
     "base_emb_dim=64",
     "base_num_query_heads=4",
     "base_num_kv_heads=4",

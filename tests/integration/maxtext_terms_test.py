@@ -30,18 +30,11 @@ import pytest
 
 from maxtext_distill_plugin import features, objective, step
 from maxtext_distill_plugin.settings import DistillSettings
-from tests.conftest import maxtext_base_yml
+from tests.conftest import CPU_RUN_ARGS, maxtext_base_yml
 
 RTOL = 1e-5
 Z_LOSS = 1e-3  # MaxText's z_loss_multiplier
-DEEPSEEK_TINY = [
-    "hardware=cpu",
-    "skip_jax_distributed_system=True",
-    "attention=dot_product",
-    "dtype=float32",
-    "weight_dtype=float32",
-    "jax_cache_dir=",
-    "override_model_config=True",
+DEEPSEEK_TINY = CPU_RUN_ARGS + [
     "model_name=deepseek3-tiny",
     "base_emb_dim=64",
     "base_num_query_heads=4",

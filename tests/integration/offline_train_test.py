@@ -25,10 +25,9 @@ from maxtext_distill_plugin import cli
 from tests.conftest import TINY_YAML, run_cli, train_in_process
 
 
-@pytest.fixture(scope="module")
-def full_vocab_cache(tmp_path_factory, teacher_checkpoint):
-  """A cache of the tiny teacher with k = V = 512, made by the real caching tool."""
-  out = tmp_path_factory.mktemp("cache")
+def _write_cache(tmp_path_factory, teacher_checkpoint, top_k: int) -> str:
+  """A cache of the tiny teacher's top ``top_k`` made by the real caching tool (tail statistics from its full logits)."""
+  out = tmp_path_factory.mktemp(f"cache_k{top_k}")
   proc = run_cli(
       TINY_YAML,
       f"teacher_overrides.load_parameters_path={teacher_checkpoint}",
@@ -36,29 +35,23 @@ def full_vocab_cache(tmp_path_factory, teacher_checkpoint):
       f"base_output_directory={out}",
       "steps=3",
       "--top-k",
-      "512",
+      str(top_k),
       module="maxtext_distill_plugin.save_top_k_teacher_logits",
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return str(out / "cache")
+
+
+@pytest.fixture(scope="module")
+def full_vocab_cache(tmp_path_factory, teacher_checkpoint):
+  """k = V = 512."""
+  return _write_cache(tmp_path_factory, teacher_checkpoint, 512)
 
 
 @pytest.fixture(scope="module")
 def top_k_cache(tmp_path_factory, teacher_checkpoint):
-  """A k = 16 < V cache written by the real tool: its tail mass and entropies come from the teacher's full logits."""
-  out = tmp_path_factory.mktemp("toolk")
-  proc = run_cli(
-      TINY_YAML,
-      f"teacher_overrides.load_parameters_path={teacher_checkpoint}",
-      f"offline_data_dir={out / 'cache'}",
-      f"base_output_directory={out}",
-      "steps=3",
-      "--top-k",
-      "16",
-      module="maxtext_distill_plugin.save_top_k_teacher_logits",
-  )
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return str(out / "cache")
+  """k = 16 < V: its tail mass and entropies come from the teacher's full logits."""
+  return _write_cache(tmp_path_factory, teacher_checkpoint, 16)
 
 
 def _as_format_1(cache_dir, out_dir) -> str:
