@@ -37,14 +37,20 @@ CPU_RUN_ARGS = [
     "override_model_config=True",
 ]
 
-# The tiny architecture of configs/distillation-cpu-tiny.yml, for MaxText's own trainers.
-TINY_MODEL_ARGS = CPU_RUN_ARGS + [
+# The tiny shape of configs/distillation-cpu-tiny.yml (other families add their own keys to it).
+TINY_SHAPE_ARGS = [
     "base_emb_dim=64",
     "base_num_query_heads=4",
     "base_num_kv_heads=4",
     "head_dim=16",
     "base_mlp_dim=128",
     "vocab_size=512",
+]
+
+# The tiny architecture of configs/distillation-cpu-tiny.yml, for MaxText's own trainers.
+TINY_MODEL_ARGS = [
+    *CPU_RUN_ARGS,
+    *TINY_SHAPE_ARGS,
     "dataset_type=synthetic",
     "max_target_length=32",
     "per_device_batch_size=2",

@@ -30,18 +30,14 @@ import pytest
 
 from maxtext_distill_plugin import features, objective, step
 from maxtext_distill_plugin.settings import DistillSettings
-from tests.conftest import CPU_RUN_ARGS, maxtext_base_yml
+from tests.conftest import CPU_RUN_ARGS, TINY_SHAPE_ARGS, maxtext_base_yml
 
 RTOL = 1e-5
 Z_LOSS = 1e-3  # MaxText's z_loss_multiplier
-DEEPSEEK_TINY = CPU_RUN_ARGS + [
+DEEPSEEK_TINY = [
+    *CPU_RUN_ARGS,
+    *TINY_SHAPE_ARGS,
     "model_name=deepseek3-tiny",
-    "base_emb_dim=64",
-    "base_num_query_heads=4",
-    "base_num_kv_heads=4",
-    "head_dim=16",
-    "base_mlp_dim=128",
-    "vocab_size=512",
     "base_num_decoder_layers=3",
     "first_num_dense_layers=1",
     "qk_nope_head_dim=16",
