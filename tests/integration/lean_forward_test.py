@@ -179,11 +179,26 @@ def test_lean_loss_matches_dense_loss_and_never_builds_full_logits(models):
   flat_want, flat_got = jax.tree.leaves(want_grads), jax.tree.leaves(got_grads)
   assert len(flat_want) == len(flat_got) > 0
   for got, want in zip(flat_got, flat_want):
-    # Back-propagated through every layer, float32 summation-order noise reaches ~1e-6 absolute.
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5)
+    _assert_close_at_float32_noise(np.asarray(got, np.float64), np.asarray(want, np.float64))
   full = f"[{batch['inputs'].shape[0]},{batch['inputs'].shape[1]},{models.configs.student.vocab_size}]"
   assert full in dense_text  # the check below can see such an array
   assert full not in lean_text, f"a {full} array survives in the compiled lean step"
+
+
+def _assert_close_at_float32_noise(got, want):
+  """Two float32 evaluations of one gradient agree to summation-order noise, which scales with the array, not 1e-5.
+
+  The dense path contracts a [B, S, V] product in one matmul, the lean one in tiles, and XLA fuses the two programs
+  differently; the tied embedding's gradient sums B·S·V terms, so one element can move by ~1e-3 of the array's
+  largest entry (measured 6e-5 on an entry of 0.038, while jitted dense, eager dense and eager lean agree). A wrong
+  term (a missing T, the soft cap's derivative, a dropped tile) moves the whole array by O(1) of its norm, which both
+  bounds below still catch.
+  """
+  scale = float(np.max(np.abs(want)))
+  assert scale > 0
+  relative_norm_error = float(np.linalg.norm(got - want) / np.linalg.norm(want))
+  assert relative_norm_error < 1e-4, relative_norm_error
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-3 * scale)
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["dense", "chunked"])
