@@ -23,6 +23,7 @@ from typing import Literal
 import pydantic
 from pydantic import Field
 
+from maxtext_distill_plugin import divergences
 from maxtext_distill_plugin.schedules import SCHEDULE_KINDS
 
 ScheduleKind = Literal["constant", "linear", "cosine"]
@@ -42,6 +43,19 @@ class DistillSettings(pydantic.BaseModel):
   distill_beta: float = Field(0.0, description="Weight of the out_projection feature loss (additive).")
   distill_beta_end: float | None = Field(None, description="Beta at the last step; None keeps beta fixed.")
   distill_beta_schedule: ScheduleKind = Field("constant", description="constant | linear | cosine.")
+  distill_divergence: str = Field(
+      "forward_kl",
+      description=(
+          "What the soft loss measures between teacher_T and student_T: forward_kl (default), reverse_kl, jsd,"
+          " skew_kl, skew_reverse_kl or tvd (see divergences.py)."
+      ),
+  )
+  distill_divergence_beta: float | None = Field(
+      None, description="jsd: the teacher's weight beta in the mixture, in [0, 1] (0 forward KL, 1 reverse KL); 0.5."
+  )
+  distill_skew_lambda: float | None = Field(
+      None, description="skew_kl / skew_reverse_kl: the mixing weight lambda in [0, 1); default 0.1 (DistiLLM)."
+  )
   distill_feature_loss_type: Literal["cosine", "l2"] = Field("cosine", description="cosine distance or L2 (MSE).")
   distill_layer_indices: list[int] | None = Field(
       None, description="Scanned layers whose out_projection activations are aligned; None means every layer."
@@ -89,6 +103,42 @@ class DistillSettings(pydantic.BaseModel):
     if value not in ("cosine", "l2"):
       raise ValueError(f"distill_feature_loss_type={value!r} is unknown. Fix: use 'cosine' (default) or 'l2'.")
     return value
+
+  @pydantic.field_validator("distill_divergence", mode="before")
+  @classmethod
+  def _known_divergence(cls, value):
+    if value not in divergences.DIVERGENCES:
+      raise ValueError(
+          f"distill_divergence={value!r} is not a registered divergence. Fix: use one of"
+          f" {', '.join(divergences.DIVERGENCES)}."
+      )
+    return value
+
+  @pydantic.model_validator(mode="after")
+  def _divergence_parameter(self):
+    entry = divergences.lookup(self.distill_divergence)
+    for key, param in (("distill_divergence_beta", "beta"), ("distill_skew_lambda", "lambda")):
+      value = getattr(self, key)
+      if value is None:
+        continue
+      if entry.param != param:
+        takes = f"takes {entry.param!r}" if entry.param else "takes no parameter"
+        raise ValueError(
+            f"{key}={value} has no effect with distill_divergence={self.distill_divergence!r}, which {takes}. Fix:"
+            f" remove {key}, or choose a divergence that uses it ({'jsd' if param == 'beta' else 'skew_kl'})."
+        )
+      try:
+        entry.check_param(value)
+      except ValueError as error:
+        raise ValueError(f"{key}={value}: {error}. Fix: choose a value in that range.") from None
+    return self
+
+  @property
+  def divergence_param(self) -> float | None:
+    """The chosen divergence's parameter (its default when the key is unset), or None."""
+    entry = divergences.lookup(self.distill_divergence)
+    value = {"beta": self.distill_divergence_beta, "lambda": self.distill_skew_lambda}.get(entry.param)
+    return entry.check_param(value) if entry.param else None
 
   @pydantic.field_validator("distill_alpha", "distill_alpha_end")
   @classmethod
