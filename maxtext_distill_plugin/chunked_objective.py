@@ -235,6 +235,7 @@ def distillation_terms_from_hidden(
 
   return objective.combine_terms(
       kl_at_t,
+      kl_at_t,
       kl_at_1,
       student_ce,
       mask_BxS,

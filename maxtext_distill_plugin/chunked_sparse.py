@@ -256,6 +256,7 @@ def offline_distillation_terms_from_hidden(
   kl_at_T, kl_at_1, student_ce, extra = objective.cached_teacher_terms(stats, teacher, weights.temperature, vocab)
   return objective.combine_terms(
       kl_at_T,
+      kl_at_T,
       kl_at_1,
       student_ce,
       mask_BxS,

@@ -192,6 +192,7 @@ def distillation_terms(
     student_lse = jax.nn.logsumexp(student_logits_BxSxV.astype(jnp.float32), axis=-1)
   return combine_terms(
       kl_at_T,
+      kl_at_T,
       kl_at_1,
       student_ce,
       mask_BxS,
@@ -206,6 +207,7 @@ def distillation_terms(
 
 
 def combine_terms(
+    divergence_at_T_BxS: jnp.ndarray,
     kl_at_T_BxS: jnp.ndarray,
     kl_at_1_BxS: jnp.ndarray,
     student_ce_BxS: jnp.ndarray,
@@ -222,8 +224,11 @@ def combine_terms(
   """The objective and metrics from per-token terms, however they were computed (dense, sparse or chunked).
 
   Args:
-    kl_at_T_BxS: ``KL(teacher_T || student_T)`` per token, without T^2.
-    kl_at_1_BxS: the same at T = 1 (a metric; no gradient flows through it).
+    divergence_at_T_BxS: the optimised divergence ``D(teacher_T, student_T)`` per token (``distill_divergence``),
+      without T^2.
+    kl_at_T_BxS: forward ``KL(teacher_T || student_T)`` per token (a metric; no gradient flows through it); the
+      same array as ``divergence_at_T_BxS`` for forward KL.
+    kl_at_1_BxS: forward KL at T = 1 (a metric; no gradient flows through it).
     student_ce_BxS: student cross-entropy on the labels.
     mask_BxS: token validity.
     weights: scheduled alpha, temperature and beta.
@@ -239,8 +244,8 @@ def combine_terms(
   Returns:
     ``(objective_sum, count, metrics)`` as :func:`distillation_terms`.
   """
-  kl_at_1_BxS = jax.lax.stop_gradient(kl_at_1_BxS)
-  soft = kl_at_T_BxS * jnp.square(weights.temperature)
+  kl_at_T_BxS, kl_at_1_BxS = jax.lax.stop_gradient((kl_at_T_BxS, kl_at_1_BxS))
+  soft = divergence_at_T_BxS * jnp.square(weights.temperature)
   per_token = weights.alpha * soft + (1.0 - weights.alpha) * student_ce_BxS
   if student_features_LxBxSxD is not None and teacher_features_LxBxSxD is not None:
     feature = weights.beta * losses.feature_distance(
@@ -260,6 +265,7 @@ def combine_terms(
   metrics = {
       "distill/soft_loss": reductions.masked_sum_count(soft, mask_BxS),
       "distill/hard_loss": reductions.masked_sum_count(student_ce_BxS, mask_BxS),
+      "distill/divergence_at_T": reductions.masked_sum_count(divergence_at_T_BxS, mask_BxS),
       "distill/kl_div_at_T": reductions.masked_sum_count(kl_at_T_BxS, mask_BxS),
       "distill/kl_div_T1": reductions.masked_sum_count(kl_at_1_BxS, mask_BxS),
       "distill/out_proj_feature_loss": reductions.masked_sum_count(feature, mask_BxS),

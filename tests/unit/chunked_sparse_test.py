@@ -42,6 +42,7 @@ METRIC_NAMES = (
     "distill/soft_loss",
     "distill/hard_loss",
     "distill/topk_coverage",
+    "distill/divergence_at_T",
     "distill/kl_div_at_T",
     "distill/kl_div_T1",
     "distill/out_proj_feature_loss",

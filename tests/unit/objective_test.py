@@ -42,6 +42,7 @@ METRIC_NAMES = (
     "distill/soft_loss",
     "distill/hard_loss",
     "distill/teacher_loss",
+    "distill/divergence_at_T",
     "distill/kl_div_at_T",
     "distill/kl_div_T1",
     "distill/out_proj_feature_loss",
@@ -101,6 +102,7 @@ def _reference(inputs, alpha, temperature, beta, loss_type):
       "distill/soft_loss": soft[mask].sum(),
       "distill/hard_loss": hard[mask].sum(),
       "distill/teacher_loss": teacher_ce[mask].sum(),
+      "distill/divergence_at_T": kl_t[mask].sum(),  # forward KL: the optimised divergence is the KL
       "distill/kl_div_at_T": kl_t[mask].sum(),
       "distill/kl_div_T1": kl_1[mask].sum(),
       "distill/out_proj_feature_loss": feature[mask].sum(),
