@@ -22,8 +22,11 @@ import numpy as np
 import pytest
 
 from maxtext_distill_plugin import chunked_objective
+from maxtext_distill_plugin import divergences
 from maxtext_distill_plugin import objective
-from tests.unit.lean_loss_testing import VALUE_ATOL, VALUE_RTOL, assert_same_objective, value_and_grads
+from tests.unit import lean_loss_testing
+from tests.unit.lean_loss_testing import GRAD_ATOL, GRAD_RTOL, VALUE_ATOL, VALUE_RTOL
+from tests.unit.lean_loss_testing import assert_same_objective, value_and_grads
 
 # S=11 divides by neither chunk below; V=37 does not divide by 10. Widths differ between the models.
 STUDENT_DIM, TEACHER_DIM, FEATURE_DIM, LAYERS, VOCAB = 8, 12, 8, 2, 37
@@ -46,6 +49,12 @@ METRIC_NAMES = (
     "distill/kl_div_T1",
     "distill/out_proj_feature_loss",
     "distill/total_loss",
+)
+DIAGNOSTIC_NAMES = (
+    "distill/top1_agreement",
+    "distill/teacher_entropy",
+    "distill/student_entropy",
+    "distill/topk_coverage",
 )
 
 
@@ -254,3 +263,189 @@ def test_compiled_temp_memory_is_a_fraction_of_dense(seq_chunk, vocab_chunk):
   lean_text = lean.as_text()
   assert f"[{MEMORY_B},{MEMORY_S},{MEMORY_V}]" not in lean_text
   assert f"[{MEMORY_B * MEMORY_S},{MEMORY_V}]" not in lean_text
+
+
+# ----------------------------------------------------------------------------- Every divergence, against float64 NumPy
+
+# (divergence, param): the registry's six, JSD at both endpoints and inside, the skew KLs at lambda = 0.1.
+DIVERGENCE_CASES = (
+    ("forward_kl", None),
+    ("reverse_kl", None),
+    ("jsd", 0.0),
+    ("jsd", 0.5),
+    ("jsd", 1.0),
+    ("skew_kl", 0.1),
+    ("skew_reverse_kl", 0.1),
+    ("tvd", None),
+)
+DIVERGENCE_IDS = [name if param is None else f"{name}_{param}" for name, param in DIVERGENCE_CASES]
+SOFTCAPS = (4.0, 3.0)  # student, teacher: both active at these logit scales
+Z_LOSS = 1e-2
+
+
+def _lean_value_and_grads(divergence, param, inputs, *, softcaps=SOFTCAPS, vocab_chunk=10, **options):
+  """Jitted ``(total, count, metrics), (d hidden, d unembed)`` of the lean objective; the weights are traced."""
+  fixed = {k: jnp.asarray(inputs[k]) for k in ("teacher_hidden", "teacher_unembed", "labels", "mask")}
+
+  def objective_sum(student_hidden, student_unembed, weights):
+    total, count, metrics = chunked_objective.distillation_terms_from_hidden(
+        student_hidden,
+        student_unembed,
+        fixed["teacher_hidden"],
+        fixed["teacher_unembed"],
+        fixed["labels"],
+        fixed["mask"],
+        weights,
+        seq_chunk=SEQ_CHUNK,
+        vocab_chunk=vocab_chunk,
+        student_logit_softcap=softcaps[0],
+        teacher_logit_softcap=softcaps[1],
+        divergence=divergence,
+        divergence_param=param,
+        **options,
+    )
+    return total, (count, metrics)
+
+  run = jax.jit(jax.value_and_grad(objective_sum, argnums=(0, 1), has_aux=True))
+  hidden, unembed = jnp.asarray(inputs["student_hidden"]), jnp.asarray(inputs["student_unembed"])
+  return lambda weights: run(hidden, unembed, weights)
+
+
+@pytest.mark.parametrize("divergence,param", DIVERGENCE_CASES, ids=DIVERGENCE_IDS)
+def test_every_divergence_matches_numpy_float64(divergence, param):
+  """Values, metrics and student gradients of the lean path = the float64 dense reference, T in {0.5, 1, 2}.
+
+  Padding mask with holes, soft caps on both models, S = 11 over seq_chunk 4, V = 37 over vocab_chunk 10, z-loss on.
+  """
+  inputs = _inputs(10)
+  run = _lean_value_and_grads(divergence, param, inputs, z_loss_multiplier=Z_LOSS)
+  for temperature in (0.5, 1.0, 2.0):
+    (total, (count, metrics)), grads = run(_weights(0.7, temperature))
+    sums, want_count, want_grads = lean_loss_testing.np_lean_reference(
+        inputs, alpha=0.7, temperature=temperature, divergence=divergence, param=param, softcaps=SOFTCAPS, z_loss=Z_LOSS
+    )
+    label = f"{divergence}({param}) T={temperature}"
+    np.testing.assert_allclose(float(total), sums["distill/total_loss"], rtol=VALUE_RTOL, atol=VALUE_ATOL, err_msg=label)
+    assert float(count) == want_count == MASK.sum()
+    assert set(metrics) == set(METRIC_NAMES) | {"distill/z_loss"}, label
+    for name in metrics:
+      np.testing.assert_allclose(
+          float(metrics[name][0]), sums[name], rtol=VALUE_RTOL, atol=VALUE_ATOL, err_msg=f"{label} {name}"
+      )
+    for what, got, want in zip(("hidden", "unembed"), grads, want_grads):
+      np.testing.assert_allclose(np.asarray(got), want, rtol=GRAD_RTOL, atol=GRAD_ATOL, err_msg=f"{label} d {what}")
+    assert np.abs(want_grads[1]).max() > 1e-2  # the comparison is not between two zeros
+
+
+@pytest.mark.parametrize("divergence,param", DIVERGENCE_CASES, ids=DIVERGENCE_IDS)
+def test_numpy_reference_gradient_is_the_derivative_of_its_value(divergence, param):
+  """The reference's hand-derived gradient agrees with central differences of its own value (float64)."""
+  inputs = _inputs(11, mask=MASK[:2, :5], vocab=9)
+  kwargs = {"alpha": 0.7, "temperature": 0.5, "divergence": divergence, "param": param, "softcaps": SOFTCAPS}
+  _, _, (_, d_unembed) = lean_loss_testing.np_lean_reference(inputs, **kwargs)
+  step = 1e-6
+  for index in ((0, 0), (3, 4), (7, 8)):
+    values = []
+    for sign in (1.0, -1.0):
+      moved = dict(inputs, student_unembed=np.asarray(inputs["student_unembed"], np.float64).copy())
+      moved["student_unembed"][index] += sign * step
+      values.append(lean_loss_testing.np_lean_reference(moved, **kwargs)[0]["distill/total_loss"])
+    np.testing.assert_allclose((values[0] - values[1]) / (2 * step), d_unembed[index], rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("divergence,param", DIVERGENCE_CASES, ids=DIVERGENCE_IDS)
+def test_identical_models_give_zero_divergence(divergence, param):
+  inputs = _inputs(12)
+  inputs["teacher_hidden"], inputs["teacher_unembed"] = inputs["student_hidden"], inputs["student_unembed"]
+  (_, (_, metrics)), _ = _lean_value_and_grads(divergence, param, inputs, softcaps=(4.0, 4.0))(_weights(0.5, 2.0))
+  for name in ("distill/divergence_at_T", "distill/kl_div_at_T", "distill/kl_div_T1"):
+    assert 0.0 <= float(metrics[name][0]) < 1e-5, (name, float(metrics[name][0]))
+
+
+def test_jsd_endpoints_through_the_second_sweep_equal_the_kls():
+  """JSD(0) and JSD(1) take the two-sweep skeleton; forward KL takes the single-sweep fast path: same numbers."""
+  inputs = _inputs(13)
+  weights = _weights(0.7, 2.0)
+  for endpoint, kl in ((0.0, "forward_kl"), (1.0, "reverse_kl")):
+    (got, _), got_grads = _lean_value_and_grads("jsd", endpoint, inputs)(weights)
+    (want, _), want_grads = _lean_value_and_grads(kl, None, inputs)(weights)
+    np.testing.assert_allclose(float(got), float(want), rtol=VALUE_RTOL, atol=VALUE_ATOL)
+    for got_grad, want_grad in zip(got_grads, want_grads):
+      np.testing.assert_allclose(np.asarray(got_grad), np.asarray(want_grad), rtol=GRAD_RTOL, atol=GRAD_ATOL)
+
+
+def test_rejects_bad_divergence_and_coverage_k():
+  inputs = _inputs(14)
+  args = [jnp.asarray(inputs[k]) for k in ("student_hidden", "student_unembed", "teacher_hidden", "teacher_unembed")]
+  labels, mask = jnp.asarray(inputs["labels"]), jnp.asarray(inputs["mask"])
+  call = functools.partial(chunked_objective.distillation_terms_from_hidden, *args, labels, mask, _weights(0.5, 1.0))
+  with pytest.raises(ValueError, match="unknown divergence"):
+    call(divergence="kl")
+  with pytest.raises(ValueError, match="beta"):
+    call(divergence="jsd", divergence_param=1.5)
+  with pytest.raises(ValueError, match="coverage_top_k"):
+    call(coverage_top_k=VOCAB + 1)
+
+
+# ----------------------------------------------------------------------------- Diagnostics
+
+
+@pytest.mark.parametrize("divergence", ("forward_kl", "tvd"))
+def test_diagnostics_match_numpy_with_ties_across_tiles(divergence):
+  """Top-1 agreement, entropies and top-k coverage at T = 1 against NumPy.
+
+  Small integers make exact ties of the maximum inside and across vocabulary tiles; they must break
+  to the lowest id like ``np.argmax``. Most tokens' teacher is the student itself (agreement 1 there),
+  and the teacher's column 25 (tile 2) repeats its column 3 (tile 0), while the student's is 0: where
+  both models peak at 3, only the lowest-id rule agrees.
+  """
+  inputs = _inputs(15)
+  rng = np.random.default_rng(15)
+  batch, seq = MASK.shape
+  student_hidden = rng.integers(-1, 2, size=(batch, seq, STUDENT_DIM)).astype(np.float32)
+  student_unembed = rng.integers(-1, 2, size=(STUDENT_DIM, VOCAB)).astype(np.float32) / 2
+  student_hidden[..., 0], student_unembed[0, 3] = 1.0, 2.0  # column 3 often peaks
+  teacher_hidden = rng.integers(-1, 2, size=(batch, seq, TEACHER_DIM)).astype(np.float32)
+  copy = rng.random((batch, seq)) < 0.6
+  teacher_hidden[copy] = np.pad(student_hidden[copy], [(0, 0), (0, TEACHER_DIM - STUDENT_DIM)])
+  teacher_unembed = rng.integers(-1, 2, size=(TEACHER_DIM, VOCAB)).astype(np.float32) / 2
+  teacher_unembed[:STUDENT_DIM] = student_unembed
+  student_unembed[:, 25] = 0.0
+  teacher_unembed[:, 25] = teacher_unembed[:, 3]
+  inputs.update(
+      student_hidden=student_hidden,
+      student_unembed=student_unembed,
+      teacher_hidden=teacher_hidden,
+      teacher_unembed=teacher_unembed,
+  )
+  student_logits, teacher_logits = student_hidden @ student_unembed, teacher_hidden @ teacher_unembed
+  peak = teacher_logits.max(-1)
+  cross_tile_tie = (teacher_logits[..., 3] == peak) & (teacher_logits[..., 25] == peak)
+  assert (cross_tile_tie & (student_logits.argmax(-1) == 3) & MASK).sum() >= 1  # the case exercises the rule
+  for top_k in (1, 5, VOCAB):
+    run = _lean_value_and_grads(divergence, None, inputs, softcaps=(None, 6.0), diagnostics=True, coverage_top_k=top_k)
+    (_, (_, metrics)), _ = run(_weights(0.5, 2.0))
+    sums, _, _ = lean_loss_testing.np_lean_reference(
+        inputs, alpha=0.5, temperature=2.0, divergence=divergence, param=None, softcaps=(None, 6.0), top_k=top_k
+    )
+    for name in DIAGNOSTIC_NAMES:
+      np.testing.assert_allclose(float(metrics[name][0]), sums[name], rtol=VALUE_RTOL, atol=VALUE_ATOL, err_msg=name)
+      assert float(metrics[name][1]) == MASK.sum(), name
+  assert 0.0 < sums["distill/top1_agreement"] < MASK.sum()  # neither all nor none agree
+  np.testing.assert_allclose(sums["distill/topk_coverage"], MASK.sum())  # k = V keeps all the mass
+
+
+def test_diagnostics_are_gradient_free_and_change_nothing_else():
+  inputs = _inputs(16)
+  weights = _weights(0.6, 2.0)
+  for divergence, param in (("forward_kl", None), ("jsd", 0.5)):
+    (total, (_, metrics)), grads = _lean_value_and_grads(divergence, param, inputs)(weights)
+    (total_d, (_, metrics_d)), grads_d = _lean_value_and_grads(
+        divergence, param, inputs, diagnostics=True, coverage_top_k=4
+    )(weights)
+    assert set(metrics_d) == set(metrics) | set(DIAGNOSTIC_NAMES)
+    assert float(total_d) == float(total)
+    for name in metrics:
+      assert float(metrics_d[name][0]) == float(metrics[name][0]), name
+    for got, want in zip(grads_d, grads):
+      np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
