@@ -224,12 +224,13 @@ def test_rejects_mismatched_shapes():
 MEMORY_B, MEMORY_S, MEMORY_D, MEMORY_V = 2, 256, 64, 8192
 
 
-def _compiled_value_and_grad(loss_fn):
+def _compiled_value_and_grad(loss_fn, shapes=(MEMORY_B, MEMORY_S, MEMORY_D, MEMORY_V)):
   """The compiled jit(value_and_grad) of an objective_sum w.r.t. student hidden states and unembedding."""
-  hidden = jax.ShapeDtypeStruct((MEMORY_B, MEMORY_S, MEMORY_D), jnp.float32)
-  unembed = jax.ShapeDtypeStruct((MEMORY_D, MEMORY_V), jnp.float32)
-  labels = jax.ShapeDtypeStruct((MEMORY_B, MEMORY_S), jnp.int32)
-  mask = jax.ShapeDtypeStruct((MEMORY_B, MEMORY_S), jnp.bool_)
+  batch, seq, dim, vocab = shapes
+  hidden = jax.ShapeDtypeStruct((batch, seq, dim), jnp.float32)
+  unembed = jax.ShapeDtypeStruct((dim, vocab), jnp.float32)
+  labels = jax.ShapeDtypeStruct((batch, seq), jnp.int32)
+  mask = jax.ShapeDtypeStruct((batch, seq), jnp.bool_)
   weights = _weights(0.5, 2.0)
   return (
       jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))
@@ -449,3 +450,50 @@ def test_diagnostics_are_gradient_free_and_change_nothing_else():
       assert float(metrics_d[name][0]) == float(metrics[name][0]), name
     for got, want in zip(grads_d, grads):
       np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+# ----------------------------------------------------------------------------- Compiled memory of every divergence
+
+DIV_MEMORY_B, DIV_MEMORY_S, DIV_MEMORY_D, DIV_MEMORY_V = 2, 256, 32, 32768
+
+
+def _dense_divergence_objective_sum(divergence, param):
+  """The dense reference program: ``alpha T^2 D + (1 - alpha) CE`` on full ``[B, S, V]`` logits."""
+  entry = divergences.lookup(divergence)
+
+  def objective_sum(student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, mask, weights):
+    temperature = weights.temperature
+    student_logits = student_hidden @ student_unembed
+    teacher_logits = jax.lax.stop_gradient(teacher_hidden @ teacher_unembed)
+    soft = entry(
+        jax.nn.log_softmax(teacher_logits / temperature), jax.nn.log_softmax(student_logits / temperature), param=param
+    )
+    ce = -jnp.take_along_axis(jax.nn.log_softmax(student_logits), labels[..., None], axis=-1)[..., 0]
+    per_token = weights.alpha * jnp.square(temperature) * soft + (1.0 - weights.alpha) * ce
+    return jnp.sum(jnp.where(mask, per_token, 0.0))
+
+  return objective_sum
+
+
+@pytest.mark.parametrize("divergence,param", DIVERGENCE_CASES[:2] + DIVERGENCE_CASES[3:4] + DIVERGENCE_CASES[5:])
+def test_compiled_temp_memory_of_every_divergence_is_a_fraction_of_dense(divergence, param):
+  shapes = (DIV_MEMORY_B, DIV_MEMORY_S, DIV_MEMORY_D, DIV_MEMORY_V)
+
+  def lean_objective_sum(*args):
+    return chunked_objective.distillation_terms_from_hidden(
+        *args, seq_chunk=64, vocab_chunk=2048, divergence=divergence, divergence_param=param, diagnostics=True
+    )[0]
+
+  dense = _compiled_value_and_grad(_dense_divergence_objective_sum(divergence, param), shapes)
+  lean = _compiled_value_and_grad(lean_objective_sum, shapes)
+  dense_bytes = dense.memory_analysis().temp_size_in_bytes
+  lean_bytes = lean.memory_analysis().temp_size_in_bytes
+  print(
+      f"\n{divergence}({param}) [B, S, D, V]={list(shapes)} temp_size_in_bytes: dense={dense_bytes / 2**20:.1f} MiB,"
+      f" lean={lean_bytes / 2**20:.1f} MiB, ratio={lean_bytes / dense_bytes:.3f}"
+  )
+  assert lean_bytes <= 0.25 * dense_bytes, (lean_bytes, dense_bytes)
+  batch, seq, _, vocab = shapes
+  assert f"f32[{batch},{seq},{vocab}]" in dense.as_text()
+  lean_text = lean.as_text()
+  assert f"[{batch},{seq},{vocab}]" not in lean_text and f"[{batch * seq},{vocab}]" not in lean_text
