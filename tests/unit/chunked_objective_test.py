@@ -378,14 +378,15 @@ def test_jsd_endpoints_through_the_second_sweep_equal_the_kls():
 def test_rejects_bad_divergence_and_coverage_k():
   inputs = _inputs(14)
   args = [jnp.asarray(inputs[k]) for k in ("student_hidden", "student_unembed", "teacher_hidden", "teacher_unembed")]
-  labels, mask = jnp.asarray(inputs["labels"]), jnp.asarray(inputs["mask"])
-  call = functools.partial(chunked_objective.distillation_terms_from_hidden, *args, labels, mask, _weights(0.5, 1.0))
-  with pytest.raises(ValueError, match="unknown divergence"):
-    call(divergence="kl")
-  with pytest.raises(ValueError, match="beta"):
-    call(divergence="jsd", divergence_param=1.5)
-  with pytest.raises(ValueError, match="coverage_top_k"):
-    call(coverage_top_k=VOCAB + 1)
+  args += [jnp.asarray(inputs["labels"]), jnp.asarray(inputs["mask"]), _weights(0.5, 1.0)]
+  for options, message in (
+      ({"divergence": "kl"}, "unknown divergence"),
+      ({"divergence": "jsd", "divergence_param": 1.5}, "beta"),
+      ({"divergence": "forward_kl", "divergence_param": 0.5}, "takes no parameter"),
+      ({"coverage_top_k": VOCAB + 1}, "coverage_top_k"),
+  ):
+    with pytest.raises(ValueError, match=message):
+      chunked_objective.distillation_terms_from_hidden(*args, **options)
 
 
 # ----------------------------------------------------------------------------- Diagnostics
