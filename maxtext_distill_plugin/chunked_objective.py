@@ -309,7 +309,7 @@ def distillation_terms_from_hidden(
     diagnostics: also report ``distill/top1_agreement``, ``distill/teacher_entropy`` and
       ``distill/student_entropy`` (T = 1, gradient stopped), computed in sweep 1.
     coverage_top_k: also report ``distill/topk_coverage``, the teacher's mass at T = 1 in its top-k
-      (what a k-cache would keep), for this static k in ``[1, V]``; None: off.
+      (what a k-cache would keep), for this static k >= 1 (k >= V: all of the mass, 1); None: off.
 
   Returns:
     ``(objective_sum, count, metrics)`` with the same meaning, names and
@@ -329,9 +329,10 @@ def distillation_terms_from_hidden(
     raise ValueError(f"labels {labels_BxS.shape} and mask {mask_BxS.shape} must be [B={batch}, S={seq}]")
   tiling = tiles.make_tiling(seq, vocab, seq_chunk, vocab_chunk, student_logit_softcap, teacher_logit_softcap)
   param = divergences.lookup(divergence).check_param(divergence_param)
-  if coverage_top_k is not None and not 1 <= coverage_top_k <= vocab:
-    raise ValueError(f"coverage_top_k={coverage_top_k} must be in [1, V={vocab}] or None")
-  options = _Options(tiling, None if divergence == "forward_kl" else divergence, param, diagnostics, coverage_top_k)
+  if coverage_top_k is not None and coverage_top_k < 1:
+    raise ValueError(f"coverage_top_k={coverage_top_k} must be positive or None")
+  top_k = None if coverage_top_k is None else min(coverage_top_k, vocab)  # a k-cache with k >= V keeps all of it
+  options = _Options(tiling, None if divergence == "forward_kl" else divergence, param, diagnostics, top_k)
   temperature = jnp.asarray(weights.temperature, jnp.float32)
   terms = _vocab_terms(
       options,
