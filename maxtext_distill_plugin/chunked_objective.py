@@ -17,27 +17,35 @@
 Online, both models' hidden states are at hand; offline batches (a cached top-k
 teacher) take the same path through :mod:`chunked_sparse`, on the same tiles (:mod:`tiles`).
 
-:func:`distillation_terms_from_hidden` returns exactly what
-:func:`objective.distillation_terms` returns for ``logits = cap(hidden @ W)``,
-but works on tiles of ``[B, seq_chunk]`` tokens by ``vocab_chunk`` columns:
+:func:`distillation_terms_from_hidden` returns exactly what the dense objective returns for
+``logits = cap(hidden @ W)``, but works on tiles of ``[B, seq_chunk]`` tokens by ``vocab_chunk`` columns:
 
   z = cap(h @ W) per tile, cap(u) = c * tanh(u / c) (MaxText's ``final_logits_soft_cap``, one c per model)
   or identity.
-  Online over vocabulary tiles, per token and per distribution q in {s/1, s/T, t/1, t/T}:
+  Sweep 1, online over vocabulary tiles, per token and per distribution q in {s/1, s/T, t/1, t/T}:
     m_q = running max, l_q = sum exp(z_q - m_q), lse_q = m_q + log l_q,
     a_T = sum exp(z_t/T - m_tT) (z_t - z_s) / T,   a_1 = sum exp(z_t - m_t1) (z_t - z_s).
   KL(t_T || s_T) = a_T / l_tT - lse_tT + lse_sT,   KL at T=1 likewise,
   CE(student) = lse_s1 - z_s[label],   CE(teacher) = lse_t1 - z_t[label],
   and lse_s1 itself (MaxText's z-loss z * lse_s1^2).
+  Sweep 2 (any divergence but forward KL, which sweep 1 already gives): with the log-probabilities
+  log p_v = z_t,v / T - lse_tT and log q_v = z_s,v / T - lse_sT, the registry's elementwise form e_v
+  (:mod:`divergences`) and its diagonal partial g_v = de_v / dlog q_v:
+    D = max(sum_v e_v, 0) (clamped straight-through, as the dense path),   G = sum_v g_v.
 
-A ``jax.custom_vjp`` keeps only the inputs and four ``[B, S]`` log-sum-exps;
+A ``jax.custom_vjp`` keeps only the inputs, four ``[B, S]`` log-sum-exps (and G);
 the backward recomputes each tile's logits and applies the analytic gradient
 
-  dL/dz_s = c_klT / T (p_sT - p_tT) + c_kl1 (p_s1 - p_t1) + c_ce (p_s1 - onehot(label)) + c_lse p_s1,
+  dL/dz_s = c_klT / T (p_sT - p_tT) + c_kl1 (p_s1 - p_t1) + c_ce (p_s1 - onehot(label)) + c_lse p_s1
+            + c_D (g - q_T G) / T,
 
-times ``1 - (z_s / c_s)^2`` under the student's soft cap, so no ``[B, S, V]`` array (logits,
-softmax or one-hot) exists in the forward or the backward; the largest
-temporaries are ``[B, seq_chunk, vocab_chunk]`` float32 tiles.
+times ``1 - (z_s / c_s)^2`` under the student's soft cap. Every divergence shares this one
+skeleton; only e and g come from the registry. No ``[B, S, V]`` array (logits, softmax or one-hot)
+exists in the forward or the backward; the largest temporaries are ``[B, seq_chunk, vocab_chunk]`` tiles.
+
+Diagnostics (``diagnostics=True``; gradient-free, their cotangents are dropped) come out of sweep 1:
+top-1 agreement (running max and first argmax per model), entropies at T = 1,
+``H = lse_1 - sum exp(z - m) z / l``, and the teacher's mass in its top-k at T = 1 (a running top-k).
 
 The teacher is a constant: its hidden states and unembedding are
 ``stop_gradient``. The temperature is a schedule value and gets no gradient.
@@ -45,70 +53,155 @@ Tiles run along the sequence axis, so a sharded batch axis stays sharded; a
 sharded sequence axis (context parallelism) would be gathered per tile.
 """
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 
+from maxtext_distill_plugin import divergences
 from maxtext_distill_plugin import objective
 from maxtext_distill_plugin import reductions
 from maxtext_distill_plugin import tiles
 
 DEFAULT_SEQ_CHUNK = tiles.DEFAULT_SEQ_CHUNK
+# Per-token outputs of the custom VJP that carry no gradient (the teacher's CE and the diagnostics).
+_GRADIENT_FREE = ("ce_t", "top1", "entropy_t", "entropy_s", "coverage")
+_DIAGNOSTIC_METRICS = {
+    "top1": "distill/top1_agreement",
+    "entropy_t": "distill/teacher_entropy",
+    "entropy_s": "distill/student_entropy",
+    "coverage": "distill/topk_coverage",
+}
 
 
-def _forward_rows(tiling: tiles.Tiling, temperature, student_tiles, teacher_tiles, hs_BxCxD, ht_BxCxD, labels_BxC):
-  """Per-token terms and log-sum-exps of one sequence chunk, scanning the vocabulary tiles."""
+@dataclasses.dataclass(frozen=True)
+class _Options:
+  """Static options of one tiled objective (hashable: a ``nondiff_argnums`` argument).
+
+  ``divergence`` None is forward KL, which sweep 1 alone gives (the fast path); ``top_k`` None: no coverage.
+  """
+
+  tiling: tiles.Tiling
+  divergence: str | None = None
+  param: float | None = None
+  diagnostics: bool = False
+  top_k: int | None = None
+
+
+def _tile_logits(tiling: tiles.Tiling, hs_BxCxD, ht_BxCxD, ws_DxK, wt_DxK, offset):
+  """Capped student logits, both models' logits with padded columns masked, the column ids and their validity."""
+  zs_capped, columns = tiles.tile_logits(hs_BxCxD, ws_DxK, offset, tiling.student_softcap)
+  zt, _ = tiles.tile_logits(ht_BxCxD, wt_DxK, offset, tiling.teacher_softcap)
+  valid = columns < tiling.vocab_size
+  zs, zt = jnp.where(valid, zs_capped, tiles.PADDED_LOGIT), jnp.where(valid, zt, tiles.PADDED_LOGIT)
+  return zs_capped, zs, zt, columns, valid
+
+
+def _partials(options: _Options, zs, zt, lse_st, lse_tt, temperature, valid):
+  """``(e_v, g_v)`` of the chosen divergence on one tile, 0 on padded columns; lses are ``[B, C, 1]``."""
+  elementwise = divergences.lookup(options.divergence).elementwise
+  teacher_logp, student_logp = zt / temperature - lse_tt, zs / temperature - lse_st
+  e, g = divergences.student_partials(elementwise, teacher_logp, student_logp, param=options.param)
+  return jnp.where(valid, e, 0.0), jnp.where(valid, g, 0.0)
+
+
+def _forward_rows(options: _Options, temperature, student_tiles, teacher_tiles, hs_BxCxD, ht_BxCxD, labels_BxC):
+  """Per-token terms (a dict of ``[B, C]``) and residuals of one sequence chunk, scanning the vocabulary tiles."""
   shape = labels_BxC.shape
   empty = tiles.empty_online_state(shape)
   zeros = jnp.zeros(shape, jnp.float32)
+  diagnostics = options.diagnostics
 
   def body(carry, tile):
-    s1, st, t1, tt, label_s, label_t = carry
     ws_DxK, wt_DxK, offset = tile
-    zs, columns = tiles.tile_logits(hs_BxCxD, ws_DxK, offset, tiling.student_softcap)
-    zt, _ = tiles.tile_logits(ht_BxCxD, wt_DxK, offset, tiling.teacher_softcap)
-    valid = columns < tiling.vocab_size
-    zs, zt = jnp.where(valid, zs, tiles.PADDED_LOGIT), jnp.where(valid, zt, tiles.PADDED_LOGIT)
+    _, zs, zt, columns, _ = _tile_logits(options.tiling, hs_BxCxD, ht_BxCxD, ws_DxK, wt_DxK, offset)
     hit = columns == labels_BxC[..., None]
     diff = zt - zs
-    carry = (
-        tiles.online_update(s1, zs),
-        tiles.online_update(st, zs / temperature),
-        tiles.online_update(t1, zt, diff),
-        tiles.online_update(tt, zt / temperature, diff / temperature),
-        label_s + jnp.sum(jnp.where(hit, zs, 0.0), axis=-1),
-        label_t + jnp.sum(jnp.where(hit, zt, 0.0), axis=-1),
-    )
-    return carry, None
+    new = {
+        "s1": tiles.online_update(carry["s1"], zs, zs if diagnostics else None),
+        "st": tiles.online_update(carry["st"], zs / temperature),
+        "t1": tiles.online_update(carry["t1"], zt, (diff, zt) if diagnostics else diff),
+        "tt": tiles.online_update(carry["tt"], zt / temperature, diff / temperature),
+        "label_s": carry["label_s"] + jnp.sum(jnp.where(hit, zs, 0.0), axis=-1),
+        "label_t": carry["label_t"] + jnp.sum(jnp.where(hit, zt, 0.0), axis=-1),
+    }
+    if diagnostics:
+      for name, state, logits in (("argmax_s", "s1", zs), ("argmax_t", "t1", zt)):
+        new[name] = tiles.running_argmax(carry[name], carry[state][0], new[state][0], logits, offset)
+    if options.top_k:
+      new["top_t"] = tiles.running_top_k(carry["top_t"], zt)
+    return new, None
 
-  offsets = jnp.arange(student_tiles.shape[0]) * tiling.vocab_chunk
-  init = (empty, empty, empty, empty, zeros, zeros)
-  (s1, st, t1, tt, label_s, label_t), _ = jax.lax.scan(body, init, (student_tiles, teacher_tiles, offsets))
+  offsets = jnp.arange(student_tiles.shape[0]) * options.tiling.vocab_chunk
+  init = {"s1": empty, "st": empty, "t1": empty, "tt": empty, "label_s": zeros, "label_t": zeros}
+  if diagnostics:
+    init["t1"] = (empty[0], empty[1], (zeros, zeros))
+    init["argmax_s"] = init["argmax_t"] = jnp.zeros(shape, jnp.int32)
+  if options.top_k:
+    init["top_t"] = jnp.full(shape + (options.top_k,), -jnp.inf, jnp.float32)
+  out, _ = jax.lax.scan(body, init, (student_tiles, teacher_tiles, offsets))
+  s1, st, t1, tt = out["s1"], out["st"], out["t1"], out["tt"]
   lse_s1, lse_st, lse_t1, lse_tt = map(tiles.online_lse, (s1, st, t1, tt))
-  kl_at_t = tt[2] / tt[1] - lse_tt + lse_st
-  kl_at_1 = t1[2] / t1[1] - lse_t1 + lse_s1
-  terms = (kl_at_t, kl_at_1, lse_s1 - label_s, lse_t1 - label_t, lse_s1)
-  return terms, (lse_s1, lse_st, lse_t1, lse_tt)
+  a_1, teacher_moment = t1[2] if diagnostics else (t1[2], None)
+  terms = {
+      "kl_t": tt[2] / tt[1] - lse_tt + lse_st,
+      "kl_1": a_1 / t1[1] - lse_t1 + lse_s1,
+      "ce_s": lse_s1 - out["label_s"],
+      "ce_t": lse_t1 - out["label_t"],
+      "lse_s": lse_s1,
+  }
+  if diagnostics:
+    terms["top1"] = (out["argmax_s"] == out["argmax_t"]).astype(jnp.float32)
+    terms["entropy_t"] = lse_t1 - teacher_moment / t1[1]
+    terms["entropy_s"] = lse_s1 - s1[2] / s1[1]
+  if options.top_k:
+    terms["coverage"] = jnp.sum(jnp.exp(out["top_t"] - lse_t1[..., None]), axis=-1)
+  residuals = (lse_s1, lse_st, lse_t1, lse_tt)
+  if options.divergence is not None:
+    terms["div"], sum_g = _divergence_rows(
+        options, temperature, student_tiles, teacher_tiles, hs_BxCxD, ht_BxCxD, lse_st, lse_tt
+    )
+    residuals = residuals + (sum_g,)
+  return terms, residuals
 
 
-def _backward_rows(tiling: tiles.Tiling, temperature, student_tiles, teacher_tiles, rows):
+def _divergence_rows(options: _Options, temperature, student_tiles, teacher_tiles, hs_BxCxD, ht_BxCxD, lse_st, lse_tt):
+  """Sweep 2 of one sequence chunk: ``(D, G)``, each ``[B, C]``: the clamped ``sum_v e_v`` and ``sum_v g_v``."""
+  lse_st, lse_tt = lse_st[..., None], lse_tt[..., None]
+
+  def body(carry, tile):
+    ws_DxK, wt_DxK, offset = tile
+    _, zs, zt, _, valid = _tile_logits(options.tiling, hs_BxCxD, ht_BxCxD, ws_DxK, wt_DxK, offset)
+    e, g = _partials(options, zs, zt, lse_st, lse_tt, temperature, valid)
+    return (carry[0] + jnp.sum(e, axis=-1), carry[1] + jnp.sum(g, axis=-1)), None
+
+  offsets = jnp.arange(student_tiles.shape[0]) * options.tiling.vocab_chunk
+  zeros = jnp.zeros(lse_st.shape[:-1], jnp.float32)
+  (sum_e, sum_g), _ = jax.lax.scan(body, (zeros, zeros), (student_tiles, teacher_tiles, offsets))
+  # The dense path's clamp at 0: rounding never makes the value negative; the backward ignores it (straight-through).
+  return jnp.where(sum_e < 0.0, 0.0, sum_e), sum_g
+
+
+def _backward_rows(options: _Options, temperature, student_tiles, teacher_tiles, rows):
   """Gradients of one sequence chunk: ``d hidden [B, C, D]`` and ``d unembed`` tiles ``[N, D, K]``."""
+  tiling = options.tiling
   hs_BxCxD, ht_BxCxD, labels_BxC, lses, cotangents = rows
-  lse_s1, lse_st, lse_t1, lse_tt = (lse[..., None] for lse in lses)
-  cot_kl_t, cot_kl_1, cot_ce, cot_lse = (c[..., None] for c in cotangents)
+  lse_s1, lse_st, lse_t1, lse_tt = (lse[..., None] for lse in lses[:4])
+  cot_kl_t, cot_kl_1, cot_ce, cot_lse = (cotangents[name][..., None] for name in ("kl_t", "kl_1", "ce_s", "lse_s"))
 
   def body(d_hidden, tile):
     ws_DxK, wt_DxK, offset = tile
-    zs_capped, columns = tiles.tile_logits(hs_BxCxD, ws_DxK, offset, tiling.student_softcap)
-    zt, _ = tiles.tile_logits(ht_BxCxD, wt_DxK, offset, tiling.teacher_softcap)
-    valid = columns < tiling.vocab_size
-    zs, zt = jnp.where(valid, zs_capped, tiles.PADDED_LOGIT), jnp.where(valid, zt, tiles.PADDED_LOGIT)
+    zs_capped, zs, zt, columns, valid = _tile_logits(tiling, hs_BxCxD, ht_BxCxD, ws_DxK, wt_DxK, offset)
     p_s1, p_st = jnp.exp(zs - lse_s1), jnp.exp(zs / temperature - lse_st)
     p_t1, p_tt = jnp.exp(zt - lse_t1), jnp.exp(zt / temperature - lse_tt)
     onehot = (columns == labels_BxC[..., None]).astype(jnp.float32)
     d_logits = cot_kl_t / temperature * (p_st - p_tt) + cot_kl_1 * (p_s1 - p_t1) + cot_ce * (p_s1 - onehot)
     d_logits = d_logits + cot_lse * p_s1
+    if options.divergence is not None:
+      # dD/dz_v = (g_v - q_v sum_u g_u) / T through log q = z / T - lse(z / T); G = sum_u g_u from the forward.
+      _, g = _partials(options, zs, zt, lse_st, lse_tt, temperature, valid)
+      d_logits = d_logits + cotangents["div"][..., None] / temperature * (g - p_st * lses[4][..., None])
     if tiling.student_softcap:
       d_logits = d_logits * (1.0 - jnp.square(zs_capped / tiling.student_softcap))
     d_hidden = d_hidden + jnp.einsum("bck,dk->bcd", d_logits, ws_DxK, preferred_element_type=jnp.float32)
@@ -120,43 +213,46 @@ def _backward_rows(tiling: tiles.Tiling, temperature, student_tiles, teacher_til
   return jax.lax.scan(body, init, (student_tiles, teacher_tiles, offsets))
 
 
-def _vocab_terms_fwd(
-    tiling: tiles.Tiling, student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp
-):
+def _vocab_terms_fwd(options: _Options, student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp):
   seq = labels.shape[1]
-  student_tiles = tiles.vocab_tiles(student_unembed, tiling.vocab_chunk)
-  teacher_tiles = tiles.vocab_tiles(teacher_unembed, tiling.vocab_chunk)
-  rows = tuple(tiles.seq_tiles(x, tiling.seq_chunk) for x in (student_hidden, teacher_hidden, labels))
-  step = functools.partial(_forward_rows, tiling, temp, student_tiles, teacher_tiles)
+  student_tiles = tiles.vocab_tiles(student_unembed, options.tiling.vocab_chunk)
+  teacher_tiles = tiles.vocab_tiles(teacher_unembed, options.tiling.vocab_chunk)
+  rows = tuple(tiles.seq_tiles(x, options.tiling.seq_chunk) for x in (student_hidden, teacher_hidden, labels))
+  step = functools.partial(_forward_rows, options, temp, student_tiles, teacher_tiles)
   _, (terms, lses) = jax.lax.scan(lambda carry, row: (carry, step(*row)), None, rows)
-  terms_BxS = tuple(tiles.from_seq_tiles(term, seq) for term in terms)
+  terms_BxS = {name: tiles.from_seq_tiles(term, seq) for name, term in terms.items()}
   return terms_BxS, (student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp, lses)
 
 
-def _vocab_terms_bwd(tiling: tiles.Tiling, residuals, cotangents):
+def _vocab_terms_bwd(options: _Options, residuals, cotangents):
   student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp, lses = residuals
-  # Teacher CE depends on the teacher only, which is a constant here: its cotangent is dropped.
-  kept = cotangents[:3] + cotangents[4:]
-  cotangents = tuple(tiles.seq_tiles(c.astype(jnp.float32), tiling.seq_chunk) for c in kept)
+  tiling = options.tiling
+  # The teacher's CE and the diagnostics depend on no student parameter through a gradient: cotangents dropped.
+  cotangents = {
+      name: tiles.seq_tiles(c.astype(jnp.float32), tiling.seq_chunk)
+      for name, c in cotangents.items()
+      if name not in _GRADIENT_FREE
+  }
   student_tiles = tiles.vocab_tiles(student_unembed, tiling.vocab_chunk)
   teacher_tiles = tiles.vocab_tiles(teacher_unembed, tiling.vocab_chunk)
   rows = tuple(tiles.seq_tiles(x, tiling.seq_chunk) for x in (student_hidden, teacher_hidden, labels))
 
   def body(d_unembed_tiles, row):
-    d_hidden, d_tiles = _backward_rows(tiling, temp, student_tiles, teacher_tiles, row)
+    d_hidden, d_tiles = _backward_rows(options, temp, student_tiles, teacher_tiles, row)
     return d_unembed_tiles + d_tiles, d_hidden
 
   init = jnp.zeros(student_tiles.shape, jnp.float32)
-  d_unembed_tiles, d_hidden = jax.lax.scan(body, init, rows[:3] + (lses, cotangents))
+  d_unembed_tiles, d_hidden = jax.lax.scan(body, init, rows + (lses, cotangents))
   d_unembed = tiles.from_vocab_tiles(d_unembed_tiles, tiling.vocab_size)
   d_hidden = tiles.from_seq_tiles(d_hidden, labels.shape[1])
   return d_hidden.astype(student_hidden.dtype), d_unembed.astype(student_unembed.dtype), None, None, None, None
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _vocab_terms(tiling: tiles.Tiling, student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp):
-  """``(KL at T, KL at 1, student CE, teacher CE, student lse)``, each ``[B, S]``, from hidden states."""
-  terms, _ = _vocab_terms_fwd(tiling, student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp)
+def _vocab_terms(options: _Options, student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp):
+  """Per-token terms ``{name: [B, S]}`` from hidden states: ``kl_t``, ``kl_1``, ``ce_s``, ``ce_t``, ``lse_s``, and
+  ``div`` (the divergence, unless forward KL) and the diagnostics when asked for."""
+  terms, _ = _vocab_terms_fwd(options, student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp)
   return terms
 
 
@@ -180,6 +276,10 @@ def distillation_terms_from_hidden(
     student_logit_softcap: float | None = None,
     teacher_logit_softcap: float | None = None,
     z_loss_multiplier: float = 0.0,
+    divergence: str = "forward_kl",
+    divergence_param: float | None = None,
+    diagnostics: bool = False,
+    coverage_top_k: int | None = None,
 ) -> tuple[jnp.ndarray, jnp.ndarray, dict[str, reductions.SumCount]]:
   """:func:`objective.distillation_terms` of ``cap(hidden @ unembed)``, tile by tile.
 
@@ -203,6 +303,13 @@ def distillation_terms_from_hidden(
       (MaxText's ``final_logits_soft_cap``), or None.
     teacher_logit_softcap: the same for the teacher.
     z_loss_multiplier: MaxText's z-loss on the student (:func:`objective.combine_terms`).
+    divergence: the optimised divergence at T, a name in :data:`divergences.DIVERGENCES` (static). Forward KL
+      takes one sweep over the vocabulary per token tile; any other takes a second one.
+    divergence_param: its parameter (JSD's beta, the skew KLs' lambda), None for the registry's default.
+    diagnostics: also report ``distill/top1_agreement``, ``distill/teacher_entropy`` and
+      ``distill/student_entropy`` (T = 1, gradient stopped), computed in sweep 1.
+    coverage_top_k: also report ``distill/topk_coverage``, the teacher's mass at T = 1 in its top-k
+      (what a k-cache would keep), for this static k >= 1 (k >= V: all of the mass, 1); None: off.
 
   Returns:
     ``(objective_sum, count, metrics)`` with the same meaning, names and
@@ -221,9 +328,14 @@ def distillation_terms_from_hidden(
   if labels_BxS.shape != (batch, seq) or mask_BxS.shape != (batch, seq):
     raise ValueError(f"labels {labels_BxS.shape} and mask {mask_BxS.shape} must be [B={batch}, S={seq}]")
   tiling = tiles.make_tiling(seq, vocab, seq_chunk, vocab_chunk, student_logit_softcap, teacher_logit_softcap)
+  param = divergences.lookup(divergence).check_param(divergence_param)
+  if coverage_top_k is not None and coverage_top_k < 1:
+    raise ValueError(f"coverage_top_k={coverage_top_k} must be positive or None")
+  top_k = None if coverage_top_k is None else min(coverage_top_k, vocab)  # a k-cache with k >= V keeps all of it
+  options = _Options(tiling, None if divergence == "forward_kl" else divergence, param, diagnostics, top_k)
   temperature = jnp.asarray(weights.temperature, jnp.float32)
-  kl_at_t, kl_at_1, student_ce, teacher_ce, student_lse = _vocab_terms(
-      tiling,
+  terms = _vocab_terms(
+      options,
       student_hidden_BxSxD,
       student_unembed_DxV,
       jax.lax.stop_gradient(teacher_hidden_BxSxD),
@@ -231,19 +343,24 @@ def distillation_terms_from_hidden(
       labels_BxS.astype(jnp.int32),
       temperature,
   )
-  kl_at_1, teacher_ce = jax.lax.stop_gradient((kl_at_1, teacher_ce))
+  kl_at_t = terms["kl_t"]
+  kl_at_1, teacher_ce = jax.lax.stop_gradient((terms["kl_1"], terms["ce_t"]))
+  extra = {"distill/teacher_loss": teacher_ce}
+  extra.update(
+      {metric: jax.lax.stop_gradient(terms[name]) for name, metric in _DIAGNOSTIC_METRICS.items() if name in terms}
+  )
 
   return objective.combine_terms(
-      kl_at_t,
+      terms.get("div", kl_at_t),
       kl_at_t,
       kl_at_1,
-      student_ce,
+      terms["ce_s"],
       mask_BxS,
       weights,
-      extra={"distill/teacher_loss": teacher_ce},
+      extra=extra,
       student_features_LxBxSxD=student_features_LxBxSxD,
       teacher_features_LxBxSxD=teacher_features_LxBxSxD,
       feature_loss_type=feature_loss_type,
-      student_lse_BxS=student_lse,
+      student_lse_BxS=terms["lse_s"],
       z_loss_multiplier=z_loss_multiplier,
   )

@@ -21,6 +21,7 @@ one, and per-token softmax statistics are folded in with an online log-sum-exp.
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 
 DEFAULT_SEQ_CHUNK = 128
@@ -97,13 +98,19 @@ def tile_logits(hidden_BxCxD, unembed_DxK, column_offset, softcap: float | None)
 
 
 def online_update(state, logits_BxCxK, values_BxCxK=None):
-  """Folds one tile into a running (max, sum exp, sum exp * value) per token."""
+  """Folds one tile into a running (max, sum exp, sum exp * value) per token.
+
+  ``values_BxCxK`` may be a tuple of arrays; ``state[2]`` is then a tuple of as many sums, all
+  weighted by the same ``exp`` (computed once).
+  """
   running_max, sum_exp, weighted = state
   new_max = jnp.maximum(running_max, jnp.max(logits_BxCxK, axis=-1))
   rescale = jnp.exp(running_max - new_max)  # exp(-inf) = 0 on the first tile
   probs = jnp.exp(logits_BxCxK - new_max[..., None])
   sum_exp = sum_exp * rescale + jnp.sum(probs, axis=-1)
-  if values_BxCxK is not None:
+  if isinstance(values_BxCxK, tuple):
+    weighted = tuple(w * rescale + jnp.sum(probs * v, axis=-1) for w, v in zip(weighted, values_BxCxK))
+  elif values_BxCxK is not None:
     weighted = weighted * rescale + jnp.sum(probs * values_BxCxK, axis=-1)
   return new_max, sum_exp, weighted
 
@@ -117,3 +124,19 @@ def online_lse(state) -> jnp.ndarray:
   """``log sum exp`` of everything folded into an :func:`online_update` state."""
   running_max, sum_exp, _ = state
   return running_max + jnp.log(sum_exp)
+
+
+def running_argmax(index_BxC, old_max_BxC, new_max_BxC, logits_BxCxK, column_offset) -> jnp.ndarray:
+  """The vocabulary id of the first maximum so far, ``[B, C]`` int32, after one more tile.
+
+  ``old_max`` / ``new_max`` are the running maxima before and after the tile (:func:`online_update`).
+  A tile takes over only where it raises the maximum strictly and tiles come in column order, so
+  ties keep the lowest id, as ``jnp.argmax`` over the whole row does.
+  """
+  tile_argmax = column_offset + jnp.argmax(logits_BxCxK, axis=-1).astype(jnp.int32)
+  return jnp.where(new_max_BxC > old_max_BxC, tile_argmax, index_BxC)
+
+
+def running_top_k(top_BxCxk: jnp.ndarray, logits_BxCxK: jnp.ndarray) -> jnp.ndarray:
+  """The k largest logits so far ``[B, C, k]`` (k = the carry's last axis; start from ``-inf``), after one more tile."""
+  return jax.lax.top_k(jnp.concatenate([top_BxCxk, logits_BxCxK], axis=-1), top_BxCxk.shape[-1])[0]
