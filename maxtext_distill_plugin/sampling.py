@@ -211,6 +211,14 @@ class Sampler:
     return assemble(prompt_BxP, length_B, tokens_BxN, count_B, done_B, opts.pad_id)
 
   def __call__(self, model_state, prompt_tokens_BxP, prompt_length_B, rng) -> Samples:
+    """Samples one completion per row.
+
+    Args:
+      model_state: the ``nnx.State`` that goes with ``model_graphdef`` (the training model's, as it is now).
+      prompt_tokens_BxP: int [B, P], each prompt in columns ``[0, length)``; what follows is ignored.
+      prompt_length_B: int [B], clipped to [1, P].
+      rng: a JAX key; the same key gives the same samples.
+    """
     if tuple(prompt_tokens_BxP.shape) != (self.batch, self.prompt_len):
       raise ValueError(
           f"prompt_tokens_BxP has shape {tuple(prompt_tokens_BxP.shape)}; this sampler was built for"
