@@ -1,0 +1,236 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""In-process sampling from a MaxText model with MaxText's own KV-cache inference path (for on-policy distillation).
+
+One compiled program per (model, :class:`SampleOptions`, prompt length P, batch B) runs
+
+1. a batched **prefill**: the MaxText ``Transformer`` built with ``model_mode="prefill"`` runs over the right-padded
+   prompts ``[B, P]`` (segment id 1 on prompt tokens, 0 on padding, as ``MaxEngine`` marks them), filling each
+   attention layer's ``KVCache`` prefill part; the first token comes from the logits at position ``length - 1``;
+2. up to N - 1 **autoregressive** steps: the same model built with ``model_mode="autoregressive"`` takes one token per
+   row at position ``length + t - 1`` and appends its key and value to the cache's autoregressive part (MaxText
+   masks unwritten slots and prompt padding through the cached segment ids, so rows of different lengths decode
+   together). The loop ends early once every row has emitted ``eos_id``.
+
+The parameters are the training model's own arrays (the train-mode graphdef's ``nnx.Param`` state, merged into the
+decode graphdefs inside the program, under ``stop_gradient``): no copy, no reload, same mesh and shardings. The two
+decode graphdefs come from ``nnx.eval_shape`` (abstract, no memory). MaxText sizes their caches from the config
+(prefill part ``max_prefill_predict_length``, autoregressive part ``max_target_length`` minus it, batch
+``micro_batch_size_to_train_on``), so they are built from a view of the config with those three keys set to P,
+P + N and B. Memory while sampling, beyond training's: the KV cache, per attention layer
+``2 * B * (P + N) * num_kv_heads * head_dim`` elements of the model dtype (plus int32 segment ids ``B * (P + N)``),
+and the prefill logits ``[B, P, V]`` float32 (MaxText's prefill returns every position's logits).
+
+Output layout (left-aligned): row b holds its prompt in columns ``[0, length_b)``, its completion right after it
+(through the first EOS, which is kept), then ``pad_id`` up to ``S = P + N``; ``tokens_BxS[:, :-1]`` /
+``tokens_BxS[:, 1:]`` with ``completion_mask_BxS[:, 1:]`` are the inputs and targets a teacher scores.
+
+Supported: dense-attention decoders whose layers use MaxText's standard ``KVCache`` (llama2/3, mistral, qwen3, gemma
+without sliding windows; tests cover the llama-style tiny model). Not checked here: sliding-window and chunked
+attention (MaxText's decode mask for them assumes MaxEngine's slot layout), MLA, paged / ragged attention and
+quantized KV caches.
+"""
+
+from typing import NamedTuple
+
+from flax import nnx
+from flax.linen import partitioning as nn_partitioning
+import jax
+import jax.numpy as jnp
+
+from maxtext_distill_plugin.sampling_filters import SampleOptions
+from maxtext_distill_plugin.sampling_filters import choose_tokens
+
+__all__ = ["SampleOptions", "Samples", "Sampler", "make_sampler", "decode_config"]
+
+_PREFILL, _DECODE = "prefill", "autoregressive"  # MaxText's MODEL_MODE_PREFILL / MODEL_MODE_AUTOREGRESSIVE
+
+
+class Samples(NamedTuple):
+  """What :class:`Sampler` returns; S = P + N, left-aligned (see the module docstring)."""
+
+  tokens_BxS: jnp.ndarray  # int32: prompt, completion (first EOS included), pad_id
+  prompt_mask_BxS: jnp.ndarray  # bool: prompt tokens
+  completion_mask_BxS: jnp.ndarray  # bool: generated tokens up to and including the first EOS
+  completion_length_B: jnp.ndarray  # int32: completion tokens per row, EOS included
+  hit_eos_B: jnp.ndarray  # bool: the row emitted eos_id within max_new_tokens
+
+
+class _ConfigView:
+  """A MaxText config with a few keys replaced; everything else is read from the wrapped config."""
+
+  def __init__(self, base, overrides: dict):
+    object.__setattr__(self, "_base", base)
+    object.__setattr__(self, "_overrides", dict(overrides))
+
+  def __getattr__(self, name):
+    overrides = object.__getattribute__(self, "_overrides")
+    return overrides[name] if name in overrides else getattr(object.__getattribute__(self, "_base"), name)
+
+  def __setattr__(self, name, value):
+    raise AttributeError(f"the decode view of the config is read-only ({name})")
+
+
+def decode_config(config, *, batch: int, prompt_len: int, max_new_tokens: int):
+  """``config`` as MaxText's decode-mode models need it: cache batch B, prefill part P, total P + N."""
+  return _ConfigView(
+      config,
+      {
+          "micro_batch_size_to_train_on": int(batch),
+          "max_prefill_predict_length": int(prompt_len),
+          "max_target_length": int(prompt_len) + int(max_new_tokens),
+      },
+  )
+
+
+def _rest_like(template: dict, source: dict):
+  """The non-parameter state (RNG keys and counts) for a decode graph: ``source``'s value where it has the same path
+  and shape, else a fresh one (keys from seed 0, zeros). Dropout is off while sampling, so these are never drawn."""
+  if isinstance(template, dict):
+    source = source if isinstance(source, dict) else {}
+    return {k: _rest_like(v, source.get(k)) for k, v in template.items()}
+  if source is not None and getattr(source, "shape", None) == template.shape and source.dtype == template.dtype:
+    return source
+  if jnp.issubdtype(template.dtype, jax.dtypes.prng_key):
+    keys = jax.random.split(jax.random.key(0), max(1, int(jnp.prod(jnp.array(template.shape)))))
+    return keys.reshape(template.shape)
+  return jnp.zeros(template.shape, template.dtype)
+
+
+class _DecodeModel:
+  """One decode-mode graph (abstract) and how to run it on the training parameters and a cache."""
+
+  def __init__(self, config, mesh, mode: str):
+    from maxtext.utils import model_creation_utils  # pylint: disable=import-outside-toplevel
+
+    self.mode = mode
+    with nn_partitioning.axis_rules(config.logical_axis_rules):
+      self.abstract = nnx.eval_shape(model_creation_utils.get_nnx_create_model_fn(config, mesh=mesh, model_mode=mode))
+    self.graphdef = nnx.split(self.abstract, nnx.Param, nnx.Cache, ...)[0]
+
+  def _template(self, which):
+    # A fresh abstract state per use: nnx.replace_by_pure_dict fills it in place.
+    _, params, cache, rest = nnx.split(self.abstract, nnx.Param, nnx.Cache, ...)
+    return {"params": params, "cache": cache, "rest": rest}[which]
+
+  def zero_cache(self) -> dict:
+    return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), nnx.to_pure_dict(self._template("cache")))
+
+  def run(self, params, rest_source: dict, cache: dict, tokens, positions, segment_ids=None):
+    """Logits [B, T, V] and the updated cache (pure dict)."""
+    cache_state = self._template("cache")
+    nnx.replace_by_pure_dict(cache_state, cache)
+    rest_state = self._template("rest")
+    nnx.replace_by_pure_dict(rest_state, _rest_like(nnx.to_pure_dict(rest_state), rest_source))
+    model = nnx.merge(self.graphdef, params, cache_state, rest_state, copy=True)
+    logits = model(
+        tokens, positions, decoder_segment_ids=segment_ids, enable_dropout=False, model_mode=self.mode
+    )
+    return logits, nnx.to_pure_dict(nnx.state(model, nnx.Cache))
+
+
+def assemble(prompt_BxP, length_B, completion_BxN, completion_length_B, hit_eos_B, pad_id: int) -> Samples:
+  """Left-aligned :class:`Samples`: column j of row b is prompt[b, j] for j < L_b, completion[b, j - L_b] for
+  L_b <= j < L_b + n_b, else pad_id (L = prompt length, n = completion length)."""
+  batch, prompt_len = prompt_BxP.shape
+  new = completion_BxN.shape[1]
+  cols_S = jnp.arange(prompt_len + new)[None, :]
+  start_Bx1, stop_Bx1 = length_B[:, None], (length_B + completion_length_B)[:, None]
+  prompt_mask = cols_S < start_Bx1
+  completion_mask = (cols_S >= start_Bx1) & (cols_S < stop_Bx1)
+  tokens = jnp.full((batch, prompt_len + new), pad_id, jnp.int32).at[:, :prompt_len].set(prompt_BxP.astype(jnp.int32))
+  tokens = jnp.where(prompt_mask, tokens, pad_id)
+  kept_BxN = jnp.arange(new)[None, :] < completion_length_B[:, None]
+  rows_BxN = jnp.broadcast_to(jnp.arange(batch)[:, None], (batch, new))
+  tokens = tokens.at[rows_BxN, start_Bx1 + jnp.arange(new)[None, :]].set(jnp.where(kept_BxN, completion_BxN, pad_id))
+  return Samples(tokens, prompt_mask, completion_mask, completion_length_B.astype(jnp.int32), hit_eos_B)
+
+
+class Sampler:
+  """``sampler(model_state, prompt_tokens_BxP, prompt_length_B, rng) -> Samples``; see :func:`make_sampler`.
+
+  ``fn`` is the same computation un-jitted (to call inside another traced function, under the caller's mesh and
+  logical axis rules); :meth:`compile_count` is the number of programs the jitted one has compiled.
+  """
+
+  def __init__(self, model_graphdef, config, options: SampleOptions, prompt_len: int, batch: int, mesh):
+    self.options, self.prompt_len, self.batch, self.mesh = options, int(prompt_len), int(batch), mesh
+    self._rules = config.logical_axis_rules
+    view = decode_config(config, batch=batch, prompt_len=prompt_len, max_new_tokens=options.max_new_tokens)
+    self._train_graphdef = model_graphdef
+    self._prefill = _DecodeModel(view, mesh, _PREFILL)
+    self._decode = _DecodeModel(view, mesh, _DECODE)
+    self._jitted = jax.jit(self.fn)
+
+  def fn(self, model_state, prompt_tokens_BxP, prompt_length_B, rng) -> Samples:
+    """Prefill, then the autoregressive loop; no gradient flows out (integer tokens, parameters stop_gradient)."""
+    opts, new = self.options, self.options.max_new_tokens
+    _, params, rest = nnx.split(nnx.merge(self._train_graphdef, model_state), nnx.Param, ...)
+    params = jax.lax.stop_gradient(params)
+    rest = nnx.to_pure_dict(rest)
+    prompt_BxP = prompt_tokens_BxP.astype(jnp.int32)
+    length_B = jnp.clip(prompt_length_B.astype(jnp.int32), 1, self.prompt_len)
+    batch = prompt_BxP.shape[0]
+    keys_N = jax.random.split(rng, new)
+    positions_BxP = jnp.broadcast_to(jnp.arange(self.prompt_len, dtype=jnp.int32), prompt_BxP.shape)
+    segments_BxP = (positions_BxP < length_B[:, None]).astype(jnp.int32)
+    logits_BxPxV, cache = self._prefill.run(
+        params, rest, self._decode.zero_cache(), prompt_BxP, positions_BxP, segments_BxP
+    )
+    last_BxV = jnp.take_along_axis(logits_BxPxV, (length_B - 1)[:, None, None], axis=1)[:, 0]
+    first_B = choose_tokens(last_BxV, keys_N[0], opts)
+    tokens_BxN = jnp.full((batch, new), opts.pad_id, jnp.int32).at[:, 0].set(first_B)
+    carry = (jnp.int32(1), cache, tokens_BxN, first_B, first_B == opts.eos_id, jnp.ones((batch,), jnp.int32))
+
+    def unfinished(carry):
+      step, _, _, _, done_B, _ = carry
+      return (step < new) & ~jnp.all(done_B)
+
+    def decode_step(carry):
+      step, cache, tokens_BxN, previous_B, done_B, count_B = carry
+      position_Bx1 = (length_B + step - 1)[:, None]
+      logits_Bx1xV, cache = self._decode.run(params, rest, cache, previous_B[:, None], position_Bx1)
+      token_B = jnp.where(done_B, opts.pad_id, choose_tokens(logits_Bx1xV[:, 0], keys_N[step], opts))
+      tokens_BxN = jax.lax.dynamic_update_index_in_dim(tokens_BxN, token_B, step, axis=1)
+      count_B = count_B + (~done_B).astype(jnp.int32)
+      return step + 1, cache, tokens_BxN, token_B, done_B | (token_B == opts.eos_id), count_B
+
+    _, _, tokens_BxN, _, done_B, count_B = jax.lax.while_loop(unfinished, decode_step, carry)
+    return assemble(prompt_BxP, length_B, tokens_BxN, count_B, done_B, opts.pad_id)
+
+  def __call__(self, model_state, prompt_tokens_BxP, prompt_length_B, rng) -> Samples:
+    if tuple(prompt_tokens_BxP.shape) != (self.batch, self.prompt_len):
+      raise ValueError(
+          f"prompt_tokens_BxP has shape {tuple(prompt_tokens_BxP.shape)}; this sampler was built for"
+          f" ({self.batch}, {self.prompt_len}): pad prompts on the right to prompt_len and pass their lengths."
+      )
+    with jax.set_mesh(self.mesh), nn_partitioning.axis_rules(self._rules):
+      return self._jitted(model_state, prompt_tokens_BxP, prompt_length_B, rng)
+
+  def compile_count(self) -> int:
+    return self._jitted._cache_size()  # pylint: disable=protected-access
+
+
+def make_sampler(model_graphdef, config, options: SampleOptions, prompt_len: int, batch: int, *, mesh=None) -> Sampler:
+  """A :class:`Sampler` for the model ``(model_graphdef, model_state)`` (``nnx.split`` of a MaxText ``Transformer``
+  built for training) whose MaxText config is ``config``; it compiles once for these static shapes, whatever the
+  prompt lengths. ``mesh`` defaults to the config's (the training mesh)."""
+  if int(prompt_len) < 1 or int(batch) < 1:
+    raise ValueError(f"prompt_len={prompt_len} and batch={batch} must be at least 1.")
+  if mesh is None:
+    from maxtext.utils import maxtext_utils  # pylint: disable=import-outside-toplevel
+
+    mesh = maxtext_utils.get_mesh_from_config(config)
+  return Sampler(model_graphdef, config, options, prompt_len, batch, mesh)
