@@ -86,6 +86,8 @@ def test_fraction_one_runs_the_documented_command_and_logs_the_sampling(tmp_path
   metrics = tmp_path / "metrics.jsonl"
   proc = run_cli(
       *_argv(sft_yaml, tmp_path, teacher_checkpoint, *_ON_POLICY, "steps=3", "eval_interval=3", "eval_steps=1")[1:],
+      "per_device_batch_size=1",
+      "gradient_accumulation_steps=2",  # both micro-batches are sampled before the step
       f"metrics_file={metrics}",
       "distill_divergence=reverse_kl",
   )
@@ -173,13 +175,22 @@ def test_lambda_zero_steps_are_todays_and_a_restart_samples_the_same(tmp_path, s
 
 
 def test_loss_on_a_fixed_sample_equals_numpy(tmp_path, sft_yaml, teacher_checkpoint):
-  """The step's loss terms on the student's samples (dense and chunked) against float64 NumPy on the two models'
-  logits, scored only on the generated tokens as the data and the samples say."""
+  """The step's loss terms on sampled completions (dense and chunked) against float64 NumPy on the two models'
+  logits, scored only on the generated tokens as the data and the samples say: on the student's samples, and on
+  the teacher's (sequence-level KD, distill_teacher_generated), which the step's own choice returns."""
   from maxtext.input_pipeline import input_pipeline_interface  # pylint: disable=import-outside-toplevel
   from maxtext.utils import maxtext_utils, model_creation_utils  # pylint: disable=import-outside-toplevel
 
   cfgs = config.build(
-      _argv(sft_yaml, tmp_path, teacher_checkpoint, *_ON_POLICY, "distill_temperature=2.0", "distill_alpha=0.7")
+      _argv(
+          sft_yaml,
+          tmp_path,
+          teacher_checkpoint,
+          *_ON_POLICY,
+          "distill_temperature=2.0",
+          "distill_alpha=0.7",
+          "distill_teacher_generated=True",
+      )
   )
   mesh = maxtext_utils.get_mesh_from_config(cfgs.student)
   with jax.set_mesh(mesh), nn_partitioning.axis_rules(cfgs.student.logical_axis_rules):
@@ -188,21 +199,41 @@ def test_loss_on_a_fixed_sample_equals_numpy(tmp_path, sft_yaml, teacher_checkpo
     student_graphdef, student_state = nnx.split(model_creation_utils.from_pretrained(cfgs.student, mesh=mesh))
     teacher_graphdef, teacher_state = nnx.split(model_creation_utils.from_pretrained(cfgs.teacher, mesh=mesh))
     policy = on_policy.OnPolicy(cfgs, mesh, student_graphdef, teacher_graphdef, on_policy.special_ids(cfgs.student))
-    built, samples, has_prompt, _ = policy.sample_batch("student", student_state, batch, jax.random.key(3))
+    sampled = {"student": policy.sample_batch("student", student_state, batch, jax.random.key(3))}
+    # The step's own choice with distill_teacher_generated: the teacher writes, with the sampling key of (seed, step).
+    sampled["teacher"] = policy.sample_batch("teacher", teacher_state, batch, on_policy.step_keys(0, 5)[1])
+    step_batch, step_metrics = policy.batch_for_step(5, None, teacher_state, batch)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(step_batch), jax.device_get(sampled["teacher"][0]))
+    assert step_metrics["distill/on_policy_step"] == (1.0, 1.0)
     weights = step_lib.scheduled_weights(cfgs.settings, 0, _STEPS)
+    models = (student_graphdef, student_state, teacher_graphdef, teacher_state)
+    terms, logits = _jitted_loss_and_logits(cfgs.settings, weights, models)
+    for built, samples, has_prompt, _ in sampled.values():
+      results = {chunked: jax.device_get(terms(built, chunked)) for chunked in (False, True)}
+      student_logits, teacher_logits = (np.asarray(x, np.float64) for x in jax.device_get(logits(built)))
+      _check_loss_against_numpy(results, student_logits, teacher_logits, built, samples, has_prompt, batch)
 
-    def terms(chunked):
-      student = nnx.merge(student_graphdef, student_state)
-      teacher = step_lib.teacher_for_loss(teacher_graphdef, teacher_state, built, cfgs.settings, chunked)
-      return step_lib.student_terms(student, teacher, built, weights, cfgs.settings, chunked=chunked, enable_dropout=False)
 
-    def logits(graphdef, state):
-      return step_lib.forward(nnx.merge(graphdef, state), built, settings=cfgs.settings, enable_dropout=False)[0]
+def _jitted_loss_and_logits(settings, weights, models):
+  """``terms(batch, chunked)``: the step's (objective sum, count, metrics); ``logits(batch)``: (student, teacher)."""
+  student_graphdef, student_state, teacher_graphdef, teacher_state = models
 
-    results = {chunked: jax.device_get(jax.jit(terms, static_argnums=0)(chunked)) for chunked in (False, True)}
-    student_logits = np.asarray(jax.jit(logits)(student_graphdef, student_state), np.float64)
-    teacher_logits = np.asarray(jax.jit(logits)(teacher_graphdef, teacher_state), np.float64)
+  def terms(batch, chunked):
+    student = nnx.merge(student_graphdef, student_state)
+    teacher = step_lib.teacher_for_loss(teacher_graphdef, teacher_state, batch, settings, chunked)
+    return step_lib.student_terms(student, teacher, batch, weights, settings, chunked=chunked, enable_dropout=False)
 
+  def logits(batch):
+    return tuple(
+        step_lib.forward(nnx.merge(graphdef, state), batch, settings=settings, enable_dropout=False)[0]
+        for graphdef, state in ((student_graphdef, student_state), (teacher_graphdef, teacher_state))
+    )
+
+  return jax.jit(terms, static_argnums=1), jax.jit(logits)
+
+
+def _check_loss_against_numpy(results, student_logits, teacher_logits, built, samples, has_prompt, batch):
+  """See :func:`test_loss_on_a_fixed_sample_equals_numpy`; ``results[chunked]`` is the step's (sum, count, metrics)."""
   # The mask from the data and the samples alone: row b's prompt ends before its first scored label, and the labels
   # at positions prompt_length - 1 ... prompt_length + completion_length - 2 are the generated tokens.
   scored_in_data = np.asarray(batch["targets_segmentation"]) != 0
