@@ -163,9 +163,7 @@ class OnPolicy:
       has_prompt = has_prompt & (jnp.arange(has_prompt.shape[0]) < rows_scored)
     rows = int(prompts.tokens_BxP.shape[0])
     # A padding row is sampled from one pad token (the sampler needs a prompt) and dropped from the batch.
-    samples = self._sampler(who, options, rows)(
-        model_state, prompts.tokens_BxP, jnp.maximum(prompts.length_B, 1), rng
-    )
+    samples = self._sampler(who, options, rows)(model_state, prompts.tokens_BxP, jnp.maximum(prompts.length_B, 1), rng)
     built = self._build(
         samples.tokens_BxS,
         samples.prompt_mask_BxS,

@@ -108,7 +108,9 @@ class DistillSettings(pydantic.BaseModel):
   distill_sample_top_k: int = Field(0, ge=0, description="Sample among the k most likely tokens; 0 is off.")
 
   @pydantic.field_validator(
-      "distill_alpha_schedule", "distill_temperature_schedule", "distill_beta_schedule",
+      "distill_alpha_schedule",
+      "distill_temperature_schedule",
+      "distill_beta_schedule",
       "distill_on_policy_fraction_schedule",
       mode="before",
   )

@@ -120,7 +120,11 @@ def _record_batches(monkeypatch) -> dict:
   return seen
 
 
-_RAMP = ["distill_on_policy_fraction=0.0", "distill_on_policy_fraction_end=1.0", "distill_on_policy_fraction_schedule=linear"]
+_RAMP = [
+    "distill_on_policy_fraction=0.0",
+    "distill_on_policy_fraction_end=1.0",
+    "distill_on_policy_fraction_schedule=linear",
+]
 _STEPS = 4
 _LOSSES = ("distill/total_loss", "distill/soft_loss", "distill/hard_loss", "distill/teacher_loss", "grad_norm")
 
@@ -199,16 +203,16 @@ def test_loss_on_a_fixed_sample_equals_numpy(tmp_path, sft_yaml, teacher_checkpo
     student_graphdef, student_state = nnx.split(model_creation_utils.from_pretrained(cfgs.student, mesh=mesh))
     teacher_graphdef, teacher_state = nnx.split(model_creation_utils.from_pretrained(cfgs.teacher, mesh=mesh))
     policy = on_policy.OnPolicy(cfgs, mesh, student_graphdef, teacher_graphdef, on_policy.special_ids(cfgs.student))
-    sampled = {"student": policy.sample_batch("student", student_state, batch, jax.random.key(3))}
+    sampled = [policy.sample_batch("student", student_state, batch, jax.random.key(3))]
     # The step's own choice with distill_teacher_generated: the teacher writes, with the sampling key of (seed, step).
-    sampled["teacher"] = policy.sample_batch("teacher", teacher_state, batch, on_policy.step_keys(0, 5)[1])
+    sampled.append(policy.sample_batch("teacher", teacher_state, batch, on_policy.step_keys(0, 5)[1]))
     step_batch, step_metrics = policy.batch_for_step(5, None, teacher_state, batch)
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(step_batch), jax.device_get(sampled["teacher"][0]))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(step_batch), jax.device_get(sampled[1][0]))
     assert step_metrics["distill/on_policy_step"] == (1.0, 1.0)
     weights = step_lib.scheduled_weights(cfgs.settings, 0, _STEPS)
     models = (student_graphdef, student_state, teacher_graphdef, teacher_state)
     terms, logits = _jitted_loss_and_logits(cfgs.settings, weights, models)
-    for built, samples, has_prompt, _ in sampled.values():
+    for built, samples, has_prompt, _ in sampled:
       results = {chunked: jax.device_get(terms(built, chunked)) for chunked in (False, True)}
       student_logits, teacher_logits = (np.asarray(x, np.float64) for x in jax.device_get(logits(built)))
       _check_loss_against_numpy(results, student_logits, teacher_logits, built, samples, has_prompt, batch)

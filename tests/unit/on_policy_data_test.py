@@ -68,7 +68,8 @@ def _reference_batch(tokens, prompt_mask, completion_mask, has_prompt, length):
   out = {k: np.zeros((rows, length), np.int64) for k in ("inputs", "inputs_segmentation", "targets")}
   out["targets_segmentation"] = np.zeros((rows, length), np.int64)
   for b in range(rows):
-    kept = [(int(t), bool(c)) for t, p, c in zip(tokens[b], prompt_mask[b], completion_mask[b]) if has_prompt[b] and (p or c)]
+    triples = zip(tokens[b], prompt_mask[b], completion_mask[b])
+    kept = [(int(t), bool(c)) for t, p, c in triples if has_prompt[b] and (p or c)]
     kept = kept[:length]
     for i, (token, _) in enumerate(kept):
       out["inputs"][b, i] = token
@@ -122,6 +123,8 @@ def test_prompts_of_a_batch_round_trip_through_the_training_batch():
   prompt_mask = np.arange(4)[None, :] < np.asarray(prompts.length_B)[:, None]
   prompt_mask = np.concatenate([prompt_mask, np.zeros((2, 4), bool)], axis=1)
   completion_mask = np.concatenate([np.zeros((2, 4), bool), completions != PAD], axis=1)
-  got = on_policy_data.batch_from_samples(tokens, prompt_mask, completion_mask, np.array([True, True]), length=8, pad_id=PAD)
+  got = on_policy_data.batch_from_samples(
+      tokens, prompt_mask, completion_mask, np.array([True, True]), length=8, pad_id=PAD
+  )
   for key in ("inputs", "inputs_segmentation", "targets", "targets_segmentation"):
     np.testing.assert_array_equal(got[key], batch[key], err_msg=key)
