@@ -84,13 +84,15 @@ class _ConfigView:
 
 
 def decode_config(config, *, batch: int, prompt_len: int, max_new_tokens: int):
-  """``config`` as MaxText's decode-mode models need it: cache batch B, prefill part P, total P + N."""
+  """``config`` as MaxText's decode-mode models need it: cache batch B, prefill part P, total P + N, no sowing."""
   return _ConfigView(
       config,
       {
           "micro_batch_size_to_train_on": int(batch),
           "max_prefill_predict_length": int(prompt_len),
           "max_target_length": int(prompt_len) + int(max_new_tokens),
+          # Attention sows its output projection for the feature loss when distill_beta > 0; sampling needs none.
+          "distill_beta": 0.0,
       },
   )
 
@@ -135,9 +137,7 @@ class _DecodeModel:
     rest_state = self._template("rest")
     nnx.replace_by_pure_dict(rest_state, _rest_like(nnx.to_pure_dict(rest_state), rest_source))
     model = nnx.merge(self.graphdef, params, cache_state, rest_state, copy=True)
-    logits = model(
-        tokens, positions, decoder_segment_ids=segment_ids, enable_dropout=False, model_mode=self.mode
-    )
+    logits = model(tokens, positions, decoder_segment_ids=segment_ids, enable_dropout=False, model_mode=self.mode)
     return logits, nnx.to_pure_dict(nnx.state(model, nnx.Cache))
 
 
@@ -211,6 +211,14 @@ class Sampler:
     return assemble(prompt_BxP, length_B, tokens_BxN, count_B, done_B, opts.pad_id)
 
   def __call__(self, model_state, prompt_tokens_BxP, prompt_length_B, rng) -> Samples:
+    """Samples one completion per row.
+
+    Args:
+      model_state: the ``nnx.State`` that goes with ``model_graphdef`` (the training model's, as it is now).
+      prompt_tokens_BxP: int [B, P], each prompt in columns ``[0, length)``; what follows is ignored.
+      prompt_length_B: int [B], clipped to [1, P].
+      rng: a JAX key; the same key gives the same samples.
+    """
     if tuple(prompt_tokens_BxP.shape) != (self.batch, self.prompt_len):
       raise ValueError(
           f"prompt_tokens_BxP has shape {tuple(prompt_tokens_BxP.shape)}; this sampler was built for"

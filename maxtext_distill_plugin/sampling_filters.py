@@ -22,6 +22,7 @@ reused here.
 """
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +52,7 @@ class SampleOptions:
     problems = []
     if int(self.max_new_tokens) < 1:
       problems.append(f"max_new_tokens={self.max_new_tokens!r} must be at least 1")
-    if not float(self.temperature) >= 0.0:
+    if math.isnan(float(self.temperature)) or float(self.temperature) < 0.0:
       problems.append(f"temperature={self.temperature!r} must be >= 0 (0 is greedy)")
     if not 0.0 < float(self.top_p) <= 1.0:
       problems.append(f"top_p={self.top_p!r} must be in (0, 1] (1 is off)")

@@ -116,15 +116,16 @@ def case(tmp_path_factory, teacher_checkpoint) -> _Case:
   partial = _Case(cfg, mesh, graphdef, state, prompt, -1, None, None, _train_forward(graphdef))
   free, _ = _naive_greedy(partial, prompt, LENGTHS, eos=-1)
   # EOS: the greedy token of the row/step that first emits it latest (inside the completion), so the stop is real.
-  best = None
+  first_steps = {}  # token -> latest step (in 1..N-2) at which some row emits it for the first time
   for b, length in enumerate(LENGTHS):
     completion = list(free[b, length : length + N])
     for step in range(1, N - 1):
-      if completion[step] not in completion[:step] and (best is None or step > best[0]):
-        best = (step, int(completion[step]))
-  assert best is not None, free
-  want, want_lengths = _naive_greedy(partial, prompt, LENGTHS, eos=best[1])
-  return dataclasses.replace(partial, eos=best[1], want=want, want_lengths=want_lengths)
+      if completion[step] not in completion[:step]:
+        first_steps[int(completion[step])] = max(step, first_steps.get(int(completion[step]), 0))
+  assert first_steps, free
+  eos = max(first_steps, key=first_steps.get)
+  want, want_lengths = _naive_greedy(partial, prompt, LENGTHS, eos=eos)
+  return dataclasses.replace(partial, eos=eos, want=want, want_lengths=want_lengths)
 
 
 @pytest.fixture(scope="module")
