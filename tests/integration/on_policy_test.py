@@ -88,6 +88,7 @@ def test_fraction_one_runs_the_documented_command_and_logs_the_sampling(tmp_path
       *_argv(sft_yaml, tmp_path, teacher_checkpoint, *_ON_POLICY, "steps=3", "eval_interval=3", "eval_steps=1")[1:],
       "per_device_batch_size=1",
       "gradient_accumulation_steps=2",  # both micro-batches are sampled before the step
+      *("distill_beta=0.5", "distill_layer_indices=[0]", "distill_teacher_layer_indices=[1]"),  # feature loss too
       f"metrics_file={metrics}",
       "distill_divergence=reverse_kl",
   )
@@ -100,7 +101,7 @@ def test_fraction_one_runs_the_documented_command_and_logs_the_sampling(tmp_path
     assert 1.0 <= r["sample/completion_length"] <= _NEW
     assert 0.0 <= r["sample/eos_rate"] <= 1.0 and r["sample/prompt_truncated_rate"] == 0.0
     assert r["sample/tokens_per_second"] > 0 and r["perf/sample_seconds"] > 0 and r["perf/step_seconds"] > 0
-    assert math.isfinite(r["distill/total_loss"])
+    assert math.isfinite(r["distill/total_loss"]) and r["distill/out_proj_feature_loss"] > 0
   evals = [r for r in records if on_policy.NLL_METRIC in r]
   assert [r["step"] for r in evals] == [3]
   assert math.isfinite(evals[0][on_policy.NLL_METRIC]) and evals[0][on_policy.NLL_METRIC] > 0
