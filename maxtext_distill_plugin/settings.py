@@ -92,7 +92,8 @@ class DistillSettings(pydantic.BaseModel):
       0.0,
       description=(
           "On-policy share lambda in [0, 1]: the chance that an optimizer step trains on the student's own samples"
-          " (from the data's prompts) instead of the dataset's sequences; 0 is off-policy KD."
+          " (from the data's prompts) instead of the dataset's sequences; 0 is off-policy KD. distill_divergence"
+          " is kept as set (reverse_kl or jsd are the usual on-policy choices)."
       ),
   )
   distill_on_policy_fraction_end: float | None = Field(None, description="lambda at the last step; None keeps it.")
