@@ -37,10 +37,11 @@ Output layout (left-aligned): row b holds its prompt in columns ``[0, length_b)`
 (through the first EOS, which is kept), then ``pad_id`` up to ``S = P + N``; ``tokens_BxS[:, :-1]`` /
 ``tokens_BxS[:, 1:]`` with ``completion_mask_BxS[:, 1:]`` are the inputs and targets a teacher scores.
 
-Supported: dense-attention decoders whose layers use MaxText's standard ``KVCache`` (llama2/3, mistral, qwen3, gemma
-without sliding windows; tests cover the llama-style tiny model). Not checked here: sliding-window and chunked
-attention (MaxText's decode mask for them assumes MaxEngine's slot layout), MLA, paged / ragged attention and
-quantized KV caches.
+KV-cache decode matches a full-recompute greedy decode token for token on the tiny llama, qwen3, mistral, gemma,
+gemma2, gemma3 and mixtral models (sequences shorter than their sliding windows). MLA attention (DeepSeek) falls back
+to ``decode="recompute"`` (:func:`decode_path`): the train-mode model re-runs the fixed ``[B, P + N]`` buffer once per
+new token, same outputs and one compile, about N times the compute of a forward pass. Not covered: sliding windows
+shorter than P + N, chunked / paged / ragged attention, quantized KV caches.
 """
 
 from typing import NamedTuple
@@ -53,7 +54,7 @@ import jax.numpy as jnp
 from maxtext_distill_plugin.sampling_filters import SampleOptions
 from maxtext_distill_plugin.sampling_filters import choose_tokens
 
-__all__ = ["SampleOptions", "Samples", "Sampler", "make_sampler", "decode_config"]
+__all__ = ["SampleOptions", "Samples", "Sampler", "make_sampler", "decode_config", "decode_path"]
 
 _PREFILL, _DECODE = "prefill", "autoregressive"  # MaxText's MODEL_MODE_PREFILL / MODEL_MODE_AUTOREGRESSIVE
 
@@ -165,47 +166,86 @@ class Sampler:
   logical axis rules); :meth:`compile_count` is the number of programs the jitted one has compiled.
   """
 
-  def __init__(self, model_graphdef, config, options: SampleOptions, prompt_len: int, batch: int, mesh):
+  def __init__(self, model_graphdef, config, options: SampleOptions, prompt_len: int, batch: int, mesh, decode: str):
     self.options, self.prompt_len, self.batch, self.mesh = options, int(prompt_len), int(batch), mesh
+    self.decode = decode
     self._rules = config.logical_axis_rules
-    view = decode_config(config, batch=batch, prompt_len=prompt_len, max_new_tokens=options.max_new_tokens)
     self._train_graphdef = model_graphdef
-    self._prefill = _DecodeModel(view, mesh, _PREFILL)
-    self._decode = _DecodeModel(view, mesh, _DECODE)
+    if decode == "kv_cache":
+      view = decode_config(config, batch=batch, prompt_len=prompt_len, max_new_tokens=options.max_new_tokens)
+      self._prefill = _DecodeModel(view, mesh, _PREFILL)
+      self._decode = _DecodeModel(view, mesh, _DECODE)
     self._jitted = jax.jit(self.fn)
 
-  def fn(self, model_state, prompt_tokens_BxP, prompt_length_B, rng) -> Samples:
-    """Prefill, then the autoregressive loop; no gradient flows out (integer tokens, parameters stop_gradient)."""
-    opts, new = self.options, self.options.max_new_tokens
-    _, params, rest = nnx.split(nnx.merge(self._train_graphdef, model_state), nnx.Param, ...)
-    params = jax.lax.stop_gradient(params)
-    rest = nnx.to_pure_dict(rest)
-    prompt_BxP = prompt_tokens_BxP.astype(jnp.int32)
-    length_B = jnp.clip(prompt_length_B.astype(jnp.int32), 1, self.prompt_len)
-    batch = prompt_BxP.shape[0]
-    keys_N = jax.random.split(rng, new)
+  def _kv_cache_start(self, params, rest, prompt_BxP, length_B):
+    """Prefill: logits [B, V] at each row's last prompt token, the filled cache, and the step that extends it."""
     positions_BxP = jnp.broadcast_to(jnp.arange(self.prompt_len, dtype=jnp.int32), prompt_BxP.shape)
     segments_BxP = (positions_BxP < length_B[:, None]).astype(jnp.int32)
     logits_BxPxV, cache = self._prefill.run(
         params, rest, self._decode.zero_cache(), prompt_BxP, positions_BxP, segments_BxP
     )
-    last_BxV = jnp.take_along_axis(logits_BxPxV, (length_B - 1)[:, None, None], axis=1)[:, 0]
+
+    def step_logits(cache, previous_B, step):
+      position_Bx1 = (length_B + step - 1)[:, None]
+      logits_Bx1xV, cache = self._decode.run(params, rest, cache, previous_B[:, None], position_Bx1)
+      return logits_Bx1xV[:, 0], cache
+
+    return jnp.take_along_axis(logits_BxPxV, (length_B - 1)[:, None, None], axis=1)[:, 0], cache, step_logits
+
+  def _recompute_start(self, model, prompt_BxP, length_B):
+    """The fallback: the train-mode model re-runs the whole fixed-length [B, P + N] buffer for every new token
+    (causal attention makes the right padding harmless); N full forwards instead of one prefill and N - 1 steps."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    params, rows_B = jax.lax.stop_gradient(params), jnp.arange(prompt_BxP.shape[0])
+    width = self.prompt_len + self.options.max_new_tokens
+
+    def logits_at(tokens_BxS, at_B):
+      positions_BxS = jnp.broadcast_to(jnp.arange(width, dtype=jnp.int32), tokens_BxS.shape)
+      ones_BxS = jnp.ones_like(tokens_BxS)
+      logits = nnx.merge(graphdef, params, rest, copy=True)(
+          tokens_BxS, positions_BxS, decoder_segment_ids=ones_BxS, enable_dropout=False
+      )
+      return jnp.take_along_axis(logits, at_B[:, None, None], axis=1)[:, 0]
+
+    def step_logits(tokens_BxS, previous_B, step):
+      at_B = length_B + step - 1
+      tokens_BxS = tokens_BxS.at[rows_B, at_B].set(previous_B)
+      return logits_at(tokens_BxS, at_B), tokens_BxS
+
+    in_prompt_BxP = jnp.arange(self.prompt_len)[None, :] < length_B[:, None]
+    tokens_BxS = jnp.full((prompt_BxP.shape[0], width), self.options.pad_id, jnp.int32)
+    tokens_BxS = tokens_BxS.at[:, : self.prompt_len].set(jnp.where(in_prompt_BxP, prompt_BxP, self.options.pad_id))
+    return logits_at(tokens_BxS, length_B - 1), tokens_BxS, step_logits
+
+  def fn(self, model_state, prompt_tokens_BxP, prompt_length_B, rng) -> Samples:
+    """Prefill, then the autoregressive loop; no gradient flows out (integer tokens, parameters stop_gradient)."""
+    opts, new = self.options, self.options.max_new_tokens
+    model = nnx.merge(self._train_graphdef, model_state)
+    prompt_BxP = prompt_tokens_BxP.astype(jnp.int32)
+    length_B = jnp.clip(prompt_length_B.astype(jnp.int32), 1, self.prompt_len)
+    batch = prompt_BxP.shape[0]
+    keys_N = jax.random.split(rng, new)
+    if self.decode == "kv_cache":
+      _, params, rest = nnx.split(model, nnx.Param, ...)
+      start = self._kv_cache_start(jax.lax.stop_gradient(params), nnx.to_pure_dict(rest), prompt_BxP, length_B)
+    else:
+      start = self._recompute_start(model, prompt_BxP, length_B)
+    last_BxV, decode_state, step_logits = start
     first_B = choose_tokens(last_BxV, keys_N[0], opts)
     tokens_BxN = jnp.full((batch, new), opts.pad_id, jnp.int32).at[:, 0].set(first_B)
-    carry = (jnp.int32(1), cache, tokens_BxN, first_B, first_B == opts.eos_id, jnp.ones((batch,), jnp.int32))
+    carry = (jnp.int32(1), decode_state, tokens_BxN, first_B, first_B == opts.eos_id, jnp.ones((batch,), jnp.int32))
 
     def unfinished(carry):
       step, _, _, _, done_B, _ = carry
       return (step < new) & ~jnp.all(done_B)
 
     def decode_step(carry):
-      step, cache, tokens_BxN, previous_B, done_B, count_B = carry
-      position_Bx1 = (length_B + step - 1)[:, None]
-      logits_Bx1xV, cache = self._decode.run(params, rest, cache, previous_B[:, None], position_Bx1)
-      token_B = jnp.where(done_B, opts.pad_id, choose_tokens(logits_Bx1xV[:, 0], keys_N[step], opts))
+      step, decode_state, tokens_BxN, previous_B, done_B, count_B = carry
+      logits_BxV, decode_state = step_logits(decode_state, previous_B, step)
+      token_B = jnp.where(done_B, opts.pad_id, choose_tokens(logits_BxV, keys_N[step], opts))
       tokens_BxN = jax.lax.dynamic_update_index_in_dim(tokens_BxN, token_B, step, axis=1)
       count_B = count_B + (~done_B).astype(jnp.int32)
-      return step + 1, cache, tokens_BxN, token_B, done_B | (token_B == opts.eos_id), count_B
+      return step + 1, decode_state, tokens_BxN, token_B, done_B | (token_B == opts.eos_id), count_B
 
     _, _, tokens_BxN, _, done_B, count_B = jax.lax.while_loop(unfinished, decode_step, carry)
     return assemble(prompt_BxP, length_B, tokens_BxN, count_B, done_B, opts.pad_id)
@@ -231,14 +271,27 @@ class Sampler:
     return self._jitted._cache_size()  # pylint: disable=protected-access
 
 
-def make_sampler(model_graphdef, config, options: SampleOptions, prompt_len: int, batch: int, *, mesh=None) -> Sampler:
+def decode_path(config) -> str:
+  """``"kv_cache"``, or ``"recompute"`` for MLA attention (DeepSeek): MaxText 0.2.5's MLA decode fails on the tiny
+  CPU shapes tried here, in ``MaxEngine`` too (its cache is sized with ``head_dim``, its keys have
+  ``qk_nope_head_dim + qk_rope_head_dim``)."""
+  return "recompute" if str(getattr(config, "attention_type", "global")).lower() == "mla" else "kv_cache"
+
+
+def make_sampler(
+    model_graphdef, config, options: SampleOptions, prompt_len: int, batch: int, *, mesh=None, decode: str = "auto"
+) -> Sampler:
   """A :class:`Sampler` for the model ``(model_graphdef, model_state)`` (``nnx.split`` of a MaxText ``Transformer``
   built for training) whose MaxText config is ``config``; it compiles once for these static shapes, whatever the
-  prompt lengths. ``mesh`` defaults to the config's (the training mesh)."""
+  prompt lengths. ``mesh`` defaults to the config's (the training mesh); ``decode`` is ``"kv_cache"``,
+  ``"recompute"`` or ``"auto"`` (:func:`decode_path`)."""
   if int(prompt_len) < 1 or int(batch) < 1:
     raise ValueError(f"prompt_len={prompt_len} and batch={batch} must be at least 1.")
+  if decode not in ("auto", "kv_cache", "recompute"):
+    raise ValueError(f"decode={decode!r}: use 'auto', 'kv_cache' or 'recompute'.")
+  decode = decode_path(config) if decode == "auto" else decode
   if mesh is None:
     from maxtext.utils import maxtext_utils  # pylint: disable=import-outside-toplevel
 
     mesh = maxtext_utils.get_mesh_from_config(config)
-  return Sampler(model_graphdef, config, options, prompt_len, batch, mesh)
+  return Sampler(model_graphdef, config, options, prompt_len, batch, mesh, decode)

@@ -21,7 +21,7 @@ right-padded prompts of random lengths. Both decoders run greedy, with no EOS, s
 ``batch * new_tokens`` tokens per run:
 
   ours       ``sampling.make_sampler``: one compiled program, batched prefill + ``while_loop`` over the
-             autoregressive steps
+             autoregressive steps (``--decode recompute``: the full-recompute fallback instead)
   maxengine  MaxText 0.2.5's ``MaxEngine`` as ``maxtext.inference.decode`` drives it: ``prefill`` per prompt
              (batch 1), ``insert`` into its slot, then ``generate`` once per new token; the engine is given the
              same parameters (``load_params(params=...)``)
@@ -130,6 +130,7 @@ def main():
   parser.add_argument("--layers", type=int, default=2)
   parser.add_argument("--vocab", type=int, default=1024)
   parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--decode", default="kv_cache", choices=("kv_cache", "recompute"), help="our sampler's path")
   args = parser.parse_args()
 
   from flax import nnx  # pylint: disable=import-outside-toplevel
@@ -151,7 +152,7 @@ def main():
   prompts[np.arange(args.prompt_len)[None, :] >= lengths[:, None]] = 0
 
   options = sampling.SampleOptions(max_new_tokens=args.new_tokens, eos_id=-1, temperature=0.0)
-  sampler = sampling.make_sampler(graphdef, config, options, args.prompt_len, args.batch, mesh=mesh)
+  sampler = sampling.make_sampler(graphdef, config, options, args.prompt_len, args.batch, mesh=mesh, decode=args.decode)
 
   def ours():
     out = sampler(state, prompts, lengths, jax.random.key(0))
@@ -178,7 +179,7 @@ def main():
   print(
       f"model: emb {args.emb}, {args.layers} layers, vocab {args.vocab}; batch {args.batch}, prompt_len"
       f" {args.prompt_len} (lengths {lengths.min()}..{lengths.max()}), new_tokens {args.new_tokens}, greedy;"
-      f" {jax.devices()[0].platform}, {args.rounds} rounds"
+      f" {jax.devices()[0].platform}, {args.rounds} rounds; ours decodes by {args.decode}"
   )
   for name in runs:
     print(f"  {name:10s} {rate[name]:10.1f} new tokens/s   (median {statistics.median(times[name]) * 1e3:.1f} ms/run)")

@@ -55,11 +55,11 @@ class _Case:
     stack.enter_context(nn_partitioning.axis_rules(self.cfg.logical_axis_rules))
     return stack
 
-  def sampler(self, batch=B, prompt_len=P, **options):
+  def sampler(self, batch=B, prompt_len=P, decode="auto", **options):
     from maxtext_distill_plugin import sampling  # pylint: disable=import-outside-toplevel
 
     opts = sampling.SampleOptions(**{"max_new_tokens": N, "eos_id": self.eos, "pad_id": PAD, **options})
-    return sampling.make_sampler(self.graphdef, self.cfg, opts, prompt_len, batch, mesh=self.mesh)
+    return sampling.make_sampler(self.graphdef, self.cfg, opts, prompt_len, batch, mesh=self.mesh, decode=decode)
 
   def full_logits(self, tokens):
     """float64 logits [B, S, V] of the train-mode model."""
@@ -133,8 +133,12 @@ def greedy(case):
   return case.sampler(temperature=0.0)
 
 
-def test_greedy_equals_naive_full_recompute(case, greedy):
-  out = greedy(case.state, case.prompt, LENGTHS, jax.random.key(0))
+@pytest.mark.parametrize("decode", ("kv_cache", "recompute"))
+def test_greedy_equals_naive_full_recompute(case, greedy, decode):
+  """The KV-cache path (what the llama-style model gets) and the fallback (what MLA models get) alike."""
+  sampler = greedy if decode == "kv_cache" else case.sampler(temperature=0.0, decode="recompute")
+  assert sampler.decode == decode
+  out = sampler(case.state, case.prompt, LENGTHS, jax.random.key(0))
   assert (case.want_lengths < N).any(), "some row must stop at the EOS"  # the stop is exercised
   np.testing.assert_array_equal(np.asarray(out.tokens_BxS), case.want)
   np.testing.assert_array_equal(out.completion_length_B, case.want_lengths)
