@@ -43,6 +43,7 @@ from maxtext_distill_plugin import cache_checks
 from maxtext_distill_plugin import data_sources
 from maxtext_distill_plugin import errors
 from maxtext_distill_plugin import features
+from maxtext_distill_plugin import on_policy_checks
 from maxtext_distill_plugin import student_init
 from maxtext_distill_plugin.settings import DISTILL_KEYS, DistillSettings
 
@@ -235,6 +236,7 @@ def cross_check(configs: DistillConfigs) -> None:
         student.routed_bias_update_rate,
         "the plugin does not apply MaxText's router-bias updates to the student; set routed_bias_update_rate=0.0.",
     )
+  on_policy_checks.check(student, settings, offline=configs.offline)
   if teacher is None:
     return
   for key in BATCH_SHAPE_KEYS:

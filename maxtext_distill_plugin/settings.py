@@ -88,8 +88,32 @@ class DistillSettings(pydantic.BaseModel):
       ),
   )
 
+  distill_on_policy_fraction: float = Field(
+      0.0,
+      description=(
+          "On-policy share lambda in [0, 1]: the chance that an optimizer step trains on the student's own samples"
+          " (from the data's prompts) instead of the dataset's sequences; 0 is off-policy KD. distill_divergence"
+          " is kept as set (reverse_kl or jsd are the usual on-policy choices)."
+      ),
+  )
+  distill_on_policy_fraction_end: float | None = Field(None, description="lambda at the last step; None keeps it.")
+  distill_on_policy_fraction_schedule: ScheduleKind = Field("constant", description="constant | linear | cosine.")
+  distill_teacher_generated: bool = Field(
+      False, description="Sequence-level KD: on a sampled step the teacher, not the student, writes the completions."
+  )
+  distill_sample_max_new_tokens: int = Field(
+      16, gt=0, description="Tokens sampled per completion; prompts get max_target_length minus this many positions."
+  )
+  distill_sample_temperature: float = Field(1.0, ge=0.0, description="Sampling temperature; 0 is greedy.")
+  distill_sample_top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass in (0, 1]; 1 is off.")
+  distill_sample_top_k: int = Field(0, ge=0, description="Sample among the k most likely tokens; 0 is off.")
+
   @pydantic.field_validator(
-      "distill_alpha_schedule", "distill_temperature_schedule", "distill_beta_schedule", mode="before"
+      "distill_alpha_schedule",
+      "distill_temperature_schedule",
+      "distill_beta_schedule",
+      "distill_on_policy_fraction_schedule",
+      mode="before",
   )
   @classmethod
   def _known_schedule(cls, value, info):
@@ -147,6 +171,16 @@ class DistillSettings(pydantic.BaseModel):
       raise ValueError(f"{info.field_name}={value} is outside [0, 1]. Fix: set it between 0 (pure CE) and 1 (pure KL).")
     return value
 
+  @pydantic.field_validator("distill_on_policy_fraction", "distill_on_policy_fraction_end")
+  @classmethod
+  def _fraction_range(cls, value, info):
+    if value is not None and not 0.0 <= value <= 1.0:
+      raise ValueError(
+          f"{info.field_name}={value} is outside [0, 1]. Fix: set it between 0 (dataset sequences only) and 1 (the"
+          " student's samples at every step)."
+      )
+    return value
+
   @pydantic.field_validator("distill_temperature", "distill_temperature_end")
   @classmethod
   def _temperature_positive(cls, value, info):
@@ -179,7 +213,7 @@ class DistillSettings(pydantic.BaseModel):
 
   @pydantic.model_validator(mode="after")
   def _schedules_have_ends(self):
-    for name in ("distill_alpha", "distill_temperature", "distill_beta"):
+    for name in ("distill_alpha", "distill_temperature", "distill_beta", "distill_on_policy_fraction"):
       kind = getattr(self, f"{name}_schedule")
       if kind != "constant" and getattr(self, f"{name}_end") is None:
         raise ValueError(
@@ -196,6 +230,21 @@ class DistillSettings(pydantic.BaseModel):
           " lengths differ. Fix: list one teacher layer per student layer."
       )
     return self
+
+  @pydantic.model_validator(mode="after")
+  def _teacher_generated_samples(self):
+    if self.distill_teacher_generated and not self.on_policy:
+      raise ValueError(
+          "distill_teacher_generated=True has no effect with distill_on_policy_fraction=0 (and no positive _end): no"
+          " step samples. Fix: set distill_on_policy_fraction (e.g. 1.0 for sequence-level KD at every step), or"
+          " remove distill_teacher_generated."
+      )
+    return self
+
+  @property
+  def on_policy(self) -> bool:
+    """Whether any step can train on sampled completions (lambda or its end value is positive)."""
+    return self.distill_on_policy_fraction > 0.0 or (self.distill_on_policy_fraction_end or 0.0) > 0.0
 
   @property
   def teacher_layer_indices(self) -> list[int] | None:

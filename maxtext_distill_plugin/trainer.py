@@ -42,6 +42,7 @@ from maxtext_distill_plugin import data_resume
 from maxtext_distill_plugin import features
 from maxtext_distill_plugin import freezing
 from maxtext_distill_plugin import metrics_logger
+from maxtext_distill_plugin import on_policy
 from maxtext_distill_plugin import run_guard
 from maxtext_distill_plugin import run_record
 from maxtext_distill_plugin import step as step_lib
@@ -112,6 +113,8 @@ def train(configs) -> TrainResult:
   student_config, settings = configs.student, configs.settings
   if settings.extract_features:
     features.ensure_out_projection_sow()
+  # The tokenizer's EOS is read before any model is built, so a tokenizer without one is refused first.
+  special_ids = on_policy.special_ids(student_config) if settings.on_policy else None
 
   _, checkpoint_manager, state_shardings, _, mesh, lr_schedule, data_iterator, data_loader, _, eval_iterator, state = (
       train_utils.setup_train_loop(student_config, recorder=None)
@@ -155,6 +158,10 @@ def train(configs) -> TrainResult:
       metrics_file=student_config.metrics_file,
       run_constants=metrics_logger.RunConstants.for_run(student_config, configs.teacher, param_counts),
   )
+  policy = None
+  if special_ids is not None:
+    student_graphdef = nnx.graphdef(nnx.merge(state_graphdef, state).model)
+    policy = on_policy.OnPolicy(configs, mesh, student_graphdef, teacher_graphdef, special_ids, state_graphdef)
   if start_step > 0:
     logging.info("Resumed from checkpoint: continuing at step %d of %d", start_step, options.total_steps)
 
@@ -173,7 +180,10 @@ def train(configs) -> TrainResult:
     with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):
       for step in range(start_step, options.total_steps):
         batch = offline_batches.load(step) if offline_batches else data_loader.load_next_batch()
-        state, metrics = train_step(state, teacher_state, batch)
+        if policy is None:
+          state, metrics = train_step(state, teacher_state, batch)
+        else:
+          state, metrics = _on_policy_step(policy, train_step, step, state, teacher_state, batch)
         logger.add(metrics)
         guard.add(step, metrics)
         last_step = step
@@ -184,7 +194,7 @@ def train(configs) -> TrainResult:
           guard.check()
           logger.flush(step)
         if _eval_due(student_config, eval_iterator, step):
-          _evaluate(eval_step, state, teacher_state, eval_iterator, student_config, logger, step)
+          _evaluate(eval_step, state, teacher_state, eval_iterator, student_config, logger, step, policy, options)
         if preemption.should_stop(step):
           logging.warning(
               "Preempted: all %d processes stop after step %d; saving a checkpoint and exiting.",
@@ -215,8 +225,20 @@ def _eval_due(config, eval_iterator, step: int) -> bool:
   return eval_iterator is not None and config.eval_interval > 0 and (step + 1) % config.eval_interval == 0
 
 
-def _evaluate(eval_step, state, teacher_state, eval_iterator, config, logger, step) -> None:
-  """Scores the held-out batches from their first one: every eval sees the same batches, as in MaxText."""
+def _on_policy_step(policy, train_step, step, state, teacher_state, batch):
+  """Samples (when the step's draw says so) and trains; times both, which waits for each to finish."""
+  batch, sample_metrics = policy.batch_for_step(step, state, teacher_state, batch)
+  started = time.perf_counter()
+  state, metrics = jax.block_until_ready(train_step(state, teacher_state, batch))
+  return state, {**metrics, **sample_metrics, "perf/step_seconds": (time.perf_counter() - started, 1.0)}
+
+
+def _evaluate(eval_step, state, teacher_state, eval_iterator, config, logger, step, policy=None, options=None) -> None:
+  """Scores the held-out batches from their first one: every eval sees the same batches, as in MaxText.
+
+  With on-policy distillation the student also completes each held-out prompt greedily and the teacher scores the
+  completions (``eval/teacher_nll_of_student_samples``).
+  """
   limit = config.eval_steps if config.eval_steps > 0 else None
   totals = None
   started = time.perf_counter()
@@ -225,6 +247,8 @@ def _evaluate(eval_step, state, teacher_state, eval_iterator, config, logger, st
     eval_iterator.reset()
   for batch in itertools.islice(eval_iterator, limit):
     metrics = eval_step(state, teacher_state, batch)
+    if policy is not None:
+      metrics = {**metrics, **policy.eval_metrics(state, teacher_state, batch, options.eval_rows)}
     totals = metrics if totals is None else jax.tree.map(jax.numpy.add, totals, metrics)
     if limit is None and config.dataset_type == "synthetic":
       break

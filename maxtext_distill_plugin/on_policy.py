@@ -1,0 +1,249 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""On-policy distillation (GKD-style mixing): some optimizer steps train on sampled completions.
+
+At optimizer step ``n`` the scheduled fraction ``lambda(n)`` (``distill_on_policy_fraction`` and its schedule)
+decides, by a Bernoulli draw from ``fold_in(key(init_weights_seed), n)``, whether the dataset batch is replaced by
+completions of its prompts sampled from the current student (or the teacher, ``distill_teacher_generated``). The
+sampling key comes from the same ``(seed, n)``, so the checkpoint (which holds ``n``, the parameters and the data
+position) determines the choice and the samples: a resumed run samples exactly what an uninterrupted one does.
+
+Sampling runs before the step, outside its gradient, over the whole loaded batch (every micro-batch of a
+gradient-accumulation step). The compiled train step is unchanged: it runs the teacher on the sampled sequences
+and the student's divergence on the generated tokens (``targets_segmentation`` marks only those), with the
+run's ``distill_divergence`` (reverse_kl or jsd are the usual on-policy choices; it is never switched silently).
+"""
+
+import time
+
+from absl import logging
+from flax import nnx
+import jax
+import jax.numpy as jnp
+
+from maxtext_distill_plugin import errors
+from maxtext_distill_plugin import on_policy_checks
+from maxtext_distill_plugin import on_policy_data
+from maxtext_distill_plugin import reductions
+from maxtext_distill_plugin import step as step_lib
+from maxtext_distill_plugin.schedules import schedule_value
+
+NLL_METRIC = "eval/teacher_nll_of_student_samples"
+
+
+def special_ids(config) -> tuple[int, int]:
+  """``(eos_id, pad_id)`` of the tokenizer the data pipeline uses; raises ConfigError when it has no EOS."""
+  kind = str(getattr(config.dataset_type, "value", config.dataset_type))
+  if kind == "hf":  # MaxText's HF pipeline always tokenizes with transformers, whatever tokenizer_type says
+    import transformers  # pylint: disable=import-outside-toplevel
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(config.tokenizer_path), local_files_only=True)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    pad = tokenizer.unk_token_id if pad is None else pad
+  else:
+    from maxtext.input_pipeline import tokenizer as tokenizers  # pylint: disable=import-outside-toplevel
+
+    tokenizer = tokenizers.build_tokenizer(
+        config.tokenizer_path, config.tokenizer_type, config.add_bos, config.add_eos, config.hf_access_token
+    )
+    eos, pad = getattr(tokenizer, "eos_id", None), getattr(tokenizer, "pad_id", None)
+  if eos is None or eos < 0:
+    raise errors.ConfigError(
+        "tokenizer_path", config.tokenizer_path, "on-policy sampling stops at EOS; use a tokenizer with an EOS token."
+    )
+  return int(eos), int(pad) if pad is not None and pad >= 0 else 0
+
+
+def scheduled_fraction(settings, step: int, total_steps: int) -> float:
+  """lambda at optimizer ``step``."""
+  s = settings
+  return float(
+      schedule_value(
+          s.distill_on_policy_fraction_schedule,
+          s.distill_on_policy_fraction,
+          s.distill_on_policy_fraction_end,
+          step,
+          total_steps,
+      )
+  )
+
+
+def step_keys(seed: int, step: int):
+  """``(choice_key, sample_key)`` of optimizer ``step``: a function of the run's seed and the step only."""
+  choice, sample = jax.random.split(jax.random.fold_in(jax.random.key(seed), step))
+  return choice, sample
+
+
+def uses_samples(seed: int, step: int, fraction: float) -> bool:
+  """The Bernoulli(lambda) choice of ``step`` (lambda 0: never; 1: always)."""
+  return bool(jax.random.bernoulli(step_keys(seed, step)[0], fraction))
+
+
+class OnPolicy:
+  """Replaces dataset batches by sampled ones and scores the student's greedy samples at eval."""
+
+  def __init__(self, configs, mesh, student_graphdef, teacher_graphdef, special: tuple[int, int], state_graphdef=None):
+    """``student_graphdef`` / ``teacher_graphdef``: ``nnx.split`` of the MaxText models; ``state_graphdef``: of the
+    student's train state, whose ``model`` :meth:`batch_for_step` samples from; ``special``: (eos_id, pad_id)."""
+    from maxtext_distill_plugin import sampling  # pylint: disable=import-outside-toplevel
+
+    self._sampling = sampling
+    student, self.settings = configs.student, configs.settings
+    self.total_steps = int(student.steps)
+    self.seed = int(student.init_weights_seed)
+    self.length = int(student.max_target_length)
+    self.prompt_len = on_policy_checks.prompt_bucket(student, self.settings)
+    self.eos_id, self.pad_id = special
+    self._configs, self._mesh = configs, mesh
+    self._state_graphdef = state_graphdef
+    self._graphdefs = {"student": student_graphdef, "teacher": teacher_graphdef}
+    self._samplers = {}
+    s = self.settings
+    self._train_options = sampling.SampleOptions(
+        max_new_tokens=s.distill_sample_max_new_tokens,
+        temperature=s.distill_sample_temperature,
+        top_p=s.distill_sample_top_p,
+        top_k=s.distill_sample_top_k,
+        eos_id=self.eos_id,
+        pad_id=self.pad_id,
+    )
+    self._greedy_options = sampling.SampleOptions(
+        max_new_tokens=s.distill_sample_max_new_tokens, temperature=0.0, eos_id=self.eos_id, pad_id=self.pad_id
+    )
+    self._prompts = jax.jit(on_policy_data.prompts_from_batch, static_argnums=(1, 2))
+    self._build = jax.jit(on_policy_data.batch_from_samples, static_argnames=("length", "pad_id"))
+    self._teacher_nll = None
+    logging.info(
+        "On-policy distillation: lambda=%s (%s to %s), %s samples, %d new tokens after a %d-token prompt bucket",
+        s.distill_on_policy_fraction,
+        s.distill_on_policy_fraction_schedule,
+        s.distill_on_policy_fraction_end,
+        "teacher" if s.distill_teacher_generated else "student",
+        s.distill_sample_max_new_tokens,
+        self.prompt_len,
+    )
+
+  def model_state(self, state):
+    """The student's model state inside its train ``state``."""
+    return nnx.state(nnx.merge(self._state_graphdef, state).model)
+
+  def _sampler(self, who: str, options, rows: int):
+    """One compiled sampler per (model, options, batch rows): the shapes are fixed, so each compiles once."""
+    key = (who, options, rows)
+    if key not in self._samplers:
+      config = self._configs.teacher if who == "teacher" else self._configs.student
+      self._samplers[key] = self._sampling.make_sampler(
+          self._graphdefs[who], config, options, self.prompt_len, rows, mesh=self._mesh
+      )
+    return self._samplers[key]
+
+  def sample_batch(self, who: str, model_state, batch: dict, rng, *, greedy: bool = False, rows_scored=None):
+    """Completes ``batch``'s prompts with ``who`` ("student" or "teacher", whose ``model_state`` is given).
+
+    Returns:
+      ``(training batch, Samples, rows with a prompt [B], Prompts)``; the training batch is
+      :func:`on_policy_data.batch_from_samples` of the samples. ``rows_scored``: only the first rows are scored.
+    """
+    options = self._greedy_options if greedy else self._train_options
+    prompts = self._prompts(batch, self.prompt_len, self.pad_id)
+    has_prompt = prompts.length_B > 0
+    if rows_scored is not None:
+      has_prompt = has_prompt & (jnp.arange(has_prompt.shape[0]) < rows_scored)
+    rows = int(prompts.tokens_BxP.shape[0])
+    # A padding row is sampled from one pad token (the sampler needs a prompt) and dropped from the batch.
+    samples = self._sampler(who, options, rows)(model_state, prompts.tokens_BxP, jnp.maximum(prompts.length_B, 1), rng)
+    built = self._build(
+        samples.tokens_BxS,
+        samples.prompt_mask_BxS,
+        samples.completion_mask_BxS,
+        has_prompt,
+        length=self.length,
+        pad_id=self.pad_id,
+    )
+    return built, samples, has_prompt, prompts
+
+  def batch_for_step(self, step: int, state, teacher_state, data_batch):
+    """``(batch, metrics)``: the batch the train step runs at ``step`` and the host-side (sum, count) metrics."""
+    fraction = scheduled_fraction(self.settings, step, self.total_steps)
+    sampled = uses_samples(self.seed, step, fraction)
+    metrics = {
+        "distill/on_policy_fraction": (fraction, 1.0),
+        "distill/on_policy_step": (float(sampled), 1.0),
+        "sample/completion_length": (0.0, 0.0),
+        "sample/eos_rate": (0.0, 0.0),
+        "sample/prompt_truncated_rate": (0.0, 0.0),
+        "sample/tokens_per_second": (0.0, 0.0),
+        "perf/sample_seconds": (0.0, 0.0),
+    }
+    if not sampled:
+      return data_batch, metrics
+    teacher_writes = self.settings.distill_teacher_generated
+    started = time.perf_counter()
+    built, samples, has_prompt, prompts = self.sample_batch(
+        "teacher" if teacher_writes else "student",
+        teacher_state if teacher_writes else self.model_state(state),
+        data_batch,
+        step_keys(self.seed, step)[1],
+    )
+    built = jax.block_until_ready(built)
+    seconds = time.perf_counter() - started
+    rows, lengths, eos, truncated = jax.device_get((
+        jnp.sum(has_prompt),
+        jnp.sum(jnp.where(has_prompt, samples.completion_length_B, 0)),
+        jnp.sum(has_prompt & samples.hit_eos_B),
+        jnp.sum(has_prompt & prompts.truncated_B),
+    ))
+    rows, lengths = float(rows), float(lengths)
+    metrics.update({
+        "sample/completion_length": (lengths, rows),
+        "sample/eos_rate": (float(eos), rows),
+        "sample/prompt_truncated_rate": (float(truncated), rows),
+        "sample/tokens_per_second": (lengths, seconds),
+        "perf/sample_seconds": (seconds, 1.0),
+    })
+    return match_batch(built, data_batch), metrics
+
+  def eval_metrics(self, state, teacher_state, batch, rows_scored: int | None) -> dict:
+    """``eval/teacher_nll_of_student_samples``: the teacher's per-token NLL of the student's greedy completions."""
+    built, _, _, _ = self.sample_batch(
+        "student", self.model_state(state), batch, jax.random.key(0), greedy=True, rows_scored=rows_scored
+    )
+    if self._teacher_nll is None:
+      self._teacher_nll = jax.jit(self._make_teacher_nll())
+    return {NLL_METRIC: self._teacher_nll(teacher_state, built)}
+
+  def _make_teacher_nll(self):
+    settings, teacher_graphdef = self.settings, self._graphdefs["teacher"]
+    chunked = step_lib.use_chunked_loss(settings, self._configs.student, self._configs.teacher)
+
+    def teacher_nll(teacher_state, batch) -> reductions.SumCount:
+      teacher = nnx.merge(teacher_graphdef, teacher_state)
+      return step_lib.student_cross_entropy(teacher, batch, settings, chunked=chunked)
+
+    return teacher_nll
+
+
+def match_batch(built: dict, data_batch: dict) -> dict:
+  """``built`` with the dataset batch's keys, dtypes and shardings, so the compiled train step is reused."""
+  if set(built) != set(data_batch):
+    extra = sorted(set(data_batch) - set(built))
+    raise ValueError(
+        f"the dataset batch has keys {extra} that a sampled batch cannot fill; on-policy distillation supports"
+        " text batches (inputs, targets, their positions and segmentations). Set distill_on_policy_fraction=0."
+    )
+  return {
+      key: jax.device_put(value.astype(data_batch[key].dtype), getattr(data_batch[key], "sharding", None))
+      for key, value in built.items()
+  }
