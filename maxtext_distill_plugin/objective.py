@@ -217,8 +217,8 @@ def _logit_terms(
   extra = {
       metric_names.TEACHER_LOSS: losses.cross_entropy_from_log_probs(teacher_logp, labels_BxS),
       metric_names.TOP1_AGREEMENT: (
-          jnp.argmax(teacher_logp, axis=-1) == jnp.argmax(frozen_student_logp, axis=-1)
-      ).astype(jnp.float32),
+          (jnp.argmax(teacher_logp, axis=-1) == jnp.argmax(frozen_student_logp, axis=-1)).astype(jnp.float32)
+      ),
       metric_names.TEACHER_ENTROPY: losses.entropy_from_log_probs(teacher_logp),
       metric_names.STUDENT_ENTROPY: losses.entropy_from_log_probs(frozen_student_logp),
   }

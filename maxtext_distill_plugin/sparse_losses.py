@@ -292,9 +292,7 @@ def teacher_buckets_at_1(teacher_topk_logprobs_BxSxK, teacher_tail_logmass_BxS, 
 
   A tail log-mass of ``-inf`` (k = V, or a cache that stores no tail) gives the tail bucket probability 0.
   """
-  log_p_ids, log_p_tail = teacher_bucket_log_probs(
-      teacher_topk_logprobs_BxSxK, teacher_tail_logmass_BxS, 1.0, vocab_size
-  )
+  log_p_ids, log_p_tail = teacher_bucket_log_probs(teacher_topk_logprobs_BxSxK, teacher_tail_logmass_BxS, 1.0, vocab_size)
   return jnp.concatenate([log_p_ids, log_p_tail[..., None]], axis=-1)
 
 

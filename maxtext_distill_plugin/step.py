@@ -386,7 +386,11 @@ def make_eval_step(state_graphdef, teacher_graphdef, options: StepOptions):
     train_state = nnx.merge(state_graphdef, state)
     batch = _first_rows(batch, options.eval_rows)
     if options.offline_tail is not None:  # held-out batches carry no cached teacher: the student's CE alone
-      return {metric_names.EVAL_HARD_LOSS: student_cross_entropy(train_state.model, batch, settings, chunked=options.chunked_loss)}
+      return {
+          metric_names.EVAL_HARD_LOSS: student_cross_entropy(
+              train_state.model, batch, settings, chunked=options.chunked_loss
+          )
+      }
     weights = scheduled_weights(settings, train_state.optimizer.step.get_value(), options.total_steps)
     teacher = teacher_for_loss(
         teacher_graphdef, teacher_state, batch, settings, options.chunked_loss, options.offline_tail

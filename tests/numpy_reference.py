@@ -69,7 +69,10 @@ def divergence(name, teacher_logp, student_logp, param=None):
 def dense_divergence(name, teacher_logits, student_logits, temperature, param=None):
   """The divergence at T of two models' full logits ``[..., V]``."""
   return divergence(
-      name, log_softmax(np.asarray(teacher_logits) / temperature), log_softmax(np.asarray(student_logits) / temperature), param
+      name,
+      log_softmax(np.asarray(teacher_logits) / temperature),
+      log_softmax(np.asarray(student_logits) / temperature),
+      param,
   )
 
 
@@ -121,7 +124,10 @@ def sparse_divergence(name, cache, student_logits, temperature, tail, param=None
     student = log_softmax(np.take_along_axis(np.asarray(student_logits, np.float64), ids, axis=-1) / temperature)
     return divergence(name, teacher, student, param)
   return divergence(
-      name, teacher_buckets(logprobs, tail_logmass, temperature, vocab), student_buckets(student_logits, ids, temperature), param
+      name,
+      teacher_buckets(logprobs, tail_logmass, temperature, vocab),
+      student_buckets(student_logits, ids, temperature),
+      param,
   )
 
 

@@ -75,7 +75,7 @@ def _reference(data, student_logits, offline):
   """Sums over the valid tokens of every diagnostic, float64."""
   teacher_logp = ref.log_softmax(data["teacher"])
   if offline:  # the teacher's k+1 buckets at T = 1, as far as a cache knows it
-    ids, logprobs, tail = ref.topk_cache(data["teacher"], K)
+    _, logprobs, tail = ref.topk_cache(data["teacher"], K)
     teacher_entropy = ref.entropy(ref.teacher_buckets(logprobs, tail, 1.0, V))
   else:
     teacher_entropy = ref.entropy(teacher_logp)
