@@ -28,11 +28,11 @@ import jax
 import jax.numpy as jnp
 
 from maxtext_distill_plugin import aux_terms
-from maxtext_distill_plugin import chunked_objective
 from maxtext_distill_plugin import chunked_sparse
 from maxtext_distill_plugin import features
 from maxtext_distill_plugin import freezing
 from maxtext_distill_plugin import lean_forward
+from maxtext_distill_plugin import loss_paths
 from maxtext_distill_plugin import losses
 from maxtext_distill_plugin import metric_names
 from maxtext_distill_plugin import objective
@@ -60,30 +60,9 @@ class StepOptions:
   trainable_patterns: tuple[str, ...] | None = None  # freezing: MaxText trainable_parameters_mask; None: all train
 
 
-# "auto" picks the chunked loss from this many student logits per micro-batch on a device (256 MiB in float32).
-AUTO_CHUNKED_MIN_LOGITS = 1 << 26
-
-
-def use_chunked_loss(settings: DistillSettings, student_config, teacher_config) -> bool:
-  """Resolves ``distill_loss_impl``: whether the step computes the loss from hidden states, tile by tile."""
-  if settings.distill_loss_impl == "dense":
-    return False
-  configs = [student_config, teacher_config]
-  reasons = [r for r in map(lean_forward.unsupported_reason, filter(None, configs)) if r]
-  if settings.distill_loss_impl == "chunked":
-    if reasons:
-      raise ValueError(f"distill_loss_impl=chunked: {reasons[0]}. Fix: set distill_loss_impl=dense.")
-    return True
-  # A model with num_vocab_tiling > 1 returns no logits in training: only the chunked loss can run.
-  if any(c.num_vocab_tiling > 1 for c in filter(None, configs)):
-    return not reasons
-  c = student_config
-  if c.hardware == "cpu":
-    # Measured in docs/benchmarks.md: on the CPU the tiled loss was faster and leaner at every vocabulary size.
-    return not reasons
-  # per_device_batch_size is already per micro-batch (MaxText loads gradient_accumulation_steps of them per step).
-  logits = c.per_device_batch_size * c.max_target_length * c.vocab_size
-  return not reasons and logits >= AUTO_CHUNKED_MIN_LOGITS
+# The auto policy lives with the loss paths; these names stay importable here (trainer, tools, tests).
+AUTO_CHUNKED_MIN_LOGITS = loss_paths.AUTO_CHUNKED_MIN_LOGITS
+use_chunked_loss = loss_paths.use_chunked_loss
 
 
 def scheduled_weights(settings: DistillSettings, step, total_steps: int) -> objective.LossWeights:
@@ -177,8 +156,8 @@ def cached_teacher(batch: dict, tail: str) -> objective.TeacherOutputs:
 
 
 def teacher_for_loss(teacher_graphdef, teacher_state, batch, settings: DistillSettings, chunked: bool, tail=None):
-  """What the loss needs from the teacher: the cached top-k (offline, ``tail`` set; dense or chunked),
-  TeacherOutputs (online dense) or ``forward_hidden``'s output (online chunked)."""
+  """What the loss needs from the teacher (:mod:`loss_paths`): the cached top-k (offline, ``tail`` set; dense or
+  chunked), its logits (online dense) or a :class:`loss_paths.HiddenTeacher` (online chunked)."""
   if tail is not None:  # the chunked loss gathers the student's logits at the cached ids tile by tile
     return cached_teacher(batch, tail)
   if not chunked:
@@ -187,88 +166,39 @@ def teacher_for_loss(teacher_graphdef, teacher_state, batch, settings: DistillSe
   (hidden, unembed, softcap), values = forward_hidden(
       teacher, batch, settings=settings, enable_dropout=False, teacher=True
   )
-  return jax.lax.stop_gradient((hidden, unembed, values.features_LxBxSxD, values.moe_lb_loss)), softcap
-
-
-def _loss_options(settings: DistillSettings) -> dict:
-  """The static loss keywords every objective entry point takes from the settings."""
-  layers = settings.distill_layer_indices
-  return {
-      "feature_loss_type": settings.distill_feature_loss_type,
-      "divergence": settings.distill_divergence,
-      "divergence_param": settings.divergence_param,
-      "feature_layers": None if layers is None else tuple(layers),
-  }
+  return jax.lax.stop_gradient(
+      loss_paths.HiddenTeacher(hidden, unembed, values.features_LxBxSxD, values.moe_lb_loss, softcap=softcap)
+  )
 
 
 def student_terms(model, teacher, batch, weights, settings: DistillSettings, *, chunked: bool, enable_dropout: bool):
   """``(objective_sum, count, metrics)`` of the student ``model`` against ``teacher_for_loss``'s output.
 
-  Besides the distillation terms, the student keeps MaxText's own training terms where its config sets them:
-  the z-loss (``z_loss_multiplier``), the MoE load balance (``load_balance_loss_weight``) and the
-  multi-token prediction (``mtp_num_layers``); see :mod:`aux_terms` for how the per-batch ones are weighted.
+  The student's forward gives full logits or (``chunked``) hidden states; :func:`loss_paths.distillation_terms`
+  picks the loss from the two outputs. Besides the distillation terms, the student keeps MaxText's own training
+  terms where its config sets them: the z-loss (``z_loss_multiplier``), the MoE load balance
+  (``load_balance_loss_weight``) and the multi-token prediction (``mtp_num_layers``); see :mod:`aux_terms` for how
+  the per-batch ones are weighted.
   """
   z_loss = float(getattr(model.config, "z_loss_multiplier", 0.0) or 0.0)
-  if not chunked:
+  if chunked:
+    (hidden, unembed, softcap), values = forward_hidden(model, batch, settings=settings, enable_dropout=enable_dropout)
+    student = loss_paths.HiddenStudent(hidden, unembed, softcap=softcap)
+  else:
     logits, values = forward_sown(model, batch, settings=settings, enable_dropout=enable_dropout)
-    terms = objective.distillation_terms(
-        logits,
-        teacher,
-        batch["targets"],
-        token_mask(batch),
-        weights,
-        student_features_LxBxSxD=values.features_LxBxSxD,
-        z_loss_multiplier=z_loss,
-        top_k=settings.distill_top_k,
-        **_loss_options(settings),
-    )
-    return aux_terms.add_aux_terms(
-        *terms, moe_lb_loss=values.moe_lb_loss, mtp_loss=values.mtp_loss, teacher_moe_lb_loss=teacher.moe_lb_loss
-    )
-  (hidden, unembed, softcap), values = forward_hidden(model, batch, settings=settings, enable_dropout=enable_dropout)
-  if isinstance(teacher, objective.TeacherOutputs):  # offline: the cached top-k
-    terms = chunked_sparse.offline_distillation_terms_from_hidden(
-        hidden,
-        unembed,
-        teacher,
-        batch["targets"],
-        token_mask(batch),
-        weights,
-        student_features_LxBxSxD=values.features_LxBxSxD,
-        seq_chunk=settings.distill_seq_chunk,
-        vocab_chunk=settings.distill_vocab_chunk,
-        student_logit_softcap=softcap,
-        z_loss_multiplier=z_loss,
-        **_loss_options(settings),
-    )
-    return aux_terms.add_aux_terms(*terms, moe_lb_loss=values.moe_lb_loss, mtp_loss=values.mtp_loss)
-  if settings.distill_divergence != "forward_kl":
-    # Until chunked_objective takes divergence= (issue 13), the online lean loss optimises forward KL only:
-    # refuse rather than silently train another objective than the one asked for.
-    raise ValueError(
-        f"distill_divergence={settings.distill_divergence!r} is not available in the memory-lean online loss yet."
-        " Fix: set distill_loss_impl=dense, or distill_divergence=forward_kl."
-    )
-  (teacher_hidden, teacher_unembed, teacher_feats, teacher_lb), teacher_softcap = teacher
-  terms = chunked_objective.distillation_terms_from_hidden(
-      hidden,
-      unembed,
-      teacher_hidden,
-      teacher_unembed,
+    student = loss_paths.DenseStudent(logits)
+  terms = loss_paths.distillation_terms(
+      student,
+      teacher,
       batch["targets"],
       token_mask(batch),
       weights,
+      settings,
       student_features_LxBxSxD=values.features_LxBxSxD,
-      teacher_features_LxBxSxD=teacher_feats,
-      feature_loss_type=settings.distill_feature_loss_type,
-      seq_chunk=settings.distill_seq_chunk,
-      vocab_chunk=settings.distill_vocab_chunk,
-      student_logit_softcap=softcap,
-      teacher_logit_softcap=teacher_softcap,
       z_loss_multiplier=z_loss,
   )
   return aux_terms.add_aux_terms(
-      *terms, moe_lb_loss=values.moe_lb_loss, mtp_loss=values.mtp_loss, teacher_moe_lb_loss=teacher_lb
+      *terms, moe_lb_loss=values.moe_lb_loss, mtp_loss=values.mtp_loss, teacher_moe_lb_loss=teacher.moe_lb_loss
   )
 
 
