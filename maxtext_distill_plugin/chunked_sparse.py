@@ -16,7 +16,7 @@
 
 Offline, the teacher is a cached top-k (ids, log-probabilities, tail log-mass and its Renyi entropies), and the
 loss needs only four statistics of the student's logits ``z = cap(h @ W)`` per token
-(:class:`objective.StudentHeadStats`):
+(:class:`cached_objective.StudentHeadStats`):
 
   lse_1 = logsumexp(z),  lse_T = logsumexp(z / T),  z[label],  z_ids = z[teacher top-k ids]  ``[B, S, k]``,
 
@@ -25,7 +25,7 @@ and, for the diagnostics only (no gradient), ``max_v z_v`` and the entropy ``lse
 :func:`student_head_stats_from_hidden` computes them on tiles of ``[B, seq_chunk]`` tokens
 by ``vocab_chunk`` columns: both log-sum-exps online over the vocabulary tiles, and
 ``z[label]`` and ``z_ids`` gathered from the tile that holds each id. The KL, the CE and
-every metric then follow from :func:`objective.cached_teacher_terms`, the same formula
+every metric then follow from :func:`cached_objective.cached_teacher_terms`, the same formula
 the dense offline loss applies to full logits, so
 :func:`offline_distillation_terms_from_hidden` returns exactly what
 :func:`objective.distillation_terms` returns for ``logits = cap(hidden @ W)`` and a
@@ -48,6 +48,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from maxtext_distill_plugin import cached_objective
 from maxtext_distill_plugin import objective
 from maxtext_distill_plugin import reductions
 from maxtext_distill_plugin import sparse_losses
@@ -165,8 +166,8 @@ def student_head_stats_from_hidden(
     seq_chunk: int = tiles.DEFAULT_SEQ_CHUNK,
     vocab_chunk: int | None = None,
     logit_softcap: float | None = None,
-) -> objective.StudentHeadStats:
-  """:func:`objective.student_head_stats` of ``cap(hidden @ unembed)``, tile by tile.
+) -> cached_objective.StudentHeadStats:
+  """:func:`cached_objective.student_head_stats` of ``cap(hidden @ unembed)``, tile by tile.
 
   Args:
     hidden_BxSxD: ``[B, S, D]`` final hidden states (after the final norm), any float dtype; gradients flow here.
@@ -196,7 +197,7 @@ def student_head_stats_from_hidden(
       jnp.asarray(temperature, jnp.float32),
   )
   max_logit, entropy = jax.lax.stop_gradient((max_logit, entropy))
-  return objective.StudentHeadStats(lse_1, lse_t, at_label, at_ids, max_logit, entropy)
+  return cached_objective.StudentHeadStats(lse_1, lse_t, at_label, at_ids, max_logit, entropy)
 
 
 def offline_distillation_terms_from_hidden(
@@ -266,7 +267,7 @@ def offline_distillation_terms_from_hidden(
       vocab_chunk=vocab_chunk,
       logit_softcap=student_logit_softcap,
   )
-  divergence_at_T, kl_at_T, kl_at_1, student_ce, extra = objective.cached_teacher_terms(
+  divergence_at_T, kl_at_T, kl_at_1, student_ce, extra = cached_objective.cached_teacher_terms(
       stats, teacher, weights.temperature, vocab, divergence=divergence, divergence_param=divergence_param
   )
   return objective.combine_terms(

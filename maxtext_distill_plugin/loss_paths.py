@@ -16,14 +16,14 @@
 
 The step hands over typed outputs of the two models and gets back ``(objective_sum, count, metrics)``:
 
-  ============================  ===============================  =============================================
-  student                       teacher                          loss
-  ============================  ===============================  =============================================
-  :class:`DenseStudent` logits  ``TeacherOutputs`` (logits)      :func:`objective.distillation_terms` (online)
-  :class:`DenseStudent` logits  ``TeacherOutputs`` (top-k)       :func:`objective.distillation_terms` (offline)
-  :class:`HiddenStudent`        :class:`HiddenTeacher`           :func:`chunked_objective.distillation_terms_from_hidden`
-  :class:`HiddenStudent`        ``TeacherOutputs`` (top-k)       :func:`chunked_sparse.offline_distillation_terms_from_hidden`
-  ============================  ===============================  =============================================
+  ==========================  ==========================  ========================================================
+  student                     teacher                     loss
+  ==========================  ==========================  ========================================================
+  :class:`DenseStudent`       ``TeacherOutputs`` logits   ``objective.distillation_terms`` (online)
+  :class:`DenseStudent`       ``TeacherOutputs`` top-k    ``objective.distillation_terms`` (offline)
+  :class:`HiddenStudent`      :class:`HiddenTeacher`      ``chunked_objective.distillation_terms_from_hidden``
+  :class:`HiddenStudent`      ``TeacherOutputs`` top-k    ``chunked_sparse.offline_distillation_terms_from_hidden``
+  ==========================  ==========================  ========================================================
 
 Which student output the step computes (full logits or hidden states) follows ``distill_loss_impl`` through
 :func:`use_chunked_loss`, the ``auto`` policy, which lives here and nowhere else.
