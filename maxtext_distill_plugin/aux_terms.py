@@ -32,11 +32,12 @@ statistic of the whole batch, in MaxText as here).
 import jax
 import jax.numpy as jnp
 
+from maxtext_distill_plugin import metric_names
 from maxtext_distill_plugin import reductions
 
-MOE_LB = "distill/moe_lb_loss"
-TEACHER_MOE_LB = "distill/teacher_moe_lb_loss"
-MTP = "distill/mtp_loss"
+MOE_LB = metric_names.MOE_LB
+TEACHER_MOE_LB = metric_names.TEACHER_MOE_LB
+MTP = metric_names.MTP
 
 
 def add_aux_terms(
@@ -73,5 +74,5 @@ def add_aux_terms(
     else:
       weighted = jax.lax.stop_gradient(weighted)
     metrics[name] = (jax.lax.stop_gradient(weighted), count)
-  metrics["distill/total_loss"] = (jax.lax.stop_gradient(objective_sum), count)
+  metrics[metric_names.TOTAL_LOSS] = (jax.lax.stop_gradient(objective_sum), count)
   return objective_sum, count, metrics

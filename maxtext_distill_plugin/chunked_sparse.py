@@ -16,14 +16,16 @@
 
 Offline, the teacher is a cached top-k (ids, log-probabilities, tail log-mass and its Renyi entropies), and the
 loss needs only four statistics of the student's logits ``z = cap(h @ W)`` per token
-(:class:`objective.StudentHeadStats`):
+(:class:`cached_objective.StudentHeadStats`):
 
-  lse_1 = logsumexp(z),  lse_T = logsumexp(z / T),  z[label],  z_ids = z[teacher top-k ids]  ``[B, S, k]``.
+  lse_1 = logsumexp(z),  lse_T = logsumexp(z / T),  z[label],  z_ids = z[teacher top-k ids]  ``[B, S, k]``,
+
+and, for the diagnostics only (no gradient), ``max_v z_v`` and the entropy ``lse_1 - sum_v q_v z_v`` at T = 1.
 
 :func:`student_head_stats_from_hidden` computes them on tiles of ``[B, seq_chunk]`` tokens
 by ``vocab_chunk`` columns: both log-sum-exps online over the vocabulary tiles, and
 ``z[label]`` and ``z_ids`` gathered from the tile that holds each id. The KL, the CE and
-every metric then follow from :func:`objective.cached_teacher_terms`, the same formula
+every metric then follow from :func:`cached_objective.cached_teacher_terms`, the same formula
 the dense offline loss applies to full logits, so
 :func:`offline_distillation_terms_from_hidden` returns exactly what
 :func:`objective.distillation_terms` returns for ``logits = cap(hidden @ W)`` and a
@@ -46,6 +48,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from maxtext_distill_plugin import cached_objective
 from maxtext_distill_plugin import objective
 from maxtext_distill_plugin import reductions
 from maxtext_distill_plugin import sparse_losses
@@ -59,7 +62,8 @@ def _tile_columns(ids_BxCxK, offset, chunk: int):
 
 
 def _forward_rows(tiling: tiles.Tiling, temperature, unembed_tiles, hidden_BxCxD, labels_BxC, ids_BxCxK):
-  """``(lse_1, lse_T, z[label], z_ids)`` of one sequence chunk, scanning the vocabulary tiles."""
+  """``(lse_1, lse_T, z[label], z_ids, max z, entropy at T = 1)`` of one sequence chunk, scanning the vocabulary
+  tiles."""
   shape = labels_BxC.shape
 
   def body(carry, tile):
@@ -70,7 +74,7 @@ def _forward_rows(tiling: tiles.Tiling, temperature, unembed_tiles, hidden_BxCxD
     local, inside = _tile_columns(ids_BxCxK, offset, tiling.vocab_chunk)
     gathered = jnp.take_along_axis(logits, jnp.clip(local, 0, tiling.vocab_chunk - 1), axis=-1)
     carry = (
-        tiles.online_update(at_1, logits),
+        tiles.online_update(at_1, logits, logits),  # also sum exp(z - m) z: the entropy lse - E_q[z]
         tiles.online_update(at_t, logits / temperature),
         at_label + jnp.sum(jnp.where(columns == labels_BxC[..., None], logits, 0.0), axis=-1),
         at_ids + jnp.where(inside, gathered, 0.0),
@@ -81,7 +85,9 @@ def _forward_rows(tiling: tiles.Tiling, temperature, unembed_tiles, hidden_BxCxD
   empty = tiles.empty_online_state(shape)
   init = (empty, empty, jnp.zeros(shape, jnp.float32), jnp.zeros(ids_BxCxK.shape, jnp.float32))
   (at_1, at_t, at_label, at_ids), _ = jax.lax.scan(body, init, (unembed_tiles, offsets))
-  return tiles.online_lse(at_1), tiles.online_lse(at_t), at_label, at_ids
+  lse_1 = tiles.online_lse(at_1)
+  entropy = lse_1 - at_1[2] / at_1[1]
+  return lse_1, tiles.online_lse(at_t), at_label, at_ids, at_1[0], entropy
 
 
 def _backward_rows(tiling: tiles.Tiling, temperature, unembed_tiles, row):
@@ -125,7 +131,8 @@ def _head_stats_fwd(tiling: tiles.Tiling, hidden, unembed, labels, ids, temperat
 
 def _head_stats_bwd(tiling: tiles.Tiling, residuals, cotangents):
   hidden, unembed, labels, ids, temperature, lses = residuals
-  cotangents = tuple(tiles.seq_tiles(c.astype(jnp.float32), tiling.seq_chunk) for c in cotangents)
+  # The max logit and the entropy are diagnostics: no gradient flows through them.
+  cotangents = tuple(tiles.seq_tiles(c.astype(jnp.float32), tiling.seq_chunk) for c in cotangents[:4])
   unembed_tiles = tiles.vocab_tiles(unembed, tiling.vocab_chunk)
   rows = tuple(tiles.seq_tiles(x, tiling.seq_chunk) for x in (hidden, labels, ids))
 
@@ -141,7 +148,7 @@ def _head_stats_bwd(tiling: tiles.Tiling, residuals, cotangents):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _head_stats(tiling: tiles.Tiling, hidden, unembed, labels, ids, temperature):
-  """``(lse_1, lse_T, z[label])``, each ``[B, S]``, and ``z_ids [B, S, k]`` from hidden states."""
+  """``(lse_1, lse_T, z[label])``, each ``[B, S]``, ``z_ids [B, S, k]``, and ``(max z, entropy)`` ``[B, S]``."""
   stats, _ = _head_stats_fwd(tiling, hidden, unembed, labels, ids, temperature)
   return stats
 
@@ -159,8 +166,8 @@ def student_head_stats_from_hidden(
     seq_chunk: int = tiles.DEFAULT_SEQ_CHUNK,
     vocab_chunk: int | None = None,
     logit_softcap: float | None = None,
-) -> objective.StudentHeadStats:
-  """:func:`objective.student_head_stats` of ``cap(hidden @ unembed)``, tile by tile.
+) -> cached_objective.StudentHeadStats:
+  """:func:`cached_objective.student_head_stats` of ``cap(hidden @ unembed)``, tile by tile.
 
   Args:
     hidden_BxSxD: ``[B, S, D]`` final hidden states (after the final norm), any float dtype; gradients flow here.
@@ -181,7 +188,7 @@ def student_head_stats_from_hidden(
   if labels_BxS.shape != (batch, seq) or ids_BxSxK.shape[:2] != (batch, seq):
     raise ValueError(f"labels {labels_BxS.shape} and ids {ids_BxSxK.shape} must start with [B={batch}, S={seq}]")
   tiling = tiles.make_tiling(seq, unembed_DxV.shape[1], seq_chunk, vocab_chunk, logit_softcap)
-  lse_1, lse_t, at_label, at_ids = _head_stats(
+  lse_1, lse_t, at_label, at_ids, max_logit, entropy = _head_stats(
       tiling,
       hidden_BxSxD,
       unembed_DxV,
@@ -189,7 +196,8 @@ def student_head_stats_from_hidden(
       ids_BxSxK.astype(jnp.int32),
       jnp.asarray(temperature, jnp.float32),
   )
-  return objective.StudentHeadStats(lse_1, lse_t, at_label, at_ids)
+  max_logit, entropy = jax.lax.stop_gradient((max_logit, entropy))
+  return cached_objective.StudentHeadStats(lse_1, lse_t, at_label, at_ids, max_logit, entropy)
 
 
 def offline_distillation_terms_from_hidden(
@@ -206,6 +214,9 @@ def offline_distillation_terms_from_hidden(
     vocab_chunk: int | None = None,
     student_logit_softcap: float | None = None,
     z_loss_multiplier: float = 0.0,
+    divergence: str = "forward_kl",
+    divergence_param: float | None = None,
+    feature_layers: tuple[int, ...] | None = None,
 ) -> tuple[jnp.ndarray, jnp.ndarray, dict[str, reductions.SumCount]]:
   """:func:`objective.distillation_terms` of ``cap(hidden @ unembed)`` against a cached top-k teacher, tile by tile.
 
@@ -223,6 +234,9 @@ def offline_distillation_terms_from_hidden(
     vocab_chunk: vocabulary columns per tile, or None for the whole vocabulary (V need not divide by it).
     student_logit_softcap: ``c`` of ``c * tanh(z / c)`` on the student's logits, or None.
     z_loss_multiplier: MaxText's z-loss on the student (:func:`objective.combine_terms`).
+    divergence: the optimised divergence, a :data:`divergences.DIVERGENCES` name (static).
+    divergence_param: its parameter, or None for its default (static).
+    feature_layers: the student's layer index of each feature row, for the per-layer metrics (static).
 
   Returns:
     ``(objective_sum, count, metrics)`` with the same meaning, names and
@@ -253,9 +267,11 @@ def offline_distillation_terms_from_hidden(
       vocab_chunk=vocab_chunk,
       logit_softcap=student_logit_softcap,
   )
-  kl_at_T, kl_at_1, student_ce, extra = objective.cached_teacher_terms(stats, teacher, weights.temperature, vocab)
+  divergence_at_T, kl_at_T, kl_at_1, student_ce, extra = cached_objective.cached_teacher_terms(
+      stats, teacher, weights.temperature, vocab, divergence=divergence, divergence_param=divergence_param
+  )
   return objective.combine_terms(
-      kl_at_T,
+      divergence_at_T,
       kl_at_T,
       kl_at_1,
       student_ce,
@@ -267,4 +283,5 @@ def offline_distillation_terms_from_hidden(
       feature_loss_type=feature_loss_type,
       student_lse_BxS=stats.lse_BxS,
       z_loss_multiplier=z_loss_multiplier,
+      feature_layers=feature_layers,
   )

@@ -83,10 +83,16 @@ def cross_entropy(logits_BxSxV: jnp.ndarray, labels_BxS: jnp.ndarray) -> jnp.nda
   return cross_entropy_from_log_probs(log_softmax_at(logits_BxSxV, 1.0), labels_BxS)
 
 
-def feature_distance(
+def entropy_from_log_probs(logp_BxSxV: jnp.ndarray) -> jnp.ndarray:
+  """``H(p) = -sum_v p_v log p_v`` per token in nats, from log-probabilities ``[..., V]``; ``p_v = 0`` adds 0."""
+  p = jnp.exp(logp_BxSxV)
+  return -jnp.sum(jnp.where(p > 0, p * jnp.where(p > 0, logp_BxSxV, 0.0), 0.0), axis=-1)
+
+
+def feature_distance_per_layer(
     student_LxBxSxD: jnp.ndarray, teacher_LxBxSxD: jnp.ndarray, *, loss_type: str = "cosine"
 ) -> jnp.ndarray:
-  """Distance between student and teacher activations, averaged over layers.
+  """Distance between student and teacher activations per layer, ``[L, B, S]``.
 
   ``cosine``: ``1 - cos(s, t)`` over the feature axis, in ``[0, 2]``.
   ``l2``: mean over the feature axis of ``(s - t)^2`` (unbounded).
@@ -97,7 +103,7 @@ def feature_distance(
     loss_type: ``"cosine"`` or ``"l2"``.
 
   Returns:
-    ``[B, S]`` distance per token (mean over the ``L`` layers).
+    ``[L, B, S]`` distance per layer and token.
   """
   if loss_type not in FEATURE_LOSS_TYPES:
     raise ValueError(f"Unknown feature loss type {loss_type!r}; expected one of {FEATURE_LOSS_TYPES}.")
@@ -113,7 +119,12 @@ def feature_distance(
     # sqrt(max(|x|^2, eps^2)) rather than norm(x): the norm's gradient is NaN at an all-zero vector.
     student_norm = jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(student), axis=-1), _COSINE_EPS**2))
     teacher_norm = jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(teacher), axis=-1), _COSINE_EPS**2))
-    per_layer = 1.0 - dot / (student_norm * teacher_norm)
-  else:
-    per_layer = jnp.mean(jnp.square(student - teacher), axis=-1)
-  return jnp.mean(per_layer, axis=0)
+    return 1.0 - dot / (student_norm * teacher_norm)
+  return jnp.mean(jnp.square(student - teacher), axis=-1)
+
+
+def feature_distance(
+    student_LxBxSxD: jnp.ndarray, teacher_LxBxSxD: jnp.ndarray, *, loss_type: str = "cosine"
+) -> jnp.ndarray:
+  """:func:`feature_distance_per_layer` averaged over the layers: ``[B, S]``."""
+  return jnp.mean(feature_distance_per_layer(student_LxBxSxD, teacher_LxBxSxD, loss_type=loss_type), axis=0)

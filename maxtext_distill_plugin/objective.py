@@ -14,7 +14,9 @@
 
 """The distillation objective: combines the per-token losses into one scalar.
 
-  L = alpha * KL(teacher_T || student_T) * T^2 + (1 - alpha) * CE(student, labels) + beta * feature
+  L = alpha * D(teacher_T, student_T) * T^2 + (1 - alpha) * CE(student, labels) + beta * feature
+
+``D`` is ``distill_divergence`` (:mod:`divergences`; forward KL by default, the KL of Hinton et al.).
 
 Each term is a token mean over the valid tokens. The objective returns token
 *sums* plus the valid-token count so that the trainer divides once, after
@@ -23,12 +25,13 @@ full-batch loss.
 """
 
 import dataclasses
-import typing
-
 import jax
 import jax.numpy as jnp
 
+from maxtext_distill_plugin import cached_objective
+from maxtext_distill_plugin import divergences
 from maxtext_distill_plugin import losses
+from maxtext_distill_plugin import metric_names
 from maxtext_distill_plugin import reductions
 from maxtext_distill_plugin import sparse_losses
 
@@ -69,6 +72,11 @@ class TeacherOutputs:
   moe_lb_loss: jnp.ndarray | None = None
 
 
+# The offline terms live in cached_objective; these names stay importable here.
+StudentHeadStats = cached_objective.StudentHeadStats
+student_head_stats = cached_objective.student_head_stats
+cached_teacher_terms = cached_objective.cached_teacher_terms
+
 jax.tree_util.register_dataclass(
     TeacherOutputs,
     data_fields=[
@@ -84,51 +92,26 @@ jax.tree_util.register_dataclass(
 )
 
 
-class StudentHeadStats(typing.NamedTuple):
-  """What the loss needs from the student's logits ``z`` against a cached top-k teacher (all float32).
-
-  :func:`student_head_stats` takes them from full logits; :mod:`chunked_sparse` computes them tile by tile.
-
-  Attributes:
-    lse_BxS: ``logsumexp(z)`` over the vocabulary.
-    lse_at_T_BxS: ``logsumexp(z / T)`` over the vocabulary.
-    logit_at_label_BxS: ``z[label]``.
-    logits_at_ids_BxSxK: ``z`` at the teacher's top-k ids.
-  """
-
-  lse_BxS: jnp.ndarray
-  lse_at_T_BxS: jnp.ndarray
-  logit_at_label_BxS: jnp.ndarray
-  logits_at_ids_BxSxK: jnp.ndarray
+def _divergence_terms(divergence: str, divergence_param, teacher_logp, student_logp, kl: jnp.ndarray) -> jnp.ndarray:
+  """The optimised divergence per token: ``kl`` itself for forward KL (today's numbers bit for bit), else the
+  registry's divergence of the same log-probabilities."""
+  if divergence == "forward_kl":
+    return kl
+  return divergences.lookup(divergence)(teacher_logp, student_logp, param=divergence_param)
 
 
-def student_head_stats(student_logits_BxSxV, ids_BxSxK, labels_BxS, temperature) -> StudentHeadStats:
-  """:class:`StudentHeadStats` of full ``[B, S, V]`` logits."""
-  logits = student_logits_BxSxV.astype(jnp.float32)
-  at_label = jnp.take_along_axis(logits, labels_BxS[..., None].astype(jnp.int32), axis=-1)[..., 0]
-  at_ids, lse_at_T = sparse_losses.gather_student(logits, ids_BxSxK, temperature)
-  return StudentHeadStats(jax.nn.logsumexp(logits, axis=-1), lse_at_T, at_label, at_ids)
-
-
-def cached_teacher_terms(student: StudentHeadStats, teacher: TeacherOutputs, temperature, vocab_size: int):
-  """Per-token ``(kl_at_T, kl_at_1, student_ce, extra)`` against a cached top-k teacher, from the student's stats.
-
-  The one formula of the offline loss, whether the stats come from full logits or from tiles.
-  """
-  cached = (teacher.topk_logprobs_BxSxK, teacher.tail_logmass_BxS)
-  options = {"tail": teacher.tail, "vocab_size": vocab_size, "teacher_tail_renyi_BxSxR": teacher.tail_renyi_BxSxR}
-  at_ids = student.logits_at_ids_BxSxK
-  kl_at_T = sparse_losses.sparse_kl_from_gathered(
-      at_ids, student.lse_at_T_BxS, *cached, temperature=temperature, **options
-  )
-  kl_at_1 = sparse_losses.sparse_kl_from_gathered(at_ids, student.lse_BxS, *cached, temperature=1.0, **options)
-  student_ce = student.lse_BxS - student.logit_at_label_BxS
-  # Offline there is no teacher CE to report honestly (labels outside the top-k have no stored probability).
-  return kl_at_T, kl_at_1, student_ce, {"distill/topk_coverage": sparse_losses.topk_coverage(teacher.tail_logmass_BxS)}
-
-
-def _logit_terms(student_logits_BxSxV, teacher: TeacherOutputs, labels_BxS, temperature):
-  """Per-token ``(kl_at_T, kl_at_1, student_ce, extra)``; ``extra`` holds the teacher's CE or top-k coverage."""
+def _logit_terms(
+    student_logits_BxSxV,
+    teacher: TeacherOutputs,
+    labels_BxS,
+    temperature,
+    *,
+    divergence: str,
+    divergence_param,
+    top_k: int | None,
+):
+  """Per-token ``(divergence_at_T, kl_at_T, kl_at_1, student_ce, extra)``; ``extra`` holds the teacher's CE or
+  top-k coverage and the diagnostics."""
   if teacher.logits_BxSxV is None:
     *batch_shape, vocab_size = student_logits_BxSxV.shape
     sparse_losses.check_teacher(
@@ -140,21 +123,37 @@ def _logit_terms(student_logits_BxSxV, teacher: TeacherOutputs, labels_BxS, temp
         vocab_size,
         teacher.tail_renyi_BxSxR,
     )
-    stats = student_head_stats(student_logits_BxSxV, teacher.topk_ids_BxSxK, labels_BxS, temperature)
-    return cached_teacher_terms(stats, teacher, temperature, vocab_size)
+    stats = cached_objective.student_head_stats(student_logits_BxSxV, teacher.topk_ids_BxSxK, labels_BxS, temperature)
+    return cached_objective.cached_teacher_terms(
+        stats, teacher, temperature, vocab_size, divergence=divergence, divergence_param=divergence_param
+    )
   student_logp = losses.log_softmax_at(student_logits_BxSxV, 1.0)
   student_ce = losses.cross_entropy_from_log_probs(student_logp, labels_BxS)
   student_logp_T = losses.log_softmax_at(student_logits_BxSxV, temperature)
   teacher_logp_T = losses.log_softmax_at(teacher.logits_BxSxV, temperature)
   kl_at_T = losses.kl_from_log_probs(teacher_logp_T, student_logp_T)
+  divergence_at_T = _divergence_terms(divergence, divergence_param, teacher_logp_T, student_logp_T, kl_at_T)
   teacher_logp = jax.lax.stop_gradient(losses.log_softmax_at(teacher.logits_BxSxV, 1.0))
   kl_at_1 = losses.kl_from_log_probs(teacher_logp, student_logp)
-  return (
-      kl_at_T,
-      kl_at_1,
-      student_ce,
-      {"distill/teacher_loss": losses.cross_entropy_from_log_probs(teacher_logp, labels_BxS)},
-  )
+  # Diagnostics from the log-probabilities at T = 1 already computed: no further softmax over [B, S, V].
+  frozen_student_logp = jax.lax.stop_gradient(student_logp)
+  extra = {
+      metric_names.TEACHER_LOSS: losses.cross_entropy_from_log_probs(teacher_logp, labels_BxS),
+      metric_names.TOP1_AGREEMENT: (
+          (jnp.argmax(teacher_logp, axis=-1) == jnp.argmax(frozen_student_logp, axis=-1)).astype(jnp.float32)
+      ),
+      metric_names.TEACHER_ENTROPY: losses.entropy_from_log_probs(teacher_logp),
+      metric_names.STUDENT_ENTROPY: losses.entropy_from_log_probs(frozen_student_logp),
+  }
+  if top_k is not None:
+    extra[metric_names.TOPK_COVERAGE] = topk_mass(teacher_logp, top_k)
+  return divergence_at_T, kl_at_T, kl_at_1, student_ce, jax.lax.stop_gradient(extra)
+
+
+def topk_mass(logp_BxSxV: jnp.ndarray, top_k: int) -> jnp.ndarray:
+  """The mass of the ``min(top_k, V)`` most probable entries per token, ``[B, S]``: what a k-cache keeps."""
+  values, _ = jax.lax.top_k(logp_BxSxV, min(int(top_k), logp_BxSxV.shape[-1]))
+  return jnp.sum(jnp.exp(values), axis=-1)
 
 
 def distillation_terms(
@@ -167,6 +166,10 @@ def distillation_terms(
     student_features_LxBxSxD: jnp.ndarray | None = None,
     feature_loss_type: str = "cosine",
     z_loss_multiplier: float = 0.0,
+    divergence: str = "forward_kl",
+    divergence_param: float | None = None,
+    top_k: int | None = None,
+    feature_layers: tuple[int, ...] | None = None,
 ) -> tuple[jnp.ndarray, jnp.ndarray, dict[str, reductions.SumCount]]:
   """Token-summed objective, valid-token count and metrics of one batch.
 
@@ -180,18 +183,31 @@ def distillation_terms(
       teacher's, or None.
     feature_loss_type: ``"cosine"`` or ``"l2"``.
     z_loss_multiplier: MaxText's ``z_loss_multiplier`` of the student (see :func:`combine_terms`).
+    divergence: the optimised divergence, a :data:`divergences.DIVERGENCES` name (static).
+    divergence_param: its parameter (JSD's beta, the skew KLs' lambda), or None for its default (static).
+    top_k: online: k of the ``distill/topk_coverage`` diagnostic (clipped to V; static), or None for no such
+      metric; offline the coverage comes from the cache.
+    feature_layers: the student's layer index of each feature row, for the per-layer metrics (static).
 
   Returns:
     ``(objective_sum, count, metrics)``: the objective summed over valid
     tokens, the number of valid tokens, and a dict of (sum, count) metrics
-    named as in the spec's Monitoring table.
+    named as in the spec's Monitoring table (:mod:`metric_names`).
   """
-  kl_at_T, kl_at_1, student_ce, extra = _logit_terms(student_logits_BxSxV, teacher, labels_BxS, weights.temperature)
+  divergence_at_T, kl_at_T, kl_at_1, student_ce, extra = _logit_terms(
+      student_logits_BxSxV,
+      teacher,
+      labels_BxS,
+      weights.temperature,
+      divergence=divergence,
+      divergence_param=divergence_param,
+      top_k=top_k,
+  )
   student_lse = None
   if z_loss_multiplier:
     student_lse = jax.nn.logsumexp(student_logits_BxSxV.astype(jnp.float32), axis=-1)
   return combine_terms(
-      kl_at_T,
+      divergence_at_T,
       kl_at_T,
       kl_at_1,
       student_ce,
@@ -203,6 +219,7 @@ def distillation_terms(
       feature_loss_type=feature_loss_type,
       student_lse_BxS=student_lse,
       z_loss_multiplier=z_loss_multiplier,
+      feature_layers=feature_layers,
   )
 
 
@@ -220,6 +237,7 @@ def combine_terms(
     feature_loss_type: str = "cosine",
     student_lse_BxS: jnp.ndarray | None = None,
     z_loss_multiplier: float = 0.0,
+    feature_layers: tuple[int, ...] | None = None,
 ) -> tuple[jnp.ndarray, jnp.ndarray, dict[str, reductions.SumCount]]:
   """The objective and metrics from per-token terms, however they were computed (dense, sparse or chunked).
 
@@ -240,6 +258,9 @@ def combine_terms(
     z_loss_multiplier: ``z`` of MaxText's z-loss: ``z * lse^2`` is added per valid token, as MaxText's
       pre-training adds it to its CE, and not scaled by ``1 - alpha`` (it regularises the student's logits,
       whatever the labels' weight); metric ``distill/z_loss``.
+    feature_layers: the student's layer index of each of the ``L`` feature rows (static), which name the
+      per-layer metrics ``distill/out_proj_feature_loss/layer_<i>`` (each layer's distance before beta; their
+      mean times beta is ``distill/out_proj_feature_loss``); None numbers the rows 0 .. L-1 (all layers).
 
   Returns:
     ``(objective_sum, count, metrics)`` as :func:`distillation_terms`.
@@ -247,11 +268,17 @@ def combine_terms(
   kl_at_T_BxS, kl_at_1_BxS = jax.lax.stop_gradient((kl_at_T_BxS, kl_at_1_BxS))
   soft = divergence_at_T_BxS * jnp.square(weights.temperature)
   per_token = weights.alpha * soft + (1.0 - weights.alpha) * student_ce_BxS
+  per_layer = {}
   if student_features_LxBxSxD is not None and teacher_features_LxBxSxD is not None:
-    feature = weights.beta * losses.feature_distance(
+    distances = losses.feature_distance_per_layer(
         student_features_LxBxSxD, jax.lax.stop_gradient(teacher_features_LxBxSxD), loss_type=feature_loss_type
     )
+    feature = weights.beta * jnp.mean(distances, axis=0)
     per_token = per_token + feature
+    layers = tuple(range(distances.shape[0])) if feature_layers is None else tuple(feature_layers)
+    if len(layers) != distances.shape[0]:
+      raise ValueError(f"feature_layers={layers} names {len(layers)} layers, the features hold {distances.shape[0]}")
+    per_layer = {metric_names.feature_layer(i): distances[row] for row, i in enumerate(layers)}
   else:
     feature = jnp.zeros_like(student_ce_BxS)
   z_loss = None
@@ -263,16 +290,17 @@ def combine_terms(
 
   objective_sum, count = reductions.masked_sum_count(per_token, mask_BxS)
   metrics = {
-      "distill/soft_loss": reductions.masked_sum_count(soft, mask_BxS),
-      "distill/hard_loss": reductions.masked_sum_count(student_ce_BxS, mask_BxS),
-      "distill/divergence_at_T": reductions.masked_sum_count(divergence_at_T_BxS, mask_BxS),
-      "distill/kl_div_at_T": reductions.masked_sum_count(kl_at_T_BxS, mask_BxS),
-      "distill/kl_div_T1": reductions.masked_sum_count(kl_at_1_BxS, mask_BxS),
-      "distill/out_proj_feature_loss": reductions.masked_sum_count(feature, mask_BxS),
-      "distill/total_loss": (objective_sum, count),
+      metric_names.SOFT_LOSS: reductions.masked_sum_count(soft, mask_BxS),
+      metric_names.HARD_LOSS: reductions.masked_sum_count(student_ce_BxS, mask_BxS),
+      metric_names.DIVERGENCE_AT_T: reductions.masked_sum_count(divergence_at_T_BxS, mask_BxS),
+      metric_names.KL_DIV_AT_T: reductions.masked_sum_count(kl_at_T_BxS, mask_BxS),
+      metric_names.KL_DIV_T1: reductions.masked_sum_count(kl_at_1_BxS, mask_BxS),
+      metric_names.FEATURE_LOSS: reductions.masked_sum_count(feature, mask_BxS),
+      metric_names.TOTAL_LOSS: (objective_sum, count),
   }
   if z_loss is not None:
-    metrics["distill/z_loss"] = reductions.masked_sum_count(z_loss, mask_BxS)
+    metrics[metric_names.Z_LOSS] = reductions.masked_sum_count(z_loss, mask_BxS)
+  metrics.update({name: reductions.masked_sum_count(values, mask_BxS) for name, values in per_layer.items()})
   metrics.update({name: reductions.masked_sum_count(values, mask_BxS) for name, values in (extra or {}).items()})
   return objective_sum, count, jax.tree.map(jax.lax.stop_gradient, metrics)
 
@@ -280,9 +308,9 @@ def combine_terms(
 def schedule_metrics(weights: LossWeights) -> dict[str, reductions.SumCount]:
   """The scheduled values as (value, 1) pairs, averaged like any metric."""
   return {
-      "distill/alpha": reductions.scalar_pair(weights.alpha),
-      "distill/temperature": reductions.scalar_pair(weights.temperature),
-      "distill/beta_feature": reductions.scalar_pair(weights.beta),
+      metric_names.ALPHA: reductions.scalar_pair(weights.alpha),
+      metric_names.TEMPERATURE: reductions.scalar_pair(weights.temperature),
+      metric_names.BETA_FEATURE: reductions.scalar_pair(weights.beta),
   }
 
 
@@ -291,6 +319,6 @@ def derived_metrics(means: dict[str, float]) -> dict[str, float]:
   import math  # pylint: disable=import-outside-toplevel
 
   derived = {}
-  if "distill/hard_loss" in means:
-    derived["distill/student_perplexity"] = math.exp(min(means["distill/hard_loss"], 80.0))
+  if metric_names.HARD_LOSS in means:
+    derived[metric_names.STUDENT_PERPLEXITY] = math.exp(min(means[metric_names.HARD_LOSS], 80.0))
   return derived

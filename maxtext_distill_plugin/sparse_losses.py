@@ -81,6 +81,32 @@ every T too (up to quantisation); it needs no ``lse_T``.
 
 With k = V the tail is empty and both modes equal the dense KL of
 :func:`maxtext_distill_plugin.losses.kl_divergence` at any T.
+
+*Other divergences* (``distill_divergence``, :mod:`maxtext_distill_plugin.divergences`) apply their
+elementwise form to the same outcomes (:func:`bucket_log_probs`): the k+1 buckets, or the k renormalised
+ids. Every one of them is an f-divergence, and merging the ``V - k`` tail tokens into one outcome can only
+lower an f-divergence (data processing), so with exact bucket masses (T = 1, or a format-2 cache at its
+nodes) the bucketed value is a lower bound of the full-vocabulary one, equal to it at k = V:
+
+  ============================  =============================================================================
+  divergence                    ``tail="bucket"``: what the k+1 buckets miss of the full-vocabulary value
+  ============================  =============================================================================
+  forward_kl                    ``P_tail KL(p|tail || q|tail)`` (chain rule); exact if q is proportional to p
+                                on the tail
+  reverse_kl                    ``Q_tail KL(q|tail || p|tail)``; exact under the same condition
+  jsd, skew_kl, skew_reverse_kl a non-negative remainder (data processing); exact if ``p / q`` is constant on
+                                the tail
+  tvd                           ``sum_tail |p - q| / 2 - |P_tail - Q_tail| / 2``; exact if ``p - q`` has one
+                                sign on the tail
+  ============================  =============================================================================
+
+The k terms of the ids are exact in every case, and the student's buckets are exact at any T (up to the
+``2^-23`` floor of its tail); the teacher's tail bucket at T != 1 is the approximation described above
+(format 1: a uniform tail; format 2: interpolated between its Renyi nodes). ``tail="renormalize"`` is the
+exact divergence between the two distributions *conditioned on the teacher's top-k*, a different quantity
+(neither bound) that equals the full one at k = V. All log-probabilities are finite (the cache's log-probs
+are finite, the writer's tail log-mass is a log-sum-exp of finite log-probs, the student's tail is
+floored), so the reverse and skew KLs cannot meet the ``+inf`` of a zero teacher bucket here.
 """
 
 import jax
@@ -218,6 +244,56 @@ def sparse_kl_from_gathered(
   if k < vocab_size:
     kl = kl + _kl_terms(log_p_tail, log_q_tail)
   return kl
+
+
+def bucket_log_probs(
+    student_logits_at_ids_BxSxK: jnp.ndarray,
+    student_lse_at_T_BxS: jnp.ndarray | None,
+    teacher_topk_logprobs_BxSxK: jnp.ndarray,
+    teacher_tail_logmass_BxS: jnp.ndarray,
+    *,
+    temperature,
+    tail: str,
+    vocab_size: int,
+    teacher_tail_renyi_BxSxR: jnp.ndarray | None = None,
+):
+  """The teacher's and the student's log-probabilities at T over the outcomes the sparse loss compares.
+
+  ``tail="bucket"``: the k ids and the tail bucket, ``[B, S, k+1]`` (the k ids alone when k = V: there is no
+  tail); ``"renormalize"``: both renormalised over the k ids, ``[B, S, k]``. Any divergence of
+  :mod:`maxtext_distill_plugin.divergences` applies to the pair (module docstring: what that is exact for).
+  Arguments as :func:`sparse_kl_from_gathered`.
+
+  Returns:
+    ``(teacher_logp, student_logp)``, float32, each normalised over its last axis.
+  """
+  if tail not in TAIL_MODES:
+    raise ValueError(f"tail={tail!r} is unknown. Fix: use one of {TAIL_MODES}.")
+  if tail == "renormalize":
+    teacher = jax.nn.log_softmax(teacher_topk_logprobs_BxSxK.astype(jnp.float32) / temperature, axis=-1)
+    student = jax.nn.log_softmax(student_logits_at_ids_BxSxK.astype(jnp.float32) / temperature, axis=-1)
+    return teacher, student
+  log_q_ids, log_q_tail = student_bucket_log_probs_from_gathered(
+      student_logits_at_ids_BxSxK, student_lse_at_T_BxS, temperature
+  )
+  log_p_ids, log_p_tail = teacher_bucket_log_probs(
+      teacher_topk_logprobs_BxSxK, teacher_tail_logmass_BxS, temperature, vocab_size, teacher_tail_renyi_BxSxR
+  )
+  if student_logits_at_ids_BxSxK.shape[-1] == vocab_size:
+    return log_p_ids, log_q_ids
+  return (
+      jnp.concatenate([log_p_ids, log_p_tail[..., None]], axis=-1),
+      jnp.concatenate([log_q_ids, log_q_tail[..., None]], axis=-1),
+  )
+
+
+def teacher_buckets_at_1(teacher_topk_logprobs_BxSxK, teacher_tail_logmass_BxS, *, vocab_size: int) -> jnp.ndarray:
+  """The teacher's k+1 bucket log-probabilities at T = 1, ``[B, S, k+1]`` (no tail statistic needed at T = 1).
+
+  A tail log-mass of ``-inf`` (k = V, or a cache that stores no tail) gives the tail bucket probability 0.
+  """
+  log_p_ids, log_p_tail = teacher_bucket_log_probs(teacher_topk_logprobs_BxSxK, teacher_tail_logmass_BxS, 1.0, vocab_size)
+  return jnp.concatenate([log_p_ids, log_p_tail[..., None]], axis=-1)
 
 
 def sparse_kl_divergence(

@@ -28,12 +28,13 @@ import jax
 import jax.numpy as jnp
 
 from maxtext_distill_plugin import aux_terms
-from maxtext_distill_plugin import chunked_objective
 from maxtext_distill_plugin import chunked_sparse
 from maxtext_distill_plugin import features
 from maxtext_distill_plugin import freezing
 from maxtext_distill_plugin import lean_forward
+from maxtext_distill_plugin import loss_paths
 from maxtext_distill_plugin import losses
+from maxtext_distill_plugin import metric_names
 from maxtext_distill_plugin import objective
 from maxtext_distill_plugin import reductions
 from maxtext_distill_plugin import sown
@@ -59,30 +60,9 @@ class StepOptions:
   trainable_patterns: tuple[str, ...] | None = None  # freezing: MaxText trainable_parameters_mask; None: all train
 
 
-# "auto" picks the chunked loss from this many student logits per micro-batch on a device (256 MiB in float32).
-AUTO_CHUNKED_MIN_LOGITS = 1 << 26
-
-
-def use_chunked_loss(settings: DistillSettings, student_config, teacher_config) -> bool:
-  """Resolves ``distill_loss_impl``: whether the step computes the loss from hidden states, tile by tile."""
-  if settings.distill_loss_impl == "dense":
-    return False
-  configs = [student_config, teacher_config]
-  reasons = [r for r in map(lean_forward.unsupported_reason, filter(None, configs)) if r]
-  if settings.distill_loss_impl == "chunked":
-    if reasons:
-      raise ValueError(f"distill_loss_impl=chunked: {reasons[0]}. Fix: set distill_loss_impl=dense.")
-    return True
-  # A model with num_vocab_tiling > 1 returns no logits in training: only the chunked loss can run.
-  if any(c.num_vocab_tiling > 1 for c in filter(None, configs)):
-    return not reasons
-  c = student_config
-  if c.hardware == "cpu":
-    # Measured in docs/benchmarks.md: on the CPU the tiled loss was faster and leaner at every vocabulary size.
-    return not reasons
-  # per_device_batch_size is already per micro-batch (MaxText loads gradient_accumulation_steps of them per step).
-  logits = c.per_device_batch_size * c.max_target_length * c.vocab_size
-  return not reasons and logits >= AUTO_CHUNKED_MIN_LOGITS
+# The auto policy lives with the loss paths; these names stay importable here (trainer, tools, tests).
+AUTO_CHUNKED_MIN_LOGITS = loss_paths.AUTO_CHUNKED_MIN_LOGITS
+use_chunked_loss = loss_paths.use_chunked_loss
 
 
 def scheduled_weights(settings: DistillSettings, step, total_steps: int) -> objective.LossWeights:
@@ -176,8 +156,8 @@ def cached_teacher(batch: dict, tail: str) -> objective.TeacherOutputs:
 
 
 def teacher_for_loss(teacher_graphdef, teacher_state, batch, settings: DistillSettings, chunked: bool, tail=None):
-  """What the loss needs from the teacher: the cached top-k (offline, ``tail`` set; dense or chunked),
-  TeacherOutputs (online dense) or ``forward_hidden``'s output (online chunked)."""
+  """What the loss needs from the teacher (:mod:`loss_paths`): the cached top-k (offline, ``tail`` set; dense or
+  chunked), its logits (online dense) or a :class:`loss_paths.HiddenTeacher` (online chunked)."""
   if tail is not None:  # the chunked loss gathers the student's logits at the cached ids tile by tile
     return cached_teacher(batch, tail)
   if not chunked:
@@ -186,69 +166,39 @@ def teacher_for_loss(teacher_graphdef, teacher_state, batch, settings: DistillSe
   (hidden, unembed, softcap), values = forward_hidden(
       teacher, batch, settings=settings, enable_dropout=False, teacher=True
   )
-  return jax.lax.stop_gradient((hidden, unembed, values.features_LxBxSxD, values.moe_lb_loss)), softcap
+  return jax.lax.stop_gradient(
+      loss_paths.HiddenTeacher(hidden, unembed, values.features_LxBxSxD, values.moe_lb_loss, softcap=softcap)
+  )
 
 
 def student_terms(model, teacher, batch, weights, settings: DistillSettings, *, chunked: bool, enable_dropout: bool):
   """``(objective_sum, count, metrics)`` of the student ``model`` against ``teacher_for_loss``'s output.
 
-  Besides the distillation terms, the student keeps MaxText's own training terms where its config sets them:
-  the z-loss (``z_loss_multiplier``), the MoE load balance (``load_balance_loss_weight``) and the
-  multi-token prediction (``mtp_num_layers``); see :mod:`aux_terms` for how the per-batch ones are weighted.
+  The student's forward gives full logits or (``chunked``) hidden states; :func:`loss_paths.distillation_terms`
+  picks the loss from the two outputs. Besides the distillation terms, the student keeps MaxText's own training
+  terms where its config sets them: the z-loss (``z_loss_multiplier``), the MoE load balance
+  (``load_balance_loss_weight``) and the multi-token prediction (``mtp_num_layers``); see :mod:`aux_terms` for how
+  the per-batch ones are weighted.
   """
   z_loss = float(getattr(model.config, "z_loss_multiplier", 0.0) or 0.0)
-  if not chunked:
+  if chunked:
+    (hidden, unembed, softcap), values = forward_hidden(model, batch, settings=settings, enable_dropout=enable_dropout)
+    student = loss_paths.HiddenStudent(hidden, unembed, softcap=softcap)
+  else:
     logits, values = forward_sown(model, batch, settings=settings, enable_dropout=enable_dropout)
-    terms = objective.distillation_terms(
-        logits,
-        teacher,
-        batch["targets"],
-        token_mask(batch),
-        weights,
-        student_features_LxBxSxD=values.features_LxBxSxD,
-        feature_loss_type=settings.distill_feature_loss_type,
-        z_loss_multiplier=z_loss,
-    )
-    return aux_terms.add_aux_terms(
-        *terms, moe_lb_loss=values.moe_lb_loss, mtp_loss=values.mtp_loss, teacher_moe_lb_loss=teacher.moe_lb_loss
-    )
-  (hidden, unembed, softcap), values = forward_hidden(model, batch, settings=settings, enable_dropout=enable_dropout)
-  if isinstance(teacher, objective.TeacherOutputs):  # offline: the cached top-k
-    terms = chunked_sparse.offline_distillation_terms_from_hidden(
-        hidden,
-        unembed,
-        teacher,
-        batch["targets"],
-        token_mask(batch),
-        weights,
-        student_features_LxBxSxD=values.features_LxBxSxD,
-        feature_loss_type=settings.distill_feature_loss_type,
-        seq_chunk=settings.distill_seq_chunk,
-        vocab_chunk=settings.distill_vocab_chunk,
-        student_logit_softcap=softcap,
-        z_loss_multiplier=z_loss,
-    )
-    return aux_terms.add_aux_terms(*terms, moe_lb_loss=values.moe_lb_loss, mtp_loss=values.mtp_loss)
-  (teacher_hidden, teacher_unembed, teacher_feats, teacher_lb), teacher_softcap = teacher
-  terms = chunked_objective.distillation_terms_from_hidden(
-      hidden,
-      unembed,
-      teacher_hidden,
-      teacher_unembed,
+    student = loss_paths.DenseStudent(logits)
+  terms = loss_paths.distillation_terms(
+      student,
+      teacher,
       batch["targets"],
       token_mask(batch),
       weights,
+      settings,
       student_features_LxBxSxD=values.features_LxBxSxD,
-      teacher_features_LxBxSxD=teacher_feats,
-      feature_loss_type=settings.distill_feature_loss_type,
-      seq_chunk=settings.distill_seq_chunk,
-      vocab_chunk=settings.distill_vocab_chunk,
-      student_logit_softcap=softcap,
-      teacher_logit_softcap=teacher_softcap,
       z_loss_multiplier=z_loss,
   )
   return aux_terms.add_aux_terms(
-      *terms, moe_lb_loss=values.moe_lb_loss, mtp_loss=values.mtp_loss, teacher_moe_lb_loss=teacher_lb
+      *terms, moe_lb_loss=values.moe_lb_loss, mtp_loss=values.mtp_loss, teacher_moe_lb_loss=teacher.moe_lb_loss
   )
 
 
@@ -366,7 +316,11 @@ def make_eval_step(state_graphdef, teacher_graphdef, options: StepOptions):
     train_state = nnx.merge(state_graphdef, state)
     batch = _first_rows(batch, options.eval_rows)
     if options.offline_tail is not None:  # held-out batches carry no cached teacher: the student's CE alone
-      return {"eval/hard_loss": student_cross_entropy(train_state.model, batch, settings, chunked=options.chunked_loss)}
+      return {
+          metric_names.EVAL_HARD_LOSS: student_cross_entropy(
+              train_state.model, batch, settings, chunked=options.chunked_loss
+          )
+      }
     weights = scheduled_weights(settings, train_state.optimizer.step.get_value(), options.total_steps)
     teacher = teacher_for_loss(
         teacher_graphdef, teacher_state, batch, settings, options.chunked_loss, options.offline_tail
@@ -374,7 +328,6 @@ def make_eval_step(state_graphdef, teacher_graphdef, options: StepOptions):
     _, _, metrics = student_terms(
         train_state.model, teacher, batch, weights, settings, chunked=options.chunked_loss, enable_dropout=False
     )
-    names = ("distill/hard_loss", "distill/kl_div_T1", "distill/teacher_loss", "distill/topk_coverage")
-    return {name.replace("distill/", "eval/"): metrics[name] for name in names if name in metrics}
+    return {metric_names.eval_name(name): metrics[name] for name in metric_names.EVAL_METRICS if name in metrics}
 
   return eval_step

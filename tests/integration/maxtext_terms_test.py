@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import features, objective, step
+from maxtext_distill_plugin import features, loss_paths, objective, step
 from maxtext_distill_plugin.settings import DistillSettings
 from tests.conftest import CPU_RUN_ARGS, TINY_SHAPE_ARGS, maxtext_base_yml
 
@@ -87,7 +87,7 @@ def _deepseek(tmp_path_factory):
   teacher_unembed = jnp.asarray(rng.normal(size=(cfg.emb_dim, cfg.vocab_size)) / 8.0, jnp.float32)
   teachers = {
       False: objective.TeacherOutputs(logits_BxSxV=teacher_logits),
-      True: ((teacher_hidden, teacher_unembed, None, None), None),
+      True: loss_paths.HiddenTeacher(teacher_hidden, teacher_unembed),
   }
   return cfg, mesh, model, batch, teachers
 

@@ -47,7 +47,11 @@ METRIC_NAMES = (
     "distill/kl_div_T1",
     "distill/out_proj_feature_loss",
     "distill/total_loss",
+    "distill/top1_agreement",
+    "distill/teacher_entropy",
+    "distill/student_entropy",
 )
+FEATURE_LAYER_NAMES = tuple(f"distill/out_proj_feature_loss/layer_{i}" for i in range(LAYERS))
 
 
 def _log_softmax(x):
@@ -140,7 +144,8 @@ def _assert_lean_matches_dense(inputs, weights, tail, softcap, vocab_chunk, loss
   got = value_and_grads(
       functools.partial(_lean, **options, vocab_chunk=vocab_chunk, seq_chunk=seq_chunk), inputs, weights
   )
-  assert_same_objective(got, want, inputs["mask"], METRIC_NAMES)
+  names = METRIC_NAMES + (FEATURE_LAYER_NAMES if loss_type else ())
+  assert_same_objective(got, want, inputs["mask"], names)
   _, _, got_metrics, got_grads = got
   # Only meaningful if the compared quantities are not trivially zero.
   assert np.abs(np.asarray(got_grads[0])[inputs["mask"]]).max() > 1e-3

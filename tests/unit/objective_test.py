@@ -48,6 +48,8 @@ METRIC_NAMES = (
     "distill/out_proj_feature_loss",
     "distill/total_loss",
 )
+# Diagnostics, checked against NumPy in diagnostics_test.py; here only their presence.
+DIAGNOSTIC_NAMES = ("distill/top1_agreement", "distill/teacher_entropy", "distill/student_entropy")
 FEATURE_TYPES = (None, "cosine", "l2")
 
 
@@ -159,8 +161,9 @@ def _call(inputs, weights, loss_type, student_logits=None, fn=objective.distilla
   return fn(logits, teacher, jnp.asarray(inputs["labels"]), jnp.asarray(inputs["mask"]), weights, **kwargs)
 
 
-def _assert_metrics_match(metrics, ref_sums, ref_count):
-  assert set(metrics) == set(METRIC_NAMES)
+def _assert_metrics_match(metrics, ref_sums, ref_count, loss_type=None):
+  layers = {f"distill/out_proj_feature_loss/layer_{i}" for i in range(L)} if loss_type else set()
+  assert set(metrics) == set(METRIC_NAMES) | set(DIAGNOSTIC_NAMES) | layers
   for name in METRIC_NAMES:
     total, count = metrics[name]
     np.testing.assert_allclose(float(total), ref_sums[name], rtol=RTOL, atol=ATOL, err_msg=name)
@@ -187,7 +190,7 @@ def test_matches_reference_with_padding(loss_type, alpha, temperature, beta):
   assert total.shape == () and count.shape == ()
   np.testing.assert_allclose(float(total), ref_sums["distill/total_loss"], rtol=RTOL, atol=ATOL)
   assert float(count) == ref_count
-  _assert_metrics_match(metrics, ref_sums, ref_count)
+  _assert_metrics_match(metrics, ref_sums, ref_count, loss_type)
 
 
 @pytest.mark.parametrize("loss_type", FEATURE_TYPES)
@@ -210,7 +213,7 @@ def test_matches_reference_under_jit(loss_type):
   ref_sums, ref_count, _ = _reference(inputs, _f32(0.6), _f32(1.5), _f32(0.4), loss_type)
   np.testing.assert_allclose(float(total), ref_sums["distill/total_loss"], rtol=RTOL, atol=ATOL)
   assert float(count) == ref_count
-  _assert_metrics_match(metrics, ref_sums, ref_count)
+  _assert_metrics_match(metrics, ref_sums, ref_count, loss_type)
 
 
 def test_features_ignored_unless_both_sides_given():

@@ -1,0 +1,70 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Every ``distill/*`` and ``eval/*`` metric name the loss and the step emit, defined once.
+
+All of them travel as token-weighted ``(sum, count)`` pairs (:mod:`reductions`) unless noted.
+Divergences are per token, at the distillation temperature T without the T^2 factor, unless
+the name says T = 1.
+"""
+
+PREFIX = "distill/"
+EVAL_PREFIX = "eval/"
+
+# The objective (objective.combine_terms).
+TOTAL_LOSS = "distill/total_loss"
+SOFT_LOSS = "distill/soft_loss"  # T^2 * DIVERGENCE_AT_T
+HARD_LOSS = "distill/hard_loss"  # the student's CE on the labels
+DIVERGENCE_AT_T = "distill/divergence_at_T"  # the optimised divergence (distill_divergence)
+KL_DIV_AT_T = "distill/kl_div_at_T"  # forward KL at T, whatever is optimised
+KL_DIV_T1 = "distill/kl_div_T1"  # forward KL at T = 1: the spec's cross-run metric
+FEATURE_LOSS = "distill/out_proj_feature_loss"  # beta * mean over the selected layers
+_FEATURE_LAYER = FEATURE_LOSS + "/layer_{}"  # one selected layer's distance, before beta
+Z_LOSS = "distill/z_loss"
+
+# Teacher-side metrics of one path each.
+TEACHER_LOSS = "distill/teacher_loss"  # online: the teacher's CE on the labels
+TOPK_COVERAGE = "distill/topk_coverage"  # teacher mass in its top-k (offline: the cache's; online: a k-cache's)
+
+# Diagnostics (gradient-stopped, every path).
+TOP1_AGREEMENT = "distill/top1_agreement"  # 1 where the argmax of teacher and student agree
+TEACHER_ENTROPY = "distill/teacher_entropy"  # nats at T = 1 (offline: of the k+1 buckets)
+STUDENT_ENTROPY = "distill/student_entropy"  # nats at T = 1
+
+# The student's own MaxText terms (aux_terms).
+MOE_LB = "distill/moe_lb_loss"
+TEACHER_MOE_LB = "distill/teacher_moe_lb_loss"
+MTP = "distill/mtp_loss"
+
+# Per-step scalars, (value, 1) pairs (objective.schedule_metrics), and host-side derived values.
+ALPHA = "distill/alpha"
+TEMPERATURE = "distill/temperature"
+BETA_FEATURE = "distill/beta_feature"
+STUDENT_PERPLEXITY = "distill/student_perplexity"
+
+# What an evaluation step reports, under eval/ (step.make_eval_step).
+EVAL_METRICS = (HARD_LOSS, KL_DIV_T1, TEACHER_LOSS, TOPK_COVERAGE)
+EVAL_HARD_LOSS = "eval/hard_loss"
+
+
+def feature_layer(layer: int) -> str:
+  """The name of the feature distance of the student's layer ``layer``."""
+  return _FEATURE_LAYER.format(int(layer))
+
+
+def eval_name(name: str) -> str:
+  """``distill/x`` -> ``eval/x``."""
+  if not name.startswith(PREFIX):
+    raise ValueError(f"{name!r} is not a distill/ metric")
+  return EVAL_PREFIX + name[len(PREFIX) :]
