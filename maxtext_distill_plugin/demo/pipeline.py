@@ -97,9 +97,6 @@ def evaluate_distilled(argv: list[str], data: demo_data.DemoData, trained, batch
   return student_items, scoring.held_out_cross_entropy(configs.student, batches)
 
 
-# --- Main -----------------------------------------------------------------------------------------
-
-
 def run(output_dir: str, plan: plan_lib.Plan) -> dict:
   """Runs every stage; returns (and writes to ``results.json``) the numbers and paths."""
   paths = plan_lib.Paths(os.path.abspath(output_dir))
