@@ -87,9 +87,9 @@ def write_token_array_record(path: str, count: int, length: int, vocab_size: int
   """``count`` distinct pre-tokenized records (ids in [4, vocab_size)) for MaxText's grain pipeline."""
   import numpy as np  # pylint: disable=import-outside-toplevel
 
-  from maxtext_distill_plugin import demo_data  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.demo import records  # pylint: disable=import-outside-toplevel
 
   rng = np.random.default_rng(seed)
   chunks = [rng.integers(4, vocab_size, size=length).tolist() for _ in range(count)]
-  demo_data.write_array_record(path, chunks)
+  records.write_array_record(path, chunks)
   return path

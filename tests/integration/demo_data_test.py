@@ -19,7 +19,8 @@ import os
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import demo_data
+from maxtext_distill_plugin.demo import data as demo_data
+from maxtext_distill_plugin.demo import records as demo_records
 from tests.conftest import REPO
 
 MAX_FILES = 30
@@ -77,8 +78,8 @@ def test_tokenizer_is_deterministic_keeps_whitespace_and_reserves_pad(tmp_path):
 
 def test_prepare_writes_records_and_reuses_them(prepared, tmp_path):
   stats = prepared.stats
-  train = demo_data.read_array_record(prepared.train_pattern)
-  held_out = demo_data.read_array_record(prepared.eval_pattern)
+  train = demo_records.read_array_record(prepared.train_pattern)
+  held_out = demo_records.read_array_record(prepared.eval_pattern)
   assert len(train) == stats["train_records"] and len(held_out) == stats["eval_records"]
   assert sum(map(len, train)) == stats["train_tokens"]
   for records, files in ((train, stats["train_files"]), (held_out, stats["eval_files"])):

@@ -16,7 +16,7 @@
 
 import numpy as np
 
-from maxtext_distill_plugin import demo_data
+from maxtext_distill_plugin.demo import data as demo_data
 from tests.conftest import TINY_YAML, read_metrics, run_cli, subprocess_env
 
 

@@ -109,3 +109,56 @@ def test_plots_listed_are_written(study):
   # matplotlib is optional: without it the list is empty and the table is still written.
   for path in study["results"]["plots"]:
     assert (REPO / path).is_file() or pathlib.Path(path).is_file(), path
+
+
+# (arm, distill_divergence, distill_divergence_beta, distill_skew_lambda) that the arm must hand to the trainer.
+DIVERGENCE_ARMS = (
+    ("kd_forward_kl", "forward_kl", None, None),
+    ("kd_reverse_kl", "reverse_kl", None, None),
+    ("kd_jsd", "jsd", 0.5, None),
+    ("kd_skew_kl", "skew_kl", None, 0.1),
+)
+
+
+def _fake_checkpoint(path: pathlib.Path) -> str:
+  """A directory that passes the config's checkpoint-path check; nothing here restores it."""
+  path.mkdir(parents=True)
+  (path / "_METADATA").write_text("{}", encoding="utf-8")
+  return str(path)
+
+
+def test_divergence_arms_hand_their_keys_to_the_trainer_settings(tmp_path):
+  """Plumbing only: each divergence arm is recipe (b) plus its keys, and config.build parses them into the settings.
+
+  Whether the loss honours the keys is the loss paths' business (tested there), not the study's.
+  """
+  from maxtext_distill_plugin import config as config_lib  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.demo import data as demo_data  # pylint: disable=import-outside-toplevel
+  from tools.study import arms  # pylint: disable=import-outside-toplevel
+  from tools.study import inputs  # pylint: disable=import-outside-toplevel
+
+  data = demo_data.prepare(str(tmp_path / "data"), 128, vocab_size=512, max_files=8)
+  study_inputs = inputs.Inputs(
+      data, _fake_checkpoint(tmp_path / "teacher" / "items"), "", "fingerprint", str(tmp_path / "caches")
+  )
+  student = _fake_checkpoint(tmp_path / "student" / "items")
+  run_dir = str(tmp_path / "runs" / "arm")
+  base = inputs.arm_argv(arms.LOGIT_KD, study_inputs, run_dir, inputs.QUICK, 0, student)
+  chosen = arms.select(",".join(name for name, *_ in DIVERGENCE_ARMS))
+  assert [arm.name for arm in chosen] == [name for name, *_ in DIVERGENCE_ARMS]
+  for arm, (_, divergence, beta, skew_lambda) in zip(chosen, DIVERGENCE_ARMS):
+    argv = inputs.arm_argv(arm, study_inputs, run_dir, inputs.QUICK, 0, student)
+    assert arm.yaml == arms.LOGIT_KD.yaml and not arm.offline
+    assert argv == base + list(arm.overrides), arm.name
+    settings = config_lib.build(argv).settings
+    assert settings.distill_divergence == divergence, arm.name
+    assert settings.distill_divergence_beta == beta and settings.distill_skew_lambda == skew_lambda, arm.name
+
+
+def test_unknown_arm_is_refused_before_anything_runs(tmp_path):
+  cmd = [sys.executable, str(REPO / "tools" / "study_pruning_recovery.py"), "--quick", "--arms", "kd_jsd,kd_nope"]
+  cmd += ["--output-dir", str(tmp_path)]
+  proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 2
+  assert "--arms='kd_jsd,kd_nope'" in proc.stderr and "kd_nope" in proc.stderr and "kd_reverse_kl" in proc.stderr
+  assert not any(tmp_path.iterdir())  # nothing was made

@@ -23,7 +23,12 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SOURCES = sorted(
-    p for p in [*REPO.glob("maxtext_distill_plugin/**/*.py"), *REPO.glob("tools/*.py"), REPO / "_maxtext_distill_hook.py"]
+    p
+    for p in [
+        *REPO.glob("maxtext_distill_plugin/**/*.py"),
+        *REPO.glob("tools/**/*.py"),
+        REPO / "_maxtext_distill_hook.py",
+    ]
 )
 FORBIDDEN = {
     "pickle module": re.compile(r"^\s*(import|from)\s+(c?pickle|dill|cloudpickle)\b", re.M),

@@ -25,14 +25,10 @@
   and the newline is a piece of its own. ``pad=0 unk=1 bos=2 eos=3``: MaxText
   pads with the tokenizer's ``pad_id``, which must be a real, unused id.
 * Records: pre-tokenized ArrayRecord files that MaxText's own Grain pipeline
-  reads (``dataset_type=grain``, ``grain_file_type=arrayrecord``,
-  ``tokenize_*_data=false``). Each record is a serialized ``tf.train.Example``
-  (MaxText's bundled proto, no TensorFlow) with one int64 feature,
-  ``COLUMN``, holding up to ``chunk_tokens`` ids of one file; a file's first
-  chunk starts with BOS and its last ends with EOS. Chunks are written in a
-  seeded random order so that the first evaluation batches sample many files.
-  The column is not called ``inputs``/``targets``: the pipeline derives those
-  from it and would delete a source column of the same name.
+  reads (:mod:`.records`), holding up to ``chunk_tokens`` ids of one file per
+  record; a file's first chunk starts with BOS and its last ends with EOS.
+  Chunks are written in a seeded random order so that the first evaluation
+  batches sample many files.
 
 :func:`prepare` makes all of it under one directory and reuses what is already
 there when a manifest says it was made with the same settings.
@@ -48,7 +44,8 @@ import sysconfig
 
 from absl import logging
 
-COLUMN = "tokens"
+from maxtext_distill_plugin.demo import records
+
 VOCAB_SIZE = 1024
 HELD_OUT_BUCKETS = 10
 SEED = 20260101
@@ -89,8 +86,8 @@ class DemoData:
         "grain_file_type=arrayrecord",
         f"grain_train_files={self.train_pattern}",
         f"grain_eval_files={self.eval_pattern}",
-        f"train_data_columns=['{COLUMN}']",
-        f"eval_data_columns=['{COLUMN}']",
+        f"train_data_columns=['{records.COLUMN}']",
+        f"eval_data_columns=['{records.COLUMN}']",
         "tokenize_train_data=False",
         "tokenize_eval_data=False",
         "tokenizer_type=sentencepiece",
@@ -203,45 +200,6 @@ def encode_split(tokenizer, root: str, paths: tuple[str, ...], chunk_tokens: int
   return chunks
 
 
-def serialize(ids: list[int]) -> bytes:
-  """One record: a ``tf.train.Example`` with ``COLUMN`` as an int64 list (what MaxText's ``ParseFeatures`` reads)."""
-  from maxtext.input_pipeline.protos import example_pb2  # pylint: disable=import-outside-toplevel
-
-  example = example_pb2.Example()  # pylint: disable=no-member
-  example.features.feature[COLUMN].int64_list.value.extend(ids)
-  return example.SerializeToString()
-
-
-def write_array_record(path: str, chunks: list[list[int]]) -> None:
-  """Writes ``chunks`` as one ArrayRecord file (one record per group, for random access)."""
-  from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
-
-  writer = array_record_module.ArrayRecordWriter(path, "group_size:1")  # pylint: disable=c-extension-no-member
-  try:
-    for ids in chunks:
-      writer.write(serialize(ids))
-  finally:
-    writer.close()
-
-
-def read_array_record(path: str) -> list[list[int]]:
-  """Reads back the ids of every record (for checks and tests)."""
-  from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
-  from maxtext.input_pipeline.protos import example_pb2  # pylint: disable=import-outside-toplevel
-
-  reader = array_record_module.ArrayRecordReader(path)  # pylint: disable=c-extension-no-member
-  try:
-    records = reader.read_all()
-  finally:
-    reader.close()
-  out = []
-  for record in records:
-    example = example_pb2.Example()  # pylint: disable=no-member
-    example.ParseFromString(record)
-    out.append(list(example.features.feature[COLUMN].int64_list.value))
-  return out
-
-
 def _settings(corpus: Corpus, chunk_tokens: int, vocab_size: int) -> dict:
   listing = hashlib.sha256("\n".join(corpus.train + ("--",) + corpus.held_out).encode()).hexdigest()
   return {
@@ -301,7 +259,7 @@ def prepare(data_dir: str, chunk_tokens: int, vocab_size: int = VOCAB_SIZE, max_
   stats = {"train_files": len(corpus.train), "eval_files": len(corpus.held_out)}
   for split, paths, path in (("train", corpus.train, train_path), ("eval", corpus.held_out, eval_path)):
     chunks = encode_split(tokenizer, corpus.root, paths, chunk_tokens)
-    write_array_record(path, chunks)
+    records.write_array_record(path, chunks)
     stats[f"{split}_records"] = len(chunks)
     stats[f"{split}_tokens"] = sum(map(len, chunks))
   with open(os.path.join(data_dir, _MANIFEST), "w", encoding="utf-8") as f:
