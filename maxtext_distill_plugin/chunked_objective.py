@@ -60,6 +60,7 @@ import jax
 import jax.numpy as jnp
 
 from maxtext_distill_plugin import divergences
+from maxtext_distill_plugin import metric_names
 from maxtext_distill_plugin import objective
 from maxtext_distill_plugin import reductions
 from maxtext_distill_plugin import tiles
@@ -68,10 +69,10 @@ DEFAULT_SEQ_CHUNK = tiles.DEFAULT_SEQ_CHUNK
 # Per-token outputs of the custom VJP that carry no gradient (the teacher's CE and the diagnostics).
 _GRADIENT_FREE = ("ce_t", "top1", "entropy_t", "entropy_s", "coverage")
 _DIAGNOSTIC_METRICS = {
-    "top1": "distill/top1_agreement",
-    "entropy_t": "distill/teacher_entropy",
-    "entropy_s": "distill/student_entropy",
-    "coverage": "distill/topk_coverage",
+    "top1": metric_names.TOP1_AGREEMENT,
+    "entropy_t": metric_names.TEACHER_ENTROPY,
+    "entropy_s": metric_names.STUDENT_ENTROPY,
+    "coverage": metric_names.TOPK_COVERAGE,
 }
 
 
@@ -280,6 +281,7 @@ def distillation_terms_from_hidden(
     divergence_param: float | None = None,
     diagnostics: bool = False,
     coverage_top_k: int | None = None,
+    feature_layers: tuple[int, ...] | None = None,
 ) -> tuple[jnp.ndarray, jnp.ndarray, dict[str, reductions.SumCount]]:
   """:func:`objective.distillation_terms` of ``cap(hidden @ unembed)``, tile by tile.
 
@@ -345,7 +347,7 @@ def distillation_terms_from_hidden(
   )
   kl_at_t = terms["kl_t"]
   kl_at_1, teacher_ce = jax.lax.stop_gradient((terms["kl_1"], terms["ce_t"]))
-  extra = {"distill/teacher_loss": teacher_ce}
+  extra = {metric_names.TEACHER_LOSS: teacher_ce}
   extra.update(
       {metric: jax.lax.stop_gradient(terms[name]) for name, metric in _DIAGNOSTIC_METRICS.items() if name in terms}
   )
@@ -363,4 +365,5 @@ def distillation_terms_from_hidden(
       feature_loss_type=feature_loss_type,
       student_lse_BxS=terms["lse_s"],
       z_loss_multiplier=z_loss_multiplier,
+      feature_layers=feature_layers,
   )

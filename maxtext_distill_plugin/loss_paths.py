@@ -134,7 +134,6 @@ def distillation_terms(
 
   Raises:
     TypeError: for a pair of outputs no path takes (e.g. full student logits against a hidden-state teacher).
-    ValueError: for a divergence the memory-lean online loss does not compute yet.
   """
   common = {"student_features_LxBxSxD": student_features_LxBxSxD, "z_loss_multiplier": z_loss_multiplier}
   common.update(loss_options(settings))
@@ -157,17 +156,7 @@ def distillation_terms(
         **common,
     )
   if isinstance(student, HiddenStudent) and isinstance(teacher, HiddenTeacher):
-    if settings.distill_divergence != "forward_kl":
-      # Until chunked_objective takes divergence= (issue 13), the online lean loss optimises forward KL only:
-      # refuse rather than silently train another objective than the one asked for.
-      raise ValueError(
-          f"distill_divergence={settings.distill_divergence!r} is not available in the memory-lean online loss"
-          " yet. Fix: set distill_loss_impl=dense, or distill_divergence=forward_kl."
-      )
-    layers = common.pop("feature_layers")
-    for key in ("divergence", "divergence_param"):
-      common.pop(key)  # not taken by chunked_objective yet
-    total, count, metrics = chunked_objective.distillation_terms_from_hidden(
+    return chunked_objective.distillation_terms_from_hidden(
         student.hidden_BxSxD,
         student.unembed_DxV,
         teacher.hidden_BxSxD,
@@ -178,17 +167,10 @@ def distillation_terms(
         teacher_features_LxBxSxD=teacher.features_LxBxSxD,
         student_logit_softcap=student.softcap,
         teacher_logit_softcap=teacher.softcap,
+        diagnostics=True,
+        coverage_top_k=settings.distill_top_k,
         **tiles,
         **common,
     )
-    return total, count, _name_feature_layers(metrics, layers)
   raise TypeError(f"no loss path takes a {type(student).__name__} student and a {type(teacher).__name__} teacher")
 
-
-def _name_feature_layers(metrics: dict, layers: tuple[int, ...] | None) -> dict:
-  """Renames the per-layer feature metrics from row numbers to the student's layer indices (for a path that
-  does not take ``feature_layers`` yet)."""
-  if layers is None:
-    return metrics
-  renamed = {metric_names.feature_layer(row): metric_names.feature_layer(layer) for row, layer in enumerate(layers)}
-  return {renamed.get(name, name): value for name, value in metrics.items()}

@@ -50,6 +50,7 @@ METRIC_NAMES = (
     "distill/out_proj_feature_loss",
     "distill/total_loss",
 )
+COVERAGE_TOP_K = 5  # the diagnostics' k, below V so the lean running top-k merges across tiles
 DIAGNOSTIC_NAMES = (
     "distill/top1_agreement",
     "distill/teacher_entropy",
@@ -99,6 +100,7 @@ def _dense(student_hidden, student_unembed, student_features, inputs, weights, l
       weights,
       student_features_LxBxSxD=None if loss_type is None else student_features,
       feature_loss_type=loss_type or "cosine",
+      top_k=COVERAGE_TOP_K,
   )
 
 
@@ -119,6 +121,8 @@ def _lean(student_hidden, student_unembed, student_features, inputs, weights, lo
       vocab_chunk=vocab_chunk,
       student_logit_softcap=student_softcap,
       teacher_logit_softcap=teacher_softcap,
+      diagnostics=True,
+      coverage_top_k=COVERAGE_TOP_K,
   )
 
 
@@ -127,7 +131,9 @@ def _assert_lean_matches_dense(inputs, weights, loss_type, softcaps, vocab_chunk
   lean = functools.partial(_lean, loss_type=loss_type, softcaps=softcaps, vocab_chunk=vocab_chunk)
   want = value_and_grads(dense, inputs, weights)
   got = value_and_grads(lean, inputs, weights)
-  assert_same_objective(got, want, inputs["mask"], METRIC_NAMES)
+  layers = () if loss_type is None else range(inputs["student_features"].shape[0])
+  layer_names = tuple(f"distill/out_proj_feature_loss/layer_{i}" for i in layers)
+  assert_same_objective(got, want, inputs["mask"], METRIC_NAMES + DIAGNOSTIC_NAMES + layer_names)
   got_grads = got[3]
   # The test is only meaningful if the gradients are not trivially zero.
   assert np.abs(np.asarray(got_grads[1])).max() > 1e-3
