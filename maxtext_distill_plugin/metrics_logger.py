@@ -160,8 +160,9 @@ class MetricsLogger:
         means.get("distill/total_loss", math.nan),
         means.get("distill/soft_loss", math.nan),
         means.get("distill/hard_loss", math.nan),
-        "coverage" if "distill/topk_coverage" in means else "teacher",
-        means.get("distill/topk_coverage", means.get("distill/teacher_loss", math.nan)),
+        # Online the teacher's CE is the more telling number; offline (no teacher CE) the cache's coverage.
+        "teacher" if "distill/teacher_loss" in means else "coverage",
+        means.get("distill/teacher_loss", means.get("distill/topk_coverage", math.nan)),
         means.get("distill/out_proj_feature_loss", math.nan),
         means.get("distill/alpha", math.nan),
         means.get("distill/temperature", math.nan),
