@@ -16,7 +16,7 @@
 
 Importing this package is cheap on purpose (it runs at interpreter start
 through a ``.pth`` hook): no JAX, no MaxText. The trainer lives in
-:mod:`maxtext_distill_plugin.trainer`, the command line in
+:mod:`maxtext_distill_plugin.training.trainer`, the command line in
 :mod:`maxtext_distill_plugin.cli`.
 """
 

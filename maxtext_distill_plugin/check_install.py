@@ -33,7 +33,7 @@ _MODULES = (
     "maxtext.input_pipeline.input_pipeline_interface",
     "datasets",  # dataset_type=hf
     "maxtext.common.checkpointing",
-    "maxtext_distill_plugin.config",
+    "maxtext_distill_plugin.configuration.config",
 )
 
 

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     _run_upstream(argv)
     return
   if "--list" in argv:
-    from maxtext_distill_plugin import config  # pylint: disable=import-outside-toplevel
+    from maxtext_distill_plugin.configuration import config  # pylint: disable=import-outside-toplevel
 
     print("\n".join(config.shipped_configs()))
     return
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
   maybe_initialize_distributed()
   try:
     _compat.check_host()
-    from maxtext_distill_plugin import config  # pylint: disable=import-outside-toplevel
+    from maxtext_distill_plugin.configuration import config  # pylint: disable=import-outside-toplevel
 
     configs = config.build(argv)
   except (errors.ConfigError, _compat.HostIncompatibleError, ValueError) as e:  # pydantic errors are ValueErrors
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
   if dry_run:
     print(describe(configs))
     return
-  from maxtext_distill_plugin import trainer  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training import trainer  # pylint: disable=import-outside-toplevel
 
   sys.exit(trainer.run(configs))
 

@@ -133,7 +133,7 @@ def cache_identity(configs, options: ToolOptions, process_count: int) -> cache_f
 
 
 def _tail_renyi_orders() -> tuple:
-  from maxtext_distill_plugin import sparse_losses  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.loss import sparse_losses  # pylint: disable=import-outside-toplevel
 
   return tuple(sparse_losses.TAIL_RENYI_ORDERS)
 
@@ -154,10 +154,10 @@ class TeacherRunner:
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
     from maxtext.utils import maxtext_utils  # pylint: disable=import-outside-toplevel
 
-    from maxtext_distill_plugin import step as step_lib  # pylint: disable=import-outside-toplevel
-    from maxtext_distill_plugin import sparse_tail  # pylint: disable=import-outside-toplevel
-    from maxtext_distill_plugin import trainer  # pylint: disable=import-outside-toplevel
-    from maxtext_distill_plugin.settings import DistillSettings  # pylint: disable=import-outside-toplevel
+    from maxtext_distill_plugin.configuration.settings import DistillSettings  # pylint: disable=import-outside-toplevel
+    from maxtext_distill_plugin.loss import sparse_tail  # pylint: disable=import-outside-toplevel
+    from maxtext_distill_plugin.training import step as step_lib  # pylint: disable=import-outside-toplevel
+    from maxtext_distill_plugin.training import trainer  # pylint: disable=import-outside-toplevel
 
     self.configs, self.top_k = configs, top_k
     self.mesh = maxtext_utils.get_mesh_from_config(configs.teacher)
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
   logging.set_verbosity(logging.INFO)
   try:
     config_argv, options = split_arguments(argv)
-    from maxtext_distill_plugin import config  # pylint: disable=import-outside-toplevel
+    from maxtext_distill_plugin.configuration import config  # pylint: disable=import-outside-toplevel
 
     configs = config.build(config_argv + ["offline_data_dir="])
     options = resolve_top_k(options, configs)

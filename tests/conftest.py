@@ -118,7 +118,8 @@ def read_metrics(path) -> list[dict]:
 
 def train_in_process(tmp_path, teacher_checkpoint: str, *overrides: str, run_name: str = "run"):
   """Builds the three configs and trains in this process; returns the TrainResult."""
-  from maxtext_distill_plugin import config, trainer  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.configuration import config  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training import trainer  # pylint: disable=import-outside-toplevel
 
   argv = [
       "train_distill",

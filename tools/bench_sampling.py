@@ -140,7 +140,7 @@ def main():
   from maxtext.inference.maxengine import maxengine  # pylint: disable=import-outside-toplevel
   from maxtext.utils import maxtext_utils, model_creation_utils  # pylint: disable=import-outside-toplevel
 
-  from maxtext_distill_plugin import sampling  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.model import sampling  # pylint: disable=import-outside-toplevel
 
   config = _config(args)
   mesh = maxtext_utils.get_mesh_from_config(config)

@@ -25,10 +25,10 @@ Nothing is downloaded; every stage uses MaxText's own machinery where it has one
 2. Teacher: ``configs/demo-model.yml`` (4 layers, width 128) pre-trained by
    MaxText's own ``maxtext.trainers.pre_train.train`` in a subprocess; reused
    on the next run when its data and settings have not changed.
-3. Student: the teacher cut to layers ``KEEP_LAYERS`` (:mod:`maxtext_distill_plugin.pruning`).
+3. Student: the teacher cut to layers ``KEEP_LAYERS`` (:mod:`maxtext_distill_plugin.student.pruning`).
 4. Held-out cross-entropy of the teacher and the pruned student.
 5. Online distillation with the spec's same-size pruning-recovery recipe,
-   ``configs/demo-pruning-recovery.yml``, through :mod:`maxtext_distill_plugin.trainer`.
+   ``configs/demo-pruning-recovery.yml``, through :mod:`maxtext_distill_plugin.training.trainer`.
 6. Held-out cross-entropy of the distilled student, then a table.
 
 Every model is scored by the same code on the same batches: the first

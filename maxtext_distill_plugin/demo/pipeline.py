@@ -47,7 +47,7 @@ def recipe_argv(paths: plan_lib.Paths, data, teacher_items: str, student_items: 
 
 
 def build_configs(argv: list[str], data: demo_data.DemoData):
-  from maxtext_distill_plugin import config  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.configuration import config  # pylint: disable=import-outside-toplevel
 
   configs = config.build(argv)
   for label, cfg in (("student", configs.student), ("teacher", configs.teacher)):
@@ -63,7 +63,7 @@ def _with_student(argv: list[str], items: str) -> list[str]:
 
 def prune_student(paths: plan_lib.Paths, teacher_items: str):
   """Writes the pruned student checkpoint afresh; returns the :class:`pruning.PruneReport`."""
-  from maxtext_distill_plugin import pruning  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.student import pruning  # pylint: disable=import-outside-toplevel
 
   shutil.rmtree(os.path.dirname(os.path.dirname(paths.pruned_items)), ignore_errors=True)
   return pruning.prune_layers(teacher_items, paths.pruned_items, list(plan_lib.KEEP_LAYERS))
@@ -82,7 +82,7 @@ def evaluate_before(configs, data: demo_data.DemoData, batches: list[dict]) -> d
 
 def distill(paths: plan_lib.Paths, configs):
   """The online distillation run (a fresh one each time); returns the trainer's ``TrainResult``."""
-  from maxtext_distill_plugin import trainer  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training import trainer  # pylint: disable=import-outside-toplevel
 
   shutil.rmtree(paths.student_run, ignore_errors=True)
   return trainer.train(configs)

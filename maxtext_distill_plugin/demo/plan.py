@@ -86,7 +86,7 @@ class StageTimer:
 
 def yaml_path(name: str) -> str:
   """The path of the shipped YAML ``name`` (``configs/``)."""
-  from maxtext_distill_plugin import config  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.configuration import config  # pylint: disable=import-outside-toplevel
 
   return config.resolve_yaml(name)
 

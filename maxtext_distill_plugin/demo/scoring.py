@@ -75,8 +75,8 @@ def forward_logits(graphdef, state, batch):
   """``[B, S, V]`` logits of the model, by the trainer's own forward pass without dropout."""
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
-  from maxtext_distill_plugin import step  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin.settings import DistillSettings  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.configuration.settings import DistillSettings  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training import step  # pylint: disable=import-outside-toplevel
 
   logits, _ = step.forward(nnx.merge(graphdef, state), batch, settings=DistillSettings(), enable_dropout=False)
   return logits
@@ -84,9 +84,9 @@ def forward_logits(graphdef, state, batch):
 
 def _ce_sum(graphdef, state, batch):
   """Summed next-token cross-entropy over the valid targets of ``batch``, and their count."""
-  from maxtext_distill_plugin import losses  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin import reductions  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin import step  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.loss import losses  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.loss import reductions  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training import step  # pylint: disable=import-outside-toplevel
 
   logits = forward_logits(graphdef, state, batch)
   return reductions.masked_sum_count(losses.cross_entropy(logits, batch["targets"]), step.token_mask(batch))
@@ -121,7 +121,7 @@ def unigram_cross_entropy(train_path: str, vocab_size: int, batches: list[dict])
 
 def log_probs(graphdef, state, batch):
   """``[B, S, V]`` log-probabilities of the model at T = 1."""
-  from maxtext_distill_plugin import losses  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.loss import losses  # pylint: disable=import-outside-toplevel
 
   return losses.log_softmax_at(forward_logits(graphdef, state, batch), 1.0)
 
@@ -134,9 +134,9 @@ def score_sums(graphdef, state, batch, teacher_logp_BxSxV):
   """
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
-  from maxtext_distill_plugin import losses  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin import reductions  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin import step  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.loss import losses  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.loss import reductions  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training import step  # pylint: disable=import-outside-toplevel
 
   logp = log_probs(graphdef, state, batch)
   mask = step.token_mask(batch)
@@ -177,7 +177,7 @@ class HeldOut:
     """Held-out CE, perplexity, KL at T=1 and top-1 agreement of the model ``cfg.load_parameters_path``."""
     import jax  # pylint: disable=import-outside-toplevel
 
-    from maxtext_distill_plugin import reductions  # pylint: disable=import-outside-toplevel
+    from maxtext_distill_plugin.loss import reductions  # pylint: disable=import-outside-toplevel
 
     totals = None
     with loaded(cfg) as (graphdef, state):

@@ -17,7 +17,7 @@
 One block holds ``N`` token rows, each: the ``k`` top ids, their log-probabilities
 at T=1, the log of the remaining (tail) mass and (block version 2) ``R`` Renyi
 entropies of the tail, which make the tempered tail exact at T != 1
-(:mod:`maxtext_distill_plugin.sparse_losses`). Layout of the coded values:
+(:mod:`maxtext_distill_plugin.loss.sparse_losses`). Layout of the coded values:
 
 * **ids** (lossless): each row is sorted by id and turned into gaps
   ``g = id[j] - id[j-1] - 1`` (``id[-1] = -1``). A gap is split into ``s`` low bits,

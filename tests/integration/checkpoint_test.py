@@ -91,7 +91,9 @@ def test_distilled_student_loads_through_maxtext_load_parameters_path(tmp_path, 
   from maxtext.utils import maxtext_utils, model_creation_utils  # pylint: disable=import-outside-toplevel
   from maxtext.input_pipeline.input_pipeline_interface import create_data_iterator  # pylint: disable=import-outside-toplevel
 
-  from maxtext_distill_plugin import config, losses, step  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.configuration import config  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.loss import losses  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training import step  # pylint: disable=import-outside-toplevel
 
   result = train_in_process(
       tmp_path, teacher_checkpoint, "steps=8", "distill_alpha=0.0", "learning_rate=3e-3", run_name="student"
@@ -145,7 +147,8 @@ def test_interrupted_checkpoint_write_is_not_trusted(tmp_path, teacher_checkpoin
 
 
 def test_rerunning_a_finished_run_is_a_clean_no_op(tmp_path, teacher_checkpoint):
-  from maxtext_distill_plugin import config, trainer  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.configuration import config  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training import trainer  # pylint: disable=import-outside-toplevel
 
   argv = [
       "p",

@@ -28,7 +28,7 @@ from absl import logging as absl_logging
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import data_resume
+from maxtext_distill_plugin.training import data_resume
 from tests.conftest import committed_steps, read_metrics, train_in_process
 from tests.integration import data_testing
 

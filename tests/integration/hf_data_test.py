@@ -26,8 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import config, data_sources, errors, features
-from maxtext_distill_plugin import step as step_lib
+from maxtext_distill_plugin import errors
+from maxtext_distill_plugin.configuration import config, data_sources
+from maxtext_distill_plugin.model import features
+from maxtext_distill_plugin.training import step as step_lib
 from tests.conftest import TINY_YAML, read_metrics, run_cli
 from tests.integration import data_testing
 

@@ -19,7 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import config, objective, step
+from maxtext_distill_plugin.configuration import config
+from maxtext_distill_plugin.loss import objective
+from maxtext_distill_plugin.training import step
 from tests.conftest import TINY_YAML
 
 

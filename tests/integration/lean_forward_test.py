@@ -57,7 +57,7 @@ def models(tmp_path_factory, teacher_checkpoint) -> _Models:
   from maxtext.input_pipeline.input_pipeline_interface import create_data_iterator  # pylint: disable=import-outside-toplevel
   from maxtext.utils import maxtext_utils, model_creation_utils  # pylint: disable=import-outside-toplevel
 
-  from maxtext_distill_plugin import config  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.configuration import config  # pylint: disable=import-outside-toplevel
 
   def build(*extra):
     return config.build([
@@ -86,13 +86,13 @@ def models(tmp_path_factory, teacher_checkpoint) -> _Models:
 
 
 def _dense_logits(graphdef, state, batch, settings):
-  from maxtext_distill_plugin import step  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training import step  # pylint: disable=import-outside-toplevel
 
   return step.forward(nnx.merge(graphdef, state), batch, settings=settings, enable_dropout=False)[0]
 
 
 def _lean_logits(graphdef, state, batch):
-  from maxtext_distill_plugin import lean_forward  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.model import lean_forward  # pylint: disable=import-outside-toplevel
 
   hidden, unembed, softcap = lean_forward.forward_hidden(nnx.merge(graphdef, state), batch, enable_dropout=False)
   return lean_forward.logits_from_hidden(hidden, unembed, softcap), softcap
@@ -113,7 +113,7 @@ def test_hidden_times_unembed_equals_model_logits(models, which):
 
 def test_vocab_tiling_config_gives_the_same_hidden_states(models):
   """With num_vocab_tiling > 1 the model itself returns no logits; forward_hidden still works."""
-  from maxtext_distill_plugin import lean_forward  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.model import lean_forward  # pylint: disable=import-outside-toplevel
 
   def hidden_and_unembed(graphdef, state):
     hidden, unembed, _ = lean_forward.forward_hidden(nnx.merge(graphdef, state), models.batch, enable_dropout=False)
@@ -128,10 +128,10 @@ def test_vocab_tiling_config_gives_the_same_hidden_states(models):
 
 def test_lean_loss_matches_dense_loss_and_never_builds_full_logits(models):
   """Objective, metrics and parameter gradients of the whole student: dense step.forward path vs lean path."""
-  from maxtext_distill_plugin import chunked_objective  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin import lean_forward  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin import objective  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin import step  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.loss import chunked_objective  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.loss import objective  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.model import lean_forward  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training import step  # pylint: disable=import-outside-toplevel
 
   settings, batch = models.configs.settings, models.batch
   weights = objective.LossWeights(alpha=jnp.float32(0.4), temperature=jnp.float32(2.0), beta=jnp.float32(0.0))
@@ -204,7 +204,7 @@ def _assert_close_at_float32_noise(got, want):
 @pytest.mark.parametrize("chunked", [False, True], ids=["dense", "chunked"])
 def test_student_cross_entropy_matches_numpy(models, chunked):
   """The held-out CE that offline runs log (no teacher in the batch), against float64 NumPy on the model's logits."""
-  from maxtext_distill_plugin import step  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training import step  # pylint: disable=import-outside-toplevel
 
   settings = models.configs.settings.model_copy(update={"distill_seq_chunk": 5, "distill_vocab_chunk": 100})
   with models.context():

@@ -28,8 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import features, loss_paths, objective, step
-from maxtext_distill_plugin.settings import DistillSettings
+from maxtext_distill_plugin.configuration.settings import DistillSettings
+from maxtext_distill_plugin.loss import objective
+from maxtext_distill_plugin.model import features
+from maxtext_distill_plugin.training import loss_paths, step
 from tests.conftest import CPU_RUN_ARGS, TINY_SHAPE_ARGS, maxtext_base_yml
 
 RTOL = 1e-5

@@ -142,7 +142,7 @@ def _maxtext_lb_loss(argv: list[str]) -> float:
   from maxtext.utils import maxtext_utils, model_creation_utils  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
 
-  from maxtext_distill_plugin import config  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.configuration import config  # pylint: disable=import-outside-toplevel
 
   student = config.build(["train_distill", *argv]).student
   mesh = maxtext_utils.get_mesh_from_config(student)

@@ -139,7 +139,7 @@ def test_mismatched_cache_is_refused(tmp_path, capsys, full_vocab_cache, extra, 
     ],
 )
 def test_temperatures_beyond_the_stored_tail_orders_are_refused(tmp_path, capsys, top_k_cache, extra, needle):
-  from maxtext_distill_plugin import config  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.configuration import config  # pylint: disable=import-outside-toplevel
 
   argv = ["train_distill", TINY_YAML, f"offline_data_dir={top_k_cache}", f"base_output_directory={tmp_path / 'o'}"]
   with pytest.raises(SystemExit) as exit_info:

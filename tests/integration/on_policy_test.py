@@ -24,8 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import cli, config, on_policy, trainer
-from maxtext_distill_plugin import step as step_lib
+from maxtext_distill_plugin import cli
+from maxtext_distill_plugin.configuration import config
+from maxtext_distill_plugin.training import on_policy, trainer
+from maxtext_distill_plugin.training import step as step_lib
 from tests.conftest import TINY_YAML, read_metrics, run_cli
 from tests.integration import data_testing
 

@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from maxtext_distill_plugin import cli
-from maxtext_distill_plugin import pruning
-from maxtext_distill_plugin import run_record
+from maxtext_distill_plugin.student import pruning
+from maxtext_distill_plugin.training import run_record
 from tests.conftest import TINY_YAML, read_metrics, train_in_process
 
 # The student starts as the 2-layer teacher; only its attention and final norm may move.

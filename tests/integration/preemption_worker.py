@@ -29,7 +29,7 @@ def main(address: str, process_id: int, service: str) -> None:
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.config.update("jax_enable_preemption_service", service == "jax-sync")
   jax.distributed.initialize(coordinator_address=address, num_processes=2, process_id=process_id)
-  from maxtext_distill_plugin import run_guard  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training import run_guard  # pylint: disable=import-outside-toplevel
 
   mesh = jax.sharding.Mesh(np.array(jax.devices()), ("d",))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("d"))

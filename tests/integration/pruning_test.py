@@ -17,7 +17,7 @@
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import pruning
+from maxtext_distill_plugin.student import pruning
 from tests.conftest import TINY_MODEL_ARGS
 from tests.conftest import maxtext_base_yml
 

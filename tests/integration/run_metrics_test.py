@@ -19,8 +19,8 @@ import math
 import yaml
 from maxtext.utils import maxtext_utils
 
-from maxtext_distill_plugin import config
-from maxtext_distill_plugin import run_record
+from maxtext_distill_plugin.configuration import config
+from maxtext_distill_plugin.training import run_record
 from tests.conftest import TINY_YAML, read_metrics, train_in_process
 
 

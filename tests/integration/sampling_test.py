@@ -56,7 +56,7 @@ class _Case:
     return stack
 
   def sampler(self, batch=B, prompt_len=P, decode="auto", **options):
-    from maxtext_distill_plugin import sampling  # pylint: disable=import-outside-toplevel
+    from maxtext_distill_plugin.model import sampling  # pylint: disable=import-outside-toplevel
 
     opts = sampling.SampleOptions(**{"max_new_tokens": N, "eos_id": self.eos, "pad_id": PAD, **options})
     return sampling.make_sampler(self.graphdef, self.cfg, opts, prompt_len, batch, mesh=self.mesh, decode=decode)
@@ -98,7 +98,7 @@ def _naive_greedy(case: _Case, prompt, lengths, eos):
 def case(tmp_path_factory, teacher_checkpoint) -> _Case:
   from maxtext.utils import maxtext_utils, model_creation_utils  # pylint: disable=import-outside-toplevel
 
-  from maxtext_distill_plugin import config  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.configuration import config  # pylint: disable=import-outside-toplevel
 
   configs = config.build([
       "sampling_test",

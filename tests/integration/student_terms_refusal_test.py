@@ -16,7 +16,8 @@
 
 import pytest
 
-from maxtext_distill_plugin import cli, config
+from maxtext_distill_plugin import cli
+from maxtext_distill_plugin.configuration import config
 from tests.conftest import TINY_YAML
 
 _FEATURES = ("distill_beta=0.5", "distill_layer_indices=[0]")

@@ -132,7 +132,7 @@ def test_divergence_arms_hand_their_keys_to_the_trainer_settings(tmp_path):
 
   Whether the loss honours the keys is the loss paths' business (tested there), not the study's.
   """
-  from maxtext_distill_plugin import config as config_lib  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.configuration import config as config_lib  # pylint: disable=import-outside-toplevel
   from maxtext_distill_plugin.demo import data as demo_data  # pylint: disable=import-outside-toplevel
   from tools.study import arms  # pylint: disable=import-outside-toplevel
   from tools.study import inputs  # pylint: disable=import-outside-toplevel

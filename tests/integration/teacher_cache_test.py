@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from maxtext_distill_plugin import save_top_k_teacher_logits as tool
-from maxtext_distill_plugin import sparse_losses
+from maxtext_distill_plugin.loss import sparse_losses
 from maxtext_distill_plugin.teacher_cache import codec
 from maxtext_distill_plugin.teacher_cache import format as cache_format
 from maxtext_distill_plugin.teacher_cache import reader

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Tests for maxtext_distill_plugin.chunked_objective against objective.distillation_terms on full logits."""
+"""Tests for maxtext_distill_plugin.loss.chunked_objective against objective.distillation_terms on full logits."""
 
 import functools
 
@@ -21,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import chunked_objective
-from maxtext_distill_plugin import divergences
-from maxtext_distill_plugin import objective
+from maxtext_distill_plugin.loss import chunked_objective
+from maxtext_distill_plugin.loss import divergences
+from maxtext_distill_plugin.loss import objective
 from tests.unit import lean_loss_testing
 from tests.unit.lean_loss_testing import GRAD_ATOL, GRAD_RTOL, VALUE_ATOL, VALUE_RTOL
 from tests.unit.lean_loss_testing import assert_same_objective, value_and_grads

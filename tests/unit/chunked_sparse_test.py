@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Tests for maxtext_distill_plugin.chunked_sparse against objective.distillation_terms on full logits (offline)."""
+"""Tests for maxtext_distill_plugin.loss.chunked_sparse against objective.distillation_terms on full logits (offline)."""
 
 import functools
 
@@ -21,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import chunked_sparse
-from maxtext_distill_plugin import objective
-from maxtext_distill_plugin import sparse_tail
+from maxtext_distill_plugin.loss import chunked_sparse
+from maxtext_distill_plugin.loss import objective
+from maxtext_distill_plugin.loss import sparse_tail
 from tests.unit.lean_loss_testing import GRAD_RTOL, VALUE_ATOL, VALUE_RTOL, assert_same_objective, value_and_grads
 
 # S=11 divides by neither seq chunk below; V=37 does not divide by 10 or 16.

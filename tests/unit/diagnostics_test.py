@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import chunked_sparse
-from maxtext_distill_plugin import objective
+from maxtext_distill_plugin.loss import chunked_sparse
+from maxtext_distill_plugin.loss import objective
 from tests import numpy_reference as ref
 
 B, S, D, V, K, L, F = 2, 5, 6, 13, 4, 2, 8

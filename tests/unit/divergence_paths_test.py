@@ -26,9 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import chunked_sparse
-from maxtext_distill_plugin import objective
-from maxtext_distill_plugin import sparse_tail
+from maxtext_distill_plugin.loss import chunked_sparse
+from maxtext_distill_plugin.loss import objective
+from maxtext_distill_plugin.loss import sparse_tail
 from tests import numpy_reference as ref
 
 B, S, D, V, K = 2, 4, 6, 11, 4

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Tests for maxtext_distill_plugin.divergences against independent float64 NumPy references.
+"""Tests for maxtext_distill_plugin.loss.divergences against independent float64 NumPy references.
 
 Every divergence case is evaluated inside one jitted function per check (one compile each),
 which keeps the file fast; failures name the case.
@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import divergences
-from maxtext_distill_plugin import losses
+from maxtext_distill_plugin.loss import divergences
+from maxtext_distill_plugin.loss import losses
 
 RTOL, ATOL = 1e-5, 1e-6
 GRAD_RTOL, GRAD_ATOL = 1e-4, 1e-6

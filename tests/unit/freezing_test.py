@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from maxtext_distill_plugin import errors
-from maxtext_distill_plugin import freezing
-from maxtext_distill_plugin import weight_copy
+from maxtext_distill_plugin.student import freezing
+from maxtext_distill_plugin.student import weight_copy
 
 PARAMS = {
     "decoder/decoder_norm/scale": ((8,), "float32"),

@@ -18,12 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import chunked_objective
-from maxtext_distill_plugin import chunked_sparse
-from maxtext_distill_plugin import loss_paths
-from maxtext_distill_plugin import objective
-from maxtext_distill_plugin import step
-from maxtext_distill_plugin.settings import DistillSettings
+from maxtext_distill_plugin.configuration.settings import DistillSettings
+from maxtext_distill_plugin.loss import chunked_objective
+from maxtext_distill_plugin.loss import chunked_sparse
+from maxtext_distill_plugin.loss import objective
+from maxtext_distill_plugin.training import loss_paths
+from maxtext_distill_plugin.training import step
 
 B, S, D, V, K = 2, 3, 4, 9, 3
 

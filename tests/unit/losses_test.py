@@ -12,14 +12,14 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Tests for maxtext_distill_plugin.losses against independent float64 NumPy references."""
+"""Tests for maxtext_distill_plugin.loss.losses against independent float64 NumPy references."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import losses
+from maxtext_distill_plugin.loss import losses
 
 RTOL = 1e-5
 ATOL = 1e-6

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Tests for maxtext_distill_plugin.objective against a float64 NumPy reference of the whole objective."""
+"""Tests for maxtext_distill_plugin.loss.objective against a float64 NumPy reference of the whole objective."""
 
 import functools
 import math
@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import objective
-from maxtext_distill_plugin import reductions
+from maxtext_distill_plugin.loss import objective
+from maxtext_distill_plugin.loss import reductions
 
 RTOL = 1e-5
 ATOL = 1e-6

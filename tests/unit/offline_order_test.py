@@ -17,7 +17,7 @@
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import offline_data
+from maxtext_distill_plugin.training import offline_data
 
 _RNG = np.random.default_rng  # the reference's own handle, untouched by the call counting below
 

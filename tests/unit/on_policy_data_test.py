@@ -17,7 +17,7 @@
 import jax
 import numpy as np
 
-from maxtext_distill_plugin import on_policy_data
+from maxtext_distill_plugin.training import on_policy_data
 
 PAD = 0
 

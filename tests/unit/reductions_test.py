@@ -12,14 +12,14 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Tests for maxtext_distill_plugin.reductions: token-weighted (sum, count) pairs."""
+"""Tests for maxtext_distill_plugin.loss.reductions: token-weighted (sum, count) pairs."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import reductions
+from maxtext_distill_plugin.loss import reductions
 
 RTOL = 1e-5
 ATOL = 1e-6

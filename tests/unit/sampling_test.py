@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import sampling
-from maxtext_distill_plugin import sampling_filters
+from maxtext_distill_plugin.model import sampling
+from maxtext_distill_plugin.model import sampling_filters
 
 
 def _reference_allowed(logits, temperature, top_k, top_p):

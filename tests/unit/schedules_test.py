@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Tests for maxtext_distill_plugin.schedules against an independent float64 reference."""
+"""Tests for maxtext_distill_plugin.loss.schedules against an independent float64 reference."""
 
 import math
 
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import schedules
+from maxtext_distill_plugin.loss import schedules
 
 RTOL = 1e-6
 ATOL = 1e-6

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import aux_terms, chunked_objective, chunked_sparse, features, objective
+from maxtext_distill_plugin.loss import aux_terms, chunked_objective, chunked_sparse, objective
+from maxtext_distill_plugin.model import features
 
 B, S, D = 2, 3, 4
 SOW = features.SOW_NAME

@@ -12,17 +12,17 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Tests for maxtext_distill_plugin.sparse_losses against an independent float64 NumPy reference."""
+"""Tests for maxtext_distill_plugin.loss.sparse_losses against an independent float64 NumPy reference."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import losses
-from maxtext_distill_plugin import reductions
-from maxtext_distill_plugin import sparse_losses
-from maxtext_distill_plugin import sparse_tail
+from maxtext_distill_plugin.loss import losses
+from maxtext_distill_plugin.loss import reductions
+from maxtext_distill_plugin.loss import sparse_losses
+from maxtext_distill_plugin.loss import sparse_tail
 from maxtext_distill_plugin.teacher_cache import codec
 
 RTOL = 1e-5

@@ -20,8 +20,8 @@ import jax
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin import step
-from maxtext_distill_plugin.settings import DistillSettings
+from maxtext_distill_plugin.configuration.settings import DistillSettings
+from maxtext_distill_plugin.training import step
 
 
 def _config(per_device_batch_size, accumulation, *, seq=2048, vocab=32768):

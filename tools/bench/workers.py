@@ -83,9 +83,9 @@ def _stepping(compiled, state, *inputs):
 def build_ours(argv: list[str], impl: str) -> StepBench:
   """The plugin's compiled step, built as ``trainer.train`` builds it."""
   import jax  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin import config as config_lib  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin import step as step_lib  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.configuration import config as config_lib  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training import step as step_lib  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
 
   configs = config_lib.build(argv + [f"distill_loss_impl={impl}"])
   student = configs.student
@@ -119,7 +119,7 @@ def build_floor(argv: list[str]) -> StepBench:
   from maxtext.trainers.pre_train import train as pretrain  # pylint: disable=import-outside-toplevel
   from maxtext.utils import model_creation_utils  # pylint: disable=import-outside-toplevel
   from maxtext.utils import sharding  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin import config as config_lib  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.configuration import config as config_lib  # pylint: disable=import-outside-toplevel
 
   configs = config_lib.build(argv)  # only for the two MaxText configs of the shared YAML
   student = configs.student

@@ -24,7 +24,7 @@ import time
 
 from absl import logging
 
-from maxtext_distill_plugin import config as config_lib
+from maxtext_distill_plugin.configuration import config as config_lib
 from maxtext_distill_plugin.demo import data as demo_data
 from maxtext_distill_plugin.demo import pipeline
 from maxtext_distill_plugin.demo import plan as demo_plan_lib
@@ -89,7 +89,7 @@ def _yaml_digest() -> str:
 
 def prepare_inputs(root: str, study_dir: str, plan: StudyPlan) -> Inputs:
   """The demo's data and teacher under ``root`` (made or reused), and a fresh pruned copy of the teacher."""
-  from maxtext_distill_plugin import pruning  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.student import pruning  # pylint: disable=import-outside-toplevel
 
   paths = demo_plan_lib.Paths(root)
   data = demo_data.prepare(paths.data, chunk_tokens=demo_plan_lib.model_max_length(), max_files=plan.demo_plan.max_files)

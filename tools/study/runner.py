@@ -57,7 +57,7 @@ def train_and_score(
     plan: inputs_lib.StudyPlan,
 ) -> dict:
   """Trains one arm from the pruned student (or reuses a finished identical run) and scores its checkpoint."""
-  from maxtext_distill_plugin import trainer  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training import trainer  # pylint: disable=import-outside-toplevel
 
   run_dir = os.path.join(runs_dir, f"{arm.name}-seed{seed}")
   argv = inputs_lib.arm_argv(arm, inputs, run_dir, plan, seed, inputs.pruned_items)

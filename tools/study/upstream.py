@@ -22,7 +22,7 @@ import time
 
 from absl import logging
 
-from maxtext_distill_plugin import config as config_lib
+from maxtext_distill_plugin.configuration import config as config_lib
 from tools.study import arms as arms_lib
 from tools.study import inputs as inputs_lib
 

@@ -43,7 +43,7 @@ do not sum to one, which is how a bf16 teacher makes JSD negative); float32 and 
 inputs are used as given. Every sum is clamped at 0 straight-through: the value never rounds
 below 0, and the gradient stays the exact gradient of the unclamped sum (accurate even where
 the value is rounding noise, so a nearly converged token keeps its gradient). Forward KL is
-thus :func:`maxtext_distill_plugin.losses.kl_from_log_probs` bit for bit wherever that is >= 0,
+thus :func:`maxtext_distill_plugin.loss.losses.kl_from_log_probs` bit for bit wherever that is >= 0,
 with the same gradient everywhere.
 
 References:

@@ -25,10 +25,10 @@ import typing
 import jax
 import jax.numpy as jnp
 
-from maxtext_distill_plugin import divergences
-from maxtext_distill_plugin import losses
-from maxtext_distill_plugin import metric_names
-from maxtext_distill_plugin import sparse_losses
+from maxtext_distill_plugin.loss import divergences
+from maxtext_distill_plugin.loss import losses
+from maxtext_distill_plugin.loss import metric_names
+from maxtext_distill_plugin.loss import sparse_losses
 
 
 class StudentHeadStats(typing.NamedTuple):

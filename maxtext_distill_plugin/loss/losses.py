@@ -15,7 +15,7 @@
 """Per-token distillation losses: pure, jit-able, no reduction.
 
 Every function returns one value per token (``[B, S]``); masking and reduction
-happen once, in :mod:`maxtext_distill_plugin.reductions`. Logits are promoted to
+happen once, in :mod:`maxtext_distill_plugin.loss.reductions`. Logits are promoted to
 float32 before any softmax, so bf16 activations give well-defined losses.
 """
 

@@ -51,8 +51,8 @@ from flax.linen import partitioning as nn_partitioning
 import jax
 import jax.numpy as jnp
 
-from maxtext_distill_plugin.sampling_filters import SampleOptions
-from maxtext_distill_plugin.sampling_filters import choose_tokens
+from maxtext_distill_plugin.model.sampling_filters import choose_tokens
+from maxtext_distill_plugin.model.sampling_filters import SampleOptions
 
 __all__ = ["SampleOptions", "Samples", "Sampler", "make_sampler", "decode_config", "decode_path"]
 

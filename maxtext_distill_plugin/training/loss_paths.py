@@ -34,13 +34,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from maxtext_distill_plugin import chunked_objective
-from maxtext_distill_plugin import chunked_sparse
-from maxtext_distill_plugin import lean_forward
-from maxtext_distill_plugin import metric_names
-from maxtext_distill_plugin import objective
-from maxtext_distill_plugin import reductions
-from maxtext_distill_plugin.settings import DistillSettings
+from maxtext_distill_plugin.configuration.settings import DistillSettings
+from maxtext_distill_plugin.loss import chunked_objective
+from maxtext_distill_plugin.loss import chunked_sparse
+from maxtext_distill_plugin.loss import objective
+from maxtext_distill_plugin.loss import reductions
+from maxtext_distill_plugin.model import lean_forward
 
 # "auto" picks the chunked loss from this many student logits per micro-batch on a device (256 MiB in float32).
 AUTO_CHUNKED_MIN_LOGITS = 1 << 26
@@ -173,4 +172,3 @@ def distillation_terms(
         **common,
     )
   raise TypeError(f"no loss path takes a {type(student).__name__} student and a {type(teacher).__name__} teacher")
-

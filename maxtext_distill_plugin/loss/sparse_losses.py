@@ -80,9 +80,9 @@ p^tau``, needs no tail statistic, so this mode is minimal at student = teacher a
 every T too (up to quantisation); it needs no ``lse_T``.
 
 With k = V the tail is empty and both modes equal the dense KL of
-:func:`maxtext_distill_plugin.losses.kl_divergence` at any T.
+:func:`maxtext_distill_plugin.loss.losses.kl_divergence` at any T.
 
-*Other divergences* (``distill_divergence``, :mod:`maxtext_distill_plugin.divergences`) apply their
+*Other divergences* (``distill_divergence``, :mod:`maxtext_distill_plugin.loss.divergences`) apply their
 elementwise form to the same outcomes (:func:`bucket_log_probs`): the k+1 buckets, or the k renormalised
 ids. Every one of them is an f-divergence, and merging the ``V - k`` tail tokens into one outcome can only
 lower an f-divergence (data processing), so with exact bucket masses (T = 1, or a format-2 cache at its
@@ -112,7 +112,7 @@ floored), so the reverse and skew KLs cannot meet the ``+inf`` of a zero teacher
 import jax
 import jax.numpy as jnp
 
-from maxtext_distill_plugin import sparse_tail
+from maxtext_distill_plugin.loss import sparse_tail
 
 TAIL_MODES = ("bucket", "renormalize")
 TAIL_RENYI_ORDERS = sparse_tail.TAIL_RENYI_ORDERS
@@ -261,7 +261,7 @@ def bucket_log_probs(
 
   ``tail="bucket"``: the k ids and the tail bucket, ``[B, S, k+1]`` (the k ids alone when k = V: there is no
   tail); ``"renormalize"``: both renormalised over the k ids, ``[B, S, k]``. Any divergence of
-  :mod:`maxtext_distill_plugin.divergences` applies to the pair (module docstring: what that is exact for).
+  :mod:`maxtext_distill_plugin.loss.divergences` applies to the pair (module docstring: what that is exact for).
   Arguments as :func:`sparse_kl_from_gathered`.
 
   Returns:
@@ -318,7 +318,7 @@ def sparse_kl_divergence(
     teacher_tail_renyi_BxSxR: ``[B, S, R]`` the tail's Renyi entropies (format-2 caches), or None.
 
   Returns:
-    ``[B, S]`` float32 KL in nats; mask and reduce with :mod:`maxtext_distill_plugin.reductions`.
+    ``[B, S]`` float32 KL in nats; mask and reduce with :mod:`maxtext_distill_plugin.loss.reductions`.
   """
   *batch_shape, vocab_size = student_logits_BxSxV.shape
   check_teacher(

@@ -34,11 +34,11 @@ import jax
 import jax.numpy as jnp
 
 from maxtext_distill_plugin import errors
-from maxtext_distill_plugin import on_policy_checks
-from maxtext_distill_plugin import on_policy_data
-from maxtext_distill_plugin import reductions
-from maxtext_distill_plugin import step as step_lib
-from maxtext_distill_plugin.schedules import schedule_value
+from maxtext_distill_plugin.configuration import on_policy_checks
+from maxtext_distill_plugin.loss import reductions
+from maxtext_distill_plugin.loss.schedules import schedule_value
+from maxtext_distill_plugin.training import on_policy_data
+from maxtext_distill_plugin.training import step as step_lib
 
 NLL_METRIC = "eval/teacher_nll_of_student_samples"
 
@@ -97,7 +97,7 @@ class OnPolicy:
   def __init__(self, configs, mesh, student_graphdef, teacher_graphdef, special: tuple[int, int], state_graphdef=None):
     """``student_graphdef`` / ``teacher_graphdef``: ``nnx.split`` of the MaxText models; ``state_graphdef``: of the
     student's train state, whose ``model`` :meth:`batch_for_step` samples from; ``special``: (eos_id, pad_id)."""
-    from maxtext_distill_plugin import sampling  # pylint: disable=import-outside-toplevel
+    from maxtext_distill_plugin.model import sampling  # pylint: disable=import-outside-toplevel
 
     self._sampling = sampling
     student, self.settings = configs.student, configs.settings

@@ -38,15 +38,15 @@ from flax import nnx
 from flax.linen import partitioning as nn_partitioning
 import jax
 
-from maxtext_distill_plugin import data_resume
-from maxtext_distill_plugin import features
-from maxtext_distill_plugin import freezing
-from maxtext_distill_plugin import metrics_logger
-from maxtext_distill_plugin import on_policy
-from maxtext_distill_plugin import run_guard
-from maxtext_distill_plugin import run_record
-from maxtext_distill_plugin import step as step_lib
-from maxtext_distill_plugin import student_init
+from maxtext_distill_plugin.model import features
+from maxtext_distill_plugin.student import freezing
+from maxtext_distill_plugin.student import student_init
+from maxtext_distill_plugin.training import data_resume
+from maxtext_distill_plugin.training import metrics_logger
+from maxtext_distill_plugin.training import on_policy
+from maxtext_distill_plugin.training import run_guard
+from maxtext_distill_plugin.training import run_record
+from maxtext_distill_plugin.training import step as step_lib
 
 
 class TrainResult:
@@ -71,10 +71,10 @@ def build_teacher(teacher_config, mesh):
 
 def open_offline_data(configs, data_sharding):
   """The teacher cache as batches, and the tail handling of its sparse KL."""
-  from maxtext_distill_plugin import offline_data  # pylint: disable=import-outside-toplevel
   from maxtext_distill_plugin.teacher_cache import format as cache_format  # pylint: disable=import-outside-toplevel
   from maxtext_distill_plugin.teacher_cache import reader  # pylint: disable=import-outside-toplevel
   from maxtext_distill_plugin.teacher_cache import upstream_interop  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training import offline_data  # pylint: disable=import-outside-toplevel
 
   student, settings = configs.student, configs.settings
   directory = configs.global_config.offline_data_dir

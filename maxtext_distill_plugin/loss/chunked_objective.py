@@ -59,11 +59,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from maxtext_distill_plugin import divergences
-from maxtext_distill_plugin import metric_names
-from maxtext_distill_plugin import objective
-from maxtext_distill_plugin import reductions
-from maxtext_distill_plugin import tiles
+from maxtext_distill_plugin.loss import divergences
+from maxtext_distill_plugin.loss import metric_names
+from maxtext_distill_plugin.loss import objective
+from maxtext_distill_plugin.loss import reductions
+from maxtext_distill_plugin.loss import tiles
 
 DEFAULT_SEQ_CHUNK = tiles.DEFAULT_SEQ_CHUNK
 # Per-token outputs of the custom VJP that carry no gradient (the teacher's CE and the diagnostics).

@@ -21,7 +21,7 @@ length, or a temperature schedule that the cache's tail statistics cannot serve,
 import os
 
 from maxtext_distill_plugin import errors
-from maxtext_distill_plugin.settings import DistillSettings
+from maxtext_distill_plugin.configuration.settings import DistillSettings
 
 
 def check_cache_matches(directory: str, student, settings: DistillSettings) -> None:
@@ -70,7 +70,7 @@ def check_cache_matches(directory: str, student, settings: DistillSettings) -> N
 
 def _check_cache_temperatures(directory: str, identity, settings: DistillSettings) -> None:
   """A bucket tail is exact at T != 1 only with the tail's Renyi entropies, and only over the T they cover."""
-  from maxtext_distill_plugin import sparse_losses  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.loss import sparse_losses  # pylint: disable=import-outside-toplevel
 
   schedule = {"distill_temperature": settings.distill_temperature}
   if settings.distill_temperature_end is not None:

@@ -15,7 +15,7 @@
 """The cached teacher's tail at temperature T: its Renyi entropies (write time) and tempered weight (loss time).
 
 Outside its top-k ids the teacher has ``V - k`` tokens ``R`` with probabilities ``p_j``.
-The sparse KL (:mod:`maxtext_distill_plugin.sparse_losses`, whose docstring derives it)
+The sparse KL (:mod:`maxtext_distill_plugin.loss.sparse_losses`, whose docstring derives it)
 needs their tempered weight ``g(tau) = log sum_R p_j^tau`` at ``tau = 1/T``. With the
 tail's own distribution ``r = p / sum_R p`` and its Renyi entropy of order ``tau``,
 ``H_tau = log(sum_R r^tau) / (1 - tau)`` (``H_1`` Shannon's, ``H_0 = log(V - k)``):

@@ -39,13 +39,13 @@ from typing import Any
 
 import pydantic
 
-from maxtext_distill_plugin import cache_checks
-from maxtext_distill_plugin import data_sources
 from maxtext_distill_plugin import errors
-from maxtext_distill_plugin import features
-from maxtext_distill_plugin import on_policy_checks
-from maxtext_distill_plugin import student_init
-from maxtext_distill_plugin.settings import DISTILL_KEYS, DistillSettings
+from maxtext_distill_plugin.configuration import cache_checks
+from maxtext_distill_plugin.configuration import data_sources
+from maxtext_distill_plugin.configuration import on_policy_checks
+from maxtext_distill_plugin.configuration.settings import DISTILL_KEYS, DistillSettings
+from maxtext_distill_plugin.model import features
+from maxtext_distill_plugin.student import student_init
 
 BATCH_SHAPE_KEYS = ("per_device_batch_size", "max_target_length", "gradient_accumulation_steps")
 TEACHER_SHARED_KEYS = BATCH_SHAPE_KEYS + ("hardware", "skip_jax_distributed_system", "jax_cache_dir", "compile_topology")

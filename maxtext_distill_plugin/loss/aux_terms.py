@@ -32,8 +32,8 @@ statistic of the whole batch, in MaxText as here).
 import jax
 import jax.numpy as jnp
 
-from maxtext_distill_plugin import metric_names
-from maxtext_distill_plugin import reductions
+from maxtext_distill_plugin.loss import metric_names
+from maxtext_distill_plugin.loss import reductions
 
 MOE_LB = metric_names.MOE_LB
 TEACHER_MOE_LB = metric_names.TEACHER_MOE_LB

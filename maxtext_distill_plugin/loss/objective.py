@@ -28,12 +28,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from maxtext_distill_plugin import cached_objective
-from maxtext_distill_plugin import divergences
-from maxtext_distill_plugin import losses
-from maxtext_distill_plugin import metric_names
-from maxtext_distill_plugin import reductions
-from maxtext_distill_plugin import sparse_losses
+from maxtext_distill_plugin.loss import cached_objective
+from maxtext_distill_plugin.loss import divergences
+from maxtext_distill_plugin.loss import losses
+from maxtext_distill_plugin.loss import metric_names
+from maxtext_distill_plugin.loss import reductions
+from maxtext_distill_plugin.loss import sparse_losses
 
 
 @jax.tree_util.register_dataclass

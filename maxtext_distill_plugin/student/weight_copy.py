@@ -94,7 +94,7 @@ def apply(student_model_state, teacher_state, pairs: list[tuple[str, str]]) -> N
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
-  from maxtext_distill_plugin import freezing  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.student import freezing  # pylint: disable=import-outside-toplevel
 
   teacher = {freezing.param_path(p): v for p, v in nnx.to_flat_state(teacher_state) if isinstance(v, nnx.Param)}
   student = {freezing.param_path(p): v for p, v in nnx.to_flat_state(student_model_state) if isinstance(v, nnx.Param)}

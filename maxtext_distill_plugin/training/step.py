@@ -27,19 +27,19 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
-from maxtext_distill_plugin import aux_terms
-from maxtext_distill_plugin import chunked_sparse
-from maxtext_distill_plugin import features
-from maxtext_distill_plugin import freezing
-from maxtext_distill_plugin import lean_forward
-from maxtext_distill_plugin import loss_paths
-from maxtext_distill_plugin import losses
-from maxtext_distill_plugin import metric_names
-from maxtext_distill_plugin import objective
-from maxtext_distill_plugin import reductions
-from maxtext_distill_plugin import sown
-from maxtext_distill_plugin.schedules import schedule_value
-from maxtext_distill_plugin.settings import DistillSettings
+from maxtext_distill_plugin.configuration.settings import DistillSettings
+from maxtext_distill_plugin.loss import aux_terms
+from maxtext_distill_plugin.loss import chunked_sparse
+from maxtext_distill_plugin.loss import losses
+from maxtext_distill_plugin.loss import metric_names
+from maxtext_distill_plugin.loss import objective
+from maxtext_distill_plugin.loss import reductions
+from maxtext_distill_plugin.loss.schedules import schedule_value
+from maxtext_distill_plugin.model import features
+from maxtext_distill_plugin.model import lean_forward
+from maxtext_distill_plugin.model import sown
+from maxtext_distill_plugin.student import freezing
+from maxtext_distill_plugin.training import loss_paths
 
 
 @dataclasses.dataclass(frozen=True)

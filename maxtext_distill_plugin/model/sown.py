@@ -34,7 +34,7 @@ from absl import logging
 from flax import nnx
 import jax.numpy as jnp
 
-from maxtext_distill_plugin import features
+from maxtext_distill_plugin.model import features
 
 LB_NAME = "moe_lb_loss"
 _reported: set[tuple[str, str]] = set()

@@ -48,11 +48,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from maxtext_distill_plugin import cached_objective
-from maxtext_distill_plugin import objective
-from maxtext_distill_plugin import reductions
-from maxtext_distill_plugin import sparse_losses
-from maxtext_distill_plugin import tiles
+from maxtext_distill_plugin.loss import cached_objective
+from maxtext_distill_plugin.loss import objective
+from maxtext_distill_plugin.loss import reductions
+from maxtext_distill_plugin.loss import sparse_losses
+from maxtext_distill_plugin.loss import tiles
 
 
 def _tile_columns(ids_BxCxK, offset, chunk: int):

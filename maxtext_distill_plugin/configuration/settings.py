@@ -23,8 +23,8 @@ from typing import Literal
 import pydantic
 from pydantic import Field
 
-from maxtext_distill_plugin import divergences
-from maxtext_distill_plugin.schedules import SCHEDULE_KINDS
+from maxtext_distill_plugin.loss import divergences
+from maxtext_distill_plugin.loss.schedules import SCHEDULE_KINDS
 
 ScheduleKind = Literal["constant", "linear", "cosine"]
 

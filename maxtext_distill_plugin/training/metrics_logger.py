@@ -32,8 +32,8 @@ import time
 from absl import logging
 import jax
 
-from maxtext_distill_plugin import objective
-from maxtext_distill_plugin import reductions
+from maxtext_distill_plugin.loss import objective
+from maxtext_distill_plugin.loss import reductions
 
 TEACHER_PERPLEXITY = "distill/teacher_perplexity"
 TFLOPS = "perf/per_device_tflops"

@@ -29,8 +29,8 @@ from typing import Any, Callable
 from absl import logging
 
 from maxtext_distill_plugin import errors
-from maxtext_distill_plugin import freezing
-from maxtext_distill_plugin import weight_copy
+from maxtext_distill_plugin.student import freezing
+from maxtext_distill_plugin.student import weight_copy
 
 # Upstream's learn-to-init keys and their defaults (all falsy: the phase is off).
 LTI_DEFAULTS: dict[str, Any] = {

@@ -1,0 +1,20 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Orchestration over MaxText.
+
+``loss_paths`` (which loss path runs, and the ``auto`` policy), ``step`` (the compiled train and eval steps),
+``on_policy`` and ``on_policy_data`` (sampled batches), ``trainer`` (the loop), ``metrics_logger``, ``run_guard``
+(preemption, non-finite losses), ``run_record``, ``data_resume`` and ``offline_data`` (batches from a teacher cache).
+"""
