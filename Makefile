@@ -1,5 +1,5 @@
 # maxtext-distill: the two commands of the README. Each sets up .venv on a fresh machine first.
-.PHONY: demo test test-families lint setup clean
+.PHONY: demo test test-families test-slow lint setup clean
 
 setup:
 	@bash tools/bootstrap.sh
@@ -13,6 +13,10 @@ test: setup
 # The documented command on tiny versions of all ten model families (about 2 minutes each on 2 cores).
 test-families: setup
 	@JAX_PLATFORMS=cpu .venv/bin/python -m pytest -n 2 -q --families tests/integration/model_family_test.py
+
+# Further recipes, the study and benchmark smoke runs and the long end-to-end checks (about 10 minutes on 2 cores).
+test-slow: setup
+	@JAX_PLATFORMS=cpu .venv/bin/python -m pytest -n 2 -q --slow -m slow tests
 
 lint: setup
 	@.venv/bin/pre-commit run --all-files

@@ -132,21 +132,28 @@ def train_in_process(tmp_path, teacher_checkpoint: str, *overrides: str, run_nam
   return trainer.train(config.build(argv))
 
 
+# Opt-in markers: tests deselected (not skipped) from `make test` unless their option is given. The default suite keeps
+# one test of each kind (dense, MoE, MLA; online, offline, on-policy); these add breadth at a cost in minutes.
+OPT_IN_MARKERS = {
+    "families": "every model family of the family test (make test-families)",
+    "slow": "further recipes, study and benchmark smoke runs, long end-to-end checks (make test-slow)",
+}
+
+
 def pytest_addoption(parser):
-  parser.addoption(
-      "--families", action="store_true", default=False, help="also run the tests marked families (make test-families)"
-  )
+  for marker, description in OPT_IN_MARKERS.items():
+    parser.addoption(f"--{marker}", action="store_true", default=False, help=f"also run the tests marked {description}")
 
 
 def pytest_configure(config):
-  config.addinivalue_line("markers", "families: every model family of the family test (make test-families)")
+  for marker, description in OPT_IN_MARKERS.items():
+    config.addinivalue_line("markers", f"{marker}: {description}")
 
 
 def pytest_collection_modifyitems(config, items):
-  """Deselects (does not skip) the families tests unless --families is given."""
-  if config.getoption("--families"):
-    return
-  deselected = [item for item in items if "families" in item.keywords]
+  """Deselects (does not skip) the opt-in tests whose option is not given."""
+  left_out = {marker for marker in OPT_IN_MARKERS if not config.getoption(f"--{marker}")}
+  deselected = [item for item in items if left_out & set(item.keywords)]
   if deselected:
     config.hook.pytest_deselected(items=deselected)
-    items[:] = [item for item in items if "families" not in item.keywords]
+    items[:] = [item for item in items if not left_out & set(item.keywords)]

@@ -152,7 +152,7 @@ def _logit_terms(
 
 def topk_mass(logp_BxSxV: jnp.ndarray, top_k: int) -> jnp.ndarray:
   """The mass of the ``min(top_k, V)`` most probable entries per token, ``[B, S]``: what a k-cache keeps."""
-  values, _ = jax.lax.top_k(logp_BxSxV, min(int(top_k), logp_BxSxV.shape[-1]))
+  values = losses.top_k_values(logp_BxSxV, min(int(top_k), logp_BxSxV.shape[-1]))
   return jnp.sum(jnp.exp(values), axis=-1)
 
 

@@ -24,6 +24,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from maxtext_distill_plugin.loss import losses
+
 DEFAULT_SEQ_CHUNK = 128
 # Finite stand-in for -inf on padded vocabulary columns: exp() underflows to 0 and
 # differences of two padded logits stay 0 there, where -inf would give inf - inf = NaN.
@@ -139,4 +141,4 @@ def running_argmax(index_BxC, old_max_BxC, new_max_BxC, logits_BxCxK, column_off
 
 def running_top_k(top_BxCxk: jnp.ndarray, logits_BxCxK: jnp.ndarray) -> jnp.ndarray:
   """The k largest logits so far ``[B, C, k]`` (k = the carry's last axis; start from ``-inf``), after one more tile."""
-  return jax.lax.top_k(jnp.concatenate([top_BxCxk, logits_BxCxK], axis=-1), top_BxCxk.shape[-1])[0]
+  return losses.top_k_values(jnp.concatenate([top_BxCxk, logits_BxCxK], axis=-1), top_BxCxk.shape[-1])

@@ -19,6 +19,8 @@ import math
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, subprocess_env
 
 VARIANTS = ("ours_dense", "ours_chunked", "upstream", "floor")
@@ -45,6 +47,7 @@ def _positive_finite(text: str) -> bool:
   return math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow  # make test-slow
 def test_quick_benchmark_writes_report(tmp_path, teacher_checkpoint):
   out, plot, raw = tmp_path / "bench.md", tmp_path / "bench.png", tmp_path / "bench.json"
   cmd = [sys.executable, str(REPO / "tools" / "bench_distill.py"), "--quick", "--out", str(out), "--plot", str(plot)]

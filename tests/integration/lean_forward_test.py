@@ -162,6 +162,7 @@ def test_lean_loss_matches_dense_loss_and_never_builds_full_logits(models):
         vocab_chunk=128,
         student_logit_softcap=softcap,
         teacher_logit_softcap=teacher_softcap,
+        diagnostics=True,
     )
     return total, metrics
 

@@ -42,6 +42,7 @@ def study(tmp_path_factory):
     return {"results": json.load(f), "markdown": (out / "study" / "results.md").read_text(), "stdout": proc.stdout}
 
 
+@pytest.mark.slow  # the quick study itself takes minutes: make test-slow
 def test_every_main_arm_has_finite_scores(study):
   arms = study["results"]["arms"]
   assert set(MAIN_ARMS) <= set(arms)
@@ -52,6 +53,7 @@ def test_every_main_arm_has_finite_scores(study):
     assert arms[name]["kl_t1"]["mean"] >= 0.0
 
 
+@pytest.mark.slow  # the quick study itself takes minutes: make test-slow
 def test_references_are_finite_and_the_teacher_is_its_own_reference(study):
   ref = study["results"]["reference"]
   for name in ("teacher", "pruned"):
@@ -61,6 +63,7 @@ def test_references_are_finite_and_the_teacher_is_its_own_reference(study):
   assert ref["pruned"]["kl_t1"] > 0.0
 
 
+@pytest.mark.slow  # the quick study itself takes minutes: make test-slow
 def test_table_lists_every_row(study):
   for text in (study["markdown"], study["stdout"]):
     assert "| model | seeds | held-out CE |" in text
@@ -76,6 +79,7 @@ def test_table_lists_every_row(study):
       assert label in text, label
 
 
+@pytest.mark.slow  # the quick study itself takes minutes: make test-slow
 def test_final_score_matches_the_trainers_own_eval_of_the_same_batches(study):
   # Two code paths, one checkpoint: the trainer's last in-loop eval and the study's reload of the saved student.
   for run in study["results"]["runs"]:
@@ -86,6 +90,7 @@ def test_final_score_matches_the_trainers_own_eval_of_the_same_batches(study):
       assert abs(curve["eval_kl_t1"][-1] - run["scores"]["kl_t1"]) < 1e-3, run["arm"]
 
 
+@pytest.mark.slow  # the quick study itself takes minutes: make test-slow
 def test_learning_curves_come_from_the_metrics_file(study):
   for run in study["results"]["runs"]:
     curve = run["curve"]
@@ -94,6 +99,7 @@ def test_learning_curves_come_from_the_metrics_file(study):
     assert all(math.isfinite(v) for v in curve["eval_ce"] + curve["train_ce"])
 
 
+@pytest.mark.slow  # the quick study itself takes minutes: make test-slow
 def test_offline_arm_trains_from_its_own_cache_of_the_same_batches(study):
   runs = {run["arm"]: run for run in study["results"]["runs"] if run["seed"] == 0}
   offline, online = runs["offline_topk"], runs["logit_kd"]
@@ -105,6 +111,7 @@ def test_offline_arm_trains_from_its_own_cache_of_the_same_batches(study):
   assert abs(offline["curve"]["train_ce"][0] - online["curve"]["train_ce"][0]) < 0.05
 
 
+@pytest.mark.slow  # the quick study itself takes minutes: make test-slow
 def test_plots_listed_are_written(study):
   # matplotlib is optional: without it the list is empty and the table is still written.
   for path in study["results"]["plots"]:
