@@ -32,7 +32,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, read_metrics, subprocess_env
-from tests.integration.on_policy_test import sft_yaml  # pylint: disable=unused-import  (the shared SFT fixture)
+
+# The SFT chats, tokenizer and config of on_policy_test, as a fixture.
+from tests.integration.on_policy_test import sft_yaml  # pylint: disable=unused-import
 
 _WORKER = "tests.integration.on_policy_scale_test"
 _NEW, _LENGTH = 12, 48  # as in on_policy_test: every prompt fits the 36-token prompt bucket
