@@ -126,7 +126,9 @@ def _assert_same_run(got, want, rtol: float):
 @pytest.mark.parametrize(
     "sampling,sharding",
     [
-        (("distill_sample_temperature=0", *_EVAL), ("ici_fsdp_parallelism=4",)),
+        pytest.param(
+            ("distill_sample_temperature=0", *_EVAL), ("ici_fsdp_parallelism=4",), marks=pytest.mark.slow
+        ),  # make test-slow
         (_SAMPLING, ("ici_data_parallelism=2", "ici_fsdp_parallelism=1", "ici_tensor_parallelism=2")),
     ],
     ids=["greedy-fsdp", "sampled-data-tensor"],
@@ -142,6 +144,7 @@ def test_sharded_mesh_samples_and_logs_what_one_device_does(tmp_path, sft_yaml, 
   _assert_same_run(_results(tmp_path, four), want, rtol=2e-5)
 
 
+@pytest.mark.slow  # about 2 minutes of process start-up and compiles: make test-slow
 def test_two_processes_sample_and_log_what_one_process_logs(tmp_path, sft_yaml, teacher_checkpoint):
   """Two JAX processes of one device each against one process with two devices, on the same 2-row global batch
   (one row a device, so a row sits at the same global position in both: host h loads rows h, h + 2, ...).
