@@ -145,9 +145,10 @@ def known_keys() -> frozenset[str]:
 
 
 def _shipped_config_dirs() -> list[str]:
-  here = os.path.dirname(os.path.abspath(__file__))
+  package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # maxtext_distill_plugin/
   # Installed: configs/ ships inside the package; source checkout: configs/ beside it.
-  return [d for d in (os.path.join(here, "configs"), os.path.join(os.path.dirname(here), "configs")) if os.path.isdir(d)]
+  candidates = (os.path.join(package, "configs"), os.path.join(os.path.dirname(package), "configs"))
+  return [d for d in candidates if os.path.isdir(d)]
 
 
 def shipped_configs() -> list[str]:
