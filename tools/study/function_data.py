@@ -119,9 +119,10 @@ def write_hf_tokenizer(sentencepiece_model: str, directory: str) -> str:
   tokenizer = Tokenizer(
       models.BPE(extracted["vocab"], extracted["merges"], unk_token="<unk>", fuse_unk=True, byte_fallback=False)
   )
-  # "first": the demo encodes each file as one text, so only its very start gets SentencePiece's dummy prefix.
-  tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
-  tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+  # No dummy prefix, either way: a function sits mid-file, where the demo's encoding of a whole file adds none, and
+  # MaxText re-tokenizes decoded prompt and completion strings, so decoding must keep a completion's leading spaces.
+  tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=False)
+  tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="never", split=False)
   tokenizer.add_tokens(extracted["additional_special_tokens"])
   fast = transformers.PreTrainedTokenizerFast(
       tokenizer_object=tokenizer, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"

@@ -189,7 +189,9 @@ def run(root: str, plan, plots_dir: str | None) -> dict:
   logging.info("Function chats: %s", fdata.stats)
   chosen = [arms_lib.BY_NAME[name] for name in plan.arms]
   probe_arm = next((a for a in chosen if a.samples), arms_lib.ON_POLICY_1)
-  probe = _configs(arm_argv(probe_arm, inputs, fdata, os.path.join(out_dir, "probe"), plan, 0, inputs.pruned_items))
+  probe_argv = arm_argv(probe_arm, inputs, fdata, os.path.join(out_dir, "probe"), plan, 0, inputs.pruned_items)
+  # MaxText makes an eval iterator only when evals are on; the scorer reads its first batches.
+  probe = _configs([a if a != "eval_interval=-1" else "eval_interval=1" for a in probe_argv])
   scorer = on_policy_scoring.FunctionScorer(probe, plan.demo_plan.eval_batches, inputs.data.tokenizer_path)
   reference = {"teacher": scorer.score(None), "pruned": scorer.score(probe.student)}
   logging.info("References: %s", reference)
