@@ -35,6 +35,8 @@ class Arm:
   yaml: str
   overrides: tuple[str, ...] = ()
   offline: bool = False  # trains from the cached teacher top-k of its seed
+  sft: bool = False  # trains on the function chats (tools.study.on_policy_study), not on the demo's records
+  samples: bool = False  # some steps train on sampled completions (distill_on_policy_fraction > 0)
 
 
 SFT = Arm("sft", "(a) SFT only: alpha 0, beta 0", "study-sft.yml")
@@ -93,7 +95,37 @@ DIVERGENCE_ARMS = (
 KD_FORWARD_KL = DIVERGENCE_ARMS[0]
 # Every arm, in the order the summary lists them.
 ALL_ARMS = MAIN_ARMS + DIVERGENCE_ARMS + ABLATIONS
-BY_NAME = {arm.name: arm for arm in ALL_ARMS}
+
+# On function chats (signature + docstring -> body): one divergence (forward KL at T 1, pure distillation, alpha 1)
+# in every arm, so that only where the training sequences come from changes.
+ON_POLICY_COMMON = (
+    "distill_alpha=1.0",
+    "distill_alpha_end=None",
+    "distill_alpha_schedule=constant",
+    "distill_temperature=1.0",
+    "distill_temperature_end=None",
+    "distill_temperature_schedule=constant",
+    "distill_divergence=forward_kl",
+)
+ON_POLICY_OFF = Arm(
+    "onpolicy_off", "off-policy KD (lambda 0)", LOGIT_KD_YAML, ("distill_on_policy_fraction=0.0",), sft=True
+)
+ON_POLICY_1 = Arm(
+    "onpolicy_1", "on-policy KD (lambda 1)", LOGIT_KD_YAML, ("distill_on_policy_fraction=1.0",), sft=True, samples=True
+)
+ON_POLICY_HALF = Arm(
+    "onpolicy_0.5", "mixed (lambda 0.5)", LOGIT_KD_YAML, ("distill_on_policy_fraction=0.5",), sft=True, samples=True
+)
+SEQ_KD = Arm(
+    "seqkd",
+    "sequence-level KD (teacher samples)",
+    LOGIT_KD_YAML,
+    ("distill_on_policy_fraction=1.0", "distill_teacher_generated=True"),
+    sft=True,
+    samples=True,
+)
+ON_POLICY_ARMS = (ON_POLICY_OFF, ON_POLICY_1, ON_POLICY_HALF, SEQ_KD)
+BY_NAME = {arm.name: arm for arm in ALL_ARMS + ON_POLICY_ARMS}
 # Pairs (left, right) whose same-seed CE difference the study reports, where both ran.
 PAIRS = (
     ((LOGIT_KD, SFT), (RECIPE, SFT), (OFFLINE, SFT), (RECIPE, LOGIT_KD), (OFFLINE, LOGIT_KD))
@@ -116,4 +148,10 @@ def select(names: str) -> tuple[Arm, ...]:
     raise ValueError(
         f"--arms={names!r}: {problem}. Fix: a comma-separated list of distinct arms from {', '.join(BY_NAME)}."
     )
-  return tuple(BY_NAME[n] for n in chosen)
+  picked = tuple(BY_NAME[n] for n in chosen)
+  if len({arm.sft for arm in picked}) > 1:
+    raise ValueError(
+        f"--arms={names!r} mixes arms on function chats ({', '.join(a.name for a in ON_POLICY_ARMS)}) with arms on the"
+        " demo's records. Fix: run them in separate invocations."
+    )
+  return picked

@@ -27,6 +27,7 @@ import maxtext_distill_plugin
 import tools.study
 from tools.study import arms as arms_lib
 from tools.study import inputs as inputs_lib
+from tools.study import on_policy_study
 from tools.study import report
 from tools.study import runner
 
@@ -91,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
   warnings.filterwarnings("ignore", module=r"orbax\..*")
   plan = plan_from_args(args)
   root = os.path.abspath(args.output_dir or (os.path.join("demo_output", "quick") if args.quick else "demo_output"))
+  if plan.arms and arms_lib.BY_NAME[plan.arms[0]].sft:
+    results = on_policy_study.run(root, plan, args.plots_dir)
+    print(on_policy_study.markdown_report(results))
+    print(f"Results: {os.path.join(root, 'study', 'onpolicy', 'results.json')}; plots: {', '.join(results['plots'])}")
+    return 0
   if args.replot:
     results = runner.replot(os.path.join(root, "study"), args.plots_dir)
   else:
