@@ -127,6 +127,7 @@ def test_arm_list_refuses_mixing_chat_and_record_arms():
   ]
 
 
+@pytest.mark.slow  # trains and scores a tiny arm (about a minute): make test-slow
 def test_a_tiny_on_policy_arm_trains_and_the_studys_scores_equal_the_trainers_evals(chats, tmp_path, teacher_checkpoint):
   from maxtext_distill_plugin.configuration import config  # pylint: disable=import-outside-toplevel
   from maxtext_distill_plugin.training import on_policy  # pylint: disable=import-outside-toplevel
