@@ -21,7 +21,6 @@ one, and per-token softmax statistics are folded in with an online log-sum-exp.
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 
 from maxtext_distill_plugin.loss import losses
