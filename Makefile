@@ -18,8 +18,9 @@ test-families: setup
 test-slow: setup
 	@JAX_PLATFORMS=cpu .venv/bin/python -m pytest -n 2 -q --slow -m slow tests
 
+# PRE_COMMIT_HOME keeps pre-commit's own cache inside the clone (nothing is cached outside it).
 lint: setup
-	@.venv/bin/pre-commit run --all-files
+	@PRE_COMMIT_HOME=.venv/pre-commit-home .venv/bin/pre-commit run --all-files
 
 clean:
 	rm -rf .venv build dist *.egg-info demo_output
