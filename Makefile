@@ -1,6 +1,12 @@
 # maxtext-distill: the two commands of the README. Each sets up .venv on a fresh machine first.
 .PHONY: demo test test-families test-slow lint setup clean
 
+# Tools that cache under $HOME (pylint, gcloud's config that Google libraries create on import, matplotlib's font list)
+# cache inside the clone instead: a run leaves nothing outside it.
+export PYLINTHOME := $(CURDIR)/.venv/cache/pylint
+export CLOUDSDK_CONFIG := $(CURDIR)/.venv/cache/gcloud
+export MPLCONFIGDIR := $(CURDIR)/.venv/cache/matplotlib
+
 setup:
 	@bash tools/bootstrap.sh
 
