@@ -104,7 +104,7 @@ def pop_sown(model: nnx.Module, *, role: str, want_features: bool) -> Sown:
     mtp_state, acceptance_state = nnx.pop(model, mtp.mtp_losses), nnx.pop(model, mtp.mtp_acceptance)
     _report_unused(role, list(nnx.to_flat_state(acceptance_state)), lambda keys: False)
     if role == "student":
-      mtp_pure = mtp_state.to_pure_dict()
+      mtp_pure = nnx.to_pure_dict(mtp_state)
     else:
       _report_unused(role, list(nnx.to_flat_state(mtp_state)), lambda keys: False)
   state = nnx.pop(model, nnx.Intermediate)
@@ -116,4 +116,4 @@ def pop_sown(model: nnx.Module, *, role: str, want_features: bool) -> Sown:
     from maxtext.layers import multi_token_prediction as mtp  # pylint: disable=import-outside-toplevel
 
     mtp_loss = jnp.asarray(mtp.calculate_mtp_loss({"mtp_losses": mtp_pure}, cfg), jnp.float32)
-  return Sown(feats, moe_lb_loss(state.to_pure_dict(), cfg), mtp_loss)
+  return Sown(feats, moe_lb_loss(nnx.to_pure_dict(state), cfg), mtp_loss)
