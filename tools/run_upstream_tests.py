@@ -75,6 +75,7 @@ def _run_both(args, work: pathlib.Path) -> int:
     print(f"commit {commit}: {what}")
   tests = source.extract(args.repo, commit, work / "tests_root")
   print(f"tests: {' '.join(tests)} (+ MaxText's conftest, tests/utils, pytest.ini; TPU skip overridden)")
+  print(f"pytest -m {runs.DESELECT_MARKERS!r}, XLA_FLAGS={runs.CPU_DEVICES_FLAG}")
   site_packages = sysconfig.get_paths()["purelib"]
   results = {}
   for name, with_plugin in (("without", False), ("with", True)):
@@ -90,9 +91,10 @@ def _run_both(args, work: pathlib.Path) -> int:
         f"{name} the plugin: {runs.counts(results[name])} ({time.monotonic() - start:.0f} s, pytest exit"
         f" {proc.returncode})"
     )
+  why = runs.reasons(work / "without.xml")
   for test, outcome in sorted(results["with"].items()):
     if outcome != "passed" and results["without"].get(test) == outcome:
-      print(f"  {outcome} in both runs: {test}")
+      print(f"  {outcome} in both runs: {test} ({why.get(test, '')})")
   diffs = runs.differences(results["without"], results["with"])
   for test, without, with_plugin in diffs:
     print(f"  DIFFERS {test}: {without} without the plugin, {with_plugin} with it")

@@ -120,7 +120,8 @@ def test_extraction_takes_the_distillation_tests_and_their_support_and_overrides
 
 
 def _junit(path, cases: dict[str, str]):
-  body = {"passed": "", "skipped": "<skipped/>", "failed": "<failure/>", "error": "<error/>"}
+  body = {"passed": "", "skipped": '<skipped message="why"/>', "failed": "<failure>E  boom\nmore</failure>"}
+  body["error"] = "<error/>"
   rows = "".join(f'<testcase classname="m" name="{n}">{body[o]}</testcase>' for n, o in cases.items())
   path.write_text(f"<testsuites><testsuite>{rows}</testsuite></testsuites>", encoding="utf-8")
   return path
@@ -133,6 +134,7 @@ def test_outcomes_and_differences(tmp_path):
   )
   assert without == {"m::t1": "passed", "m::t2": "failed", "m::t3": "skipped", "m::t4": "passed"}
   assert runs.counts(without) == "2 passed, 1 skipped, 1 failed"
+  assert runs.reasons(tmp_path / "a.xml") == {"m::t2": "E  boom", "m::t3": "why"}
   assert runs.differences(without, with_plugin) == [("m::t4", "passed", "error")]
   assert runs.differences(without, {**with_plugin, "m::t4": "passed", "m::t5": "passed"}) == [
       ("m::t5", "absent", "passed")

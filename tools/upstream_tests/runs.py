@@ -112,6 +112,17 @@ def outcomes(junit) -> dict[str, str]:
   return result
 
 
+def reasons(junit) -> dict[str, str]:
+  """``{test id: first line of its failure, error or skip message}`` for the tests that did not pass."""
+  result = {}
+  for case in ET.parse(junit).iter("testcase"):
+    for child in case:
+      if child.tag in ("skipped", "failure", "error"):
+        message = (child.get("message") or child.text or "").strip().splitlines()
+        result[f"{case.get('classname')}::{case.get('name')}"] = message[0][:200] if message else ""
+  return result
+
+
 def differences(without: dict[str, str], with_plugin: dict[str, str]) -> list[tuple[str, str, str]]:
   """``(test, outcome without the plugin, outcome with it)`` for every test whose outcome differs (or is missing)."""
   return [
