@@ -18,7 +18,8 @@
     .venv/bin/python tools/run_upstream_tests.py --repo /path/to/maxtext [--commit REV] [--keep DIR]
 
 ``make test-upstream`` runs it with ``--repo $(MAXTEXT_REPO)``. Exit 0 when every test has the same outcome in both
-runs, 1 when one differs (each is listed), 2 on bad input. See :mod:`tools.upstream_tests`.
+runs, 1 when one differs (each is listed), 2 on bad input or when git or an environment fails.
+See :mod:`tools.upstream_tests`.
 """
 
 import argparse
@@ -108,6 +109,9 @@ def main(argv=None) -> int:
   work.mkdir(parents=True, exist_ok=bool(not args.keep))
   try:
     return _run_both(args, work)
+  except RuntimeError as e:  # git or an environment failed: say which, without a traceback
+    print(f"run_upstream_tests: {e}", file=sys.stderr)
+    return 2
   finally:
     if not args.keep:
       shutil.rmtree(work, ignore_errors=True)

@@ -192,3 +192,14 @@ def test_command_line_refuses_a_path_that_is_not_a_repository(tmp_path):
       check=False,
   )
   assert proc.returncode == 2 and "--repo" in proc.stderr and "MAXTEXT_REPO" in proc.stderr
+
+
+def test_command_line_names_a_commit_git_cannot_read(maxtext_like_repo):
+  repo, _, _ = maxtext_like_repo
+  proc = subprocess.run(
+      [sys.executable, str(REPO / "tools" / "run_upstream_tests.py"), "--repo", str(repo), "--commit", "no-such-rev"],
+      capture_output=True,
+      text=True,
+      check=False,
+  )
+  assert proc.returncode == 2 and "no-such-rev" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
