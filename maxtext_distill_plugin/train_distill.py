@@ -15,7 +15,9 @@
 """The module behind ``python -m maxtext.trainers.post_train.distillation.train_distill``.
 
 The plugin's import hook serves this file under MaxText's documented module
-name; it only hands over to the plugin's command line.
+name only when that name is run as the program (``python -m``, or runpy with
+``run_name='__main__'``); importing the name gives the host's own module. This
+file only hands over to the plugin's command line.
 """
 
 from maxtext_distill_plugin import cli

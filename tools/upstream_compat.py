@@ -43,12 +43,10 @@ strategy, optimizer, trainer construction, data iterator) is upstream's own
 
 import dataclasses
 import importlib
-import os
 from typing import Any, Callable
 
 from absl import logging
 
-UPSTREAM_SWITCH = "MAXTEXT_DISTILL_USE_UPSTREAM"
 UPSTREAM_MODULE = "maxtext.trainers.post_train.distillation.train_distill"
 
 
@@ -66,11 +64,10 @@ class UpstreamStep:
 
 
 def import_upstream_module():
-  """MaxText's own ``train_distill`` module, not the plugin's (whose import hook steps aside on the switch)."""
-  os.environ[UPSTREAM_SWITCH] = "1"
+  """MaxText's own ``train_distill`` module: importing the name gives it (the plugin serves only ``python -m``)."""
   module = importlib.import_module(UPSTREAM_MODULE)
   if "maxtext_distill_plugin" in str(getattr(module, "__file__", "")):
-    raise RuntimeError(f"{UPSTREAM_MODULE} resolved to the plugin ({module.__file__}); import this shim first.")
+    raise RuntimeError(f"{UPSTREAM_MODULE} resolved to the plugin ({module.__file__}), not to MaxText's own module.")
   return module
 
 

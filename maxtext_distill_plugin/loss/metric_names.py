@@ -46,6 +46,8 @@ STUDENT_ENTROPY = "distill/student_entropy"  # nats at T = 1
 MOE_LB = "distill/moe_lb_loss"
 TEACHER_MOE_LB = "distill/teacher_moe_lb_loss"
 MTP = "distill/mtp_loss"
+# Logged as 0 by a training step that has no such term (a model without experts), as MaxText's own trainer logs them.
+ZERO_WHEN_ABSENT = (MOE_LB, TEACHER_MOE_LB)
 
 # Per-step scalars, (value, 1) pairs (objective.schedule_metrics), and host-side derived values.
 ALPHA = "distill/alpha"

@@ -32,6 +32,7 @@ import time
 from absl import logging
 import jax
 
+from maxtext_distill_plugin.loss import metric_names
 from maxtext_distill_plugin.loss import objective
 from maxtext_distill_plugin.loss import reductions
 
@@ -141,6 +142,8 @@ class MetricsLogger:
     summed = {k: v for k, v in summed.items() if not (k.startswith(_SAMPLED_ONLY) and float(v[1]) == 0.0)}
     means = reductions.means(summed)
     means.update(objective.derived_metrics(means))
+    if metric_names.TOTAL_LOSS in means:
+      means.update({name: 0.0 for name in metric_names.ZERO_WHEN_ABSENT if name not in means})
     tokens = float(summed["distill/total_loss"][1]) if "distill/total_loss" in summed else 0.0
     means["perf/step_time_s"] = elapsed / steps_in_window
     means["perf/tokens_per_s"] = tokens / max(elapsed, 1e-9)

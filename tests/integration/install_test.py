@@ -115,3 +115,12 @@ def test_documented_command_serves_the_plugin_and_finds_a_config_by_name(user_en
   assert log_lines and "maxtext-distill" in log_lines[0] and "is the trainer" in log_lines[0], log_lines[:3]
   assert "mode: online" in proc.stdout and "layers=1" in proc.stdout
   assert os.path.isdir(python.parent.parent) and not (tmp_path / "out").exists()
+
+
+def test_installed_plugin_leaves_the_documented_name_to_maxtext_for_importers(user_env, tmp_path):
+  python, _, _ = user_env
+  code = f"import importlib.util as u, maxtext; print(u.find_spec({DOCUMENTED_MODULE!r}).origin, maxtext.__file__)"
+  proc = _run([str(python), "-c", code], tmp_path)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  origin, package_init = proc.stdout.split()
+  assert origin == package_init.replace("__init__.py", "trainers/post_train/distillation/train_distill.py"), proc.stdout
