@@ -87,8 +87,23 @@ def step_keys(seed: int, step: int):
 
 
 def uses_samples(seed: int, step: int, fraction: float) -> bool:
-  """The Bernoulli(lambda) choice of ``step`` (lambda 0: never; 1: always)."""
-  return bool(jax.random.bernoulli(step_keys(seed, step)[0], fraction))
+  """The Bernoulli(lambda) choice of ``step`` (lambda 0: never; 1: always), drawn on the host.
+
+  The draw runs on the CPU backend where there is one: reading it back then waits for a few host instructions, not
+  for the accelerator's queue of dispatched steps. Threefry gives the same bits on every backend, so the choice is the
+  same wherever it runs (and on every process of a multi-host run).
+  """
+  if fraction <= 0.0 or fraction >= 1.0:
+    return fraction >= 1.0
+  with jax.default_device(_host_device()):
+    return bool(jax.random.bernoulli(step_keys(seed, step)[0], fraction))
+
+
+def _host_device():
+  try:
+    return jax.devices("cpu")[0]
+  except RuntimeError:  # JAX_PLATFORMS names only the accelerator: the default device draws
+    return None
 
 
 class OnPolicy:
@@ -174,8 +189,14 @@ class OnPolicy:
     )
     return built, samples, has_prompt, prompts
 
-  def batch_for_step(self, step: int, state, teacher_state, data_batch):
-    """``(batch, metrics)``: the batch the train step runs at ``step`` and the host-side (sum, count) metrics."""
+  def batch_for_step(self, step: int, state, teacher_state, data_batch, *, timed: bool = True):
+    """``(batch, metrics)``: the batch the train step runs at ``step`` and its (sum, count) metrics.
+
+    Nothing here waits for the device unless ``timed``: the sample statistics stay device scalars (read when the
+    logging window is flushed), so sampling, the teacher's scoring and the update of consecutive steps queue up
+    back to back. A ``timed`` step (the trainer times the last step of each logging window) waits for the sampler
+    to finish to measure ``perf/sample_seconds`` and ``sample/tokens_per_second``.
+    """
     fraction = scheduled_fraction(self.settings, step, self.total_steps)
     sampled = uses_samples(self.seed, step, fraction)
     metrics = {
@@ -197,22 +218,17 @@ class OnPolicy:
         data_batch,
         step_keys(self.seed, step)[1],
     )
-    built = jax.block_until_ready(built)
-    seconds = time.perf_counter() - started
-    rows, lengths, eos, truncated = jax.device_get((
-        jnp.sum(has_prompt),
-        jnp.sum(jnp.where(has_prompt, samples.completion_length_B, 0)),
-        jnp.sum(has_prompt & samples.hit_eos_B),
-        jnp.sum(has_prompt & prompts.truncated_B),
-    ))
-    rows, lengths = float(rows), float(lengths)
+    rows = jnp.sum(has_prompt, dtype=jnp.float32)
+    lengths = jnp.sum(jnp.where(has_prompt, samples.completion_length_B, 0), dtype=jnp.float32)
     metrics.update({
         "sample/completion_length": (lengths, rows),
-        "sample/eos_rate": (float(eos), rows),
-        "sample/prompt_truncated_rate": (float(truncated), rows),
-        "sample/tokens_per_second": (lengths, seconds),
-        "perf/sample_seconds": (seconds, 1.0),
+        "sample/eos_rate": (jnp.sum(has_prompt & samples.hit_eos_B, dtype=jnp.float32), rows),
+        "sample/prompt_truncated_rate": (jnp.sum(has_prompt & prompts.truncated_B, dtype=jnp.float32), rows),
     })
+    if timed:
+      built = jax.block_until_ready(built)
+      seconds = time.perf_counter() - started
+      metrics.update({"sample/tokens_per_second": (lengths, seconds), "perf/sample_seconds": (seconds, 1.0)})
     return match_batch(built, data_batch), metrics
 
   def eval_metrics(self, state, teacher_state, batch, rows_scored: int | None) -> dict:

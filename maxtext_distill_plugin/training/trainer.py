@@ -183,7 +183,8 @@ def train(configs) -> TrainResult:
         if policy is None:
           state, metrics = train_step(state, teacher_state, batch)
         else:
-          state, metrics = _on_policy_step(policy, train_step, step, state, teacher_state, batch)
+          ends_window = (step + 1) % student_config.log_period == 0 or step + 1 == options.total_steps
+          state, metrics = _on_policy_step(policy, train_step, step, state, teacher_state, batch, timed=ends_window)
         logger.add(metrics)
         guard.add(step, metrics)
         last_step = step
@@ -225,12 +226,20 @@ def _eval_due(config, eval_iterator, step: int) -> bool:
   return eval_iterator is not None and config.eval_interval > 0 and (step + 1) % config.eval_interval == 0
 
 
-def _on_policy_step(policy, train_step, step, state, teacher_state, batch):
-  """Samples (when the step's draw says so) and trains; times both, which waits for each to finish."""
-  batch, sample_metrics = policy.batch_for_step(step, state, teacher_state, batch)
+def _on_policy_step(policy, train_step, step, state, teacher_state, batch, *, timed: bool):
+  """Samples (when the step's draw says so) and trains.
+
+  Only a ``timed`` step waits for the device, to time the sampling and the train step apart; the others dispatch and
+  return at once, as a step without sampling does.
+  """
+  batch, sample_metrics = policy.batch_for_step(step, state, teacher_state, batch, timed=timed)
   started = time.perf_counter()
-  state, metrics = jax.block_until_ready(train_step(state, teacher_state, batch))
-  return state, {**metrics, **sample_metrics, "perf/step_seconds": (time.perf_counter() - started, 1.0)}
+  state, metrics = train_step(state, teacher_state, batch)
+  step_seconds = (0.0, 0.0)  # every step logs the same keys; only timed steps count
+  if timed:
+    state, metrics = jax.block_until_ready((state, metrics))
+    step_seconds = (time.perf_counter() - started, 1.0)
+  return state, {**metrics, **sample_metrics, "perf/step_seconds": step_seconds}
 
 
 def _evaluate(eval_step, state, teacher_state, eval_iterator, config, logger, step, policy=None, options=None) -> None:

@@ -199,8 +199,8 @@ def _worker(samples_dir: str, argv: list[str]) -> None:
 
   original = on_policy.OnPolicy.batch_for_step
 
-  def recording(self, step, state, teacher_state, data_batch):
-    batch, metrics = original(self, step, state, teacher_state, data_batch)
+  def recording(self, step, state, teacher_state, data_batch, **kwargs):
+    batch, metrics = original(self, step, state, teacher_state, data_batch, **kwargs)
     arrays = {k: np.asarray(multihost_utils.process_allgather(v, tiled=True)) for k, v in batch.items()}
     if jax.process_index() == 0:
       np.savez(pathlib.Path(samples_dir) / f"step{step}.npz", **arrays)

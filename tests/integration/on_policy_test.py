@@ -16,6 +16,7 @@
 against NumPy, the step's choice, resume, and the refusals."""
 
 import math
+import sys
 
 from flax import nnx
 from flax.linen import partitioning as nn_partitioning
@@ -114,8 +115,8 @@ def _record_batches(monkeypatch) -> dict:
   seen = {}
   original = on_policy.OnPolicy.batch_for_step
 
-  def recording(self, step, state, teacher_state, data_batch):
-    batch, metrics = original(self, step, state, teacher_state, data_batch)
+  def recording(self, step, state, teacher_state, data_batch, **kwargs):
+    batch, metrics = original(self, step, state, teacher_state, data_batch, **kwargs)
     seen[step] = {k: np.asarray(jax.device_get(v)) for k, v in batch.items()}
     return batch, metrics
 
@@ -305,3 +306,36 @@ def test_on_policy_refusals_exit_2_before_anything_is_built(tmp_path, sft_yaml, 
     err = _refused(capsys, _argv(yaml, out, teacher_checkpoint, *extra))
     assert needle in err and "Fix" in err, (extra, err[-1500:])
   assert not out.exists(), "nothing may be written before the error"
+
+
+def test_only_the_step_that_ends_a_logging_window_waits(tmp_path, sft_yaml, teacher_checkpoint, monkeypatch):
+  """A sampled step dispatches and returns like a plain one; the last step of each window is timed.
+
+  Counts the plugin's own waits (``jax.block_until_ready`` and ``jax.device_get`` called from the on-policy sampler or
+  the trainer loop): 4 sampled steps with ``log_period=2`` wait at steps 1 and 3 only (the sampler once, the step
+  once), and the logged window means still count every sampled row.
+  """
+  waits = []
+
+  def counting(original):
+    def wrapper(*args, **kwargs):
+      caller = sys._getframe(1).f_globals.get("__name__", "")  # pylint: disable=protected-access
+      if caller.endswith(("training.on_policy", "training.trainer")):
+        waits.append(caller.rsplit(".", 1)[-1])
+      return original(*args, **kwargs)
+
+    return wrapper
+
+  monkeypatch.setattr(jax, "block_until_ready", counting(jax.block_until_ready))
+  monkeypatch.setattr(jax, "device_get", counting(jax.device_get))
+  result = _train(
+      sft_yaml, tmp_path, teacher_checkpoint, *_ON_POLICY, "steps=4", "log_period=2", "enable_checkpointing=False"
+  )
+  assert sorted(waits) == ["on_policy", "on_policy", "trainer", "trainer"]
+  logged = _by_step(result.history)
+  assert sorted(logged) == [2, 4]
+  for record in logged.values():
+    assert record["distill/on_policy_step"] == 1.0
+    assert 1.0 <= record["sample/completion_length"] <= _NEW
+    assert record["perf/step_seconds"] > 0 and record["perf/sample_seconds"] > 0
+    assert record["sample/tokens_per_second"] > 0
