@@ -41,6 +41,7 @@ import pydantic
 
 from maxtext_distill_plugin import errors
 from maxtext_distill_plugin.configuration import cache_checks
+from maxtext_distill_plugin.configuration import checkpoint_checks
 from maxtext_distill_plugin.configuration import data_sources
 from maxtext_distill_plugin.configuration import on_policy_checks
 from maxtext_distill_plugin.configuration.settings import DISTILL_KEYS, DistillSettings
@@ -325,8 +326,8 @@ def build(argv: list[str]) -> DistillConfigs:
   settings = (
       DistillSettings(**global_config.distill) if isinstance(global_config.distill, dict) else global_config.distill
   )
-  student_overrides = dict(global_config.student_overrides or {})
-  teacher_overrides = dict(global_config.teacher_overrides or {})
+  student_overrides = _empty_strings_kept(global_config.student_overrides)
+  teacher_overrides = _empty_strings_kept(global_config.teacher_overrides)
   _check_override_keys("student_overrides", student_overrides)
   _check_override_keys("teacher_overrides", teacher_overrides)
   student_init.check_teacher_overrides(teacher_overrides)
@@ -371,7 +372,18 @@ def build(argv: list[str]) -> DistillConfigs:
   data_sources.check_student_data(offline_eval if offline_eval is not None else student)
   if offline:
     cache_checks.check_cache_matches(global_config.offline_data_dir, student, settings)
+  checkpoint_checks.check_run(configs, student_overrides)
   return configs
+
+
+def _empty_strings_kept(overrides) -> dict:
+  """An empty override (``student_overrides.load_parameters_path=``, upstream's fresh student) reaches the override
+  dict as None; a string key of MaxText's takes it as the empty string it was written as."""
+  fields = config_class().model_fields
+  return {
+      key: "" if value is None and key in fields and fields[key].annotation is str else value
+      for key, value in dict(overrides or {}).items()
+  }
 
 
 def _check_checkpoint_path(key: str, path: str) -> None:
