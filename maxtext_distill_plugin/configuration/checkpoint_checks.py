@@ -112,15 +112,15 @@ def stored_params(path: str) -> Params | None:
   except Exception as e:  # pylint: disable=broad-except
     logging.warning("checkpoint check skipped: the metadata of %s could not be read (%s: %s)", path, type(e).__name__, e)
     return None
-  if isinstance(tree.get("params"), dict) and isinstance(tree["params"].get("params"), dict):
-    root = tree["params"]["params"]  # MaxText's on-disk (Linen) layout
-  else:
-    root = tree.get("base", tree)  # an NNX state: each variable is {"value": array}
-  flat = {}
-  for name, leaf in _flatten(root):
-    name = name.removesuffix("/value")
-    if hasattr(leaf, "shape"):
-      flat[name] = (tuple(int(d) for d in leaf.shape), str(getattr(leaf, "dtype", "")))
+  if not (isinstance(tree.get("params"), dict) and isinstance(tree["params"].get("params"), dict)):
+    # Not the layout MaxText's trainers write (an NNX state, a converted model's tree): its loader decides.
+    logging.info("checkpoint check skipped: %s does not hold MaxText's params/params tree", path)
+    return None
+  flat = {
+      name: (tuple(int(d) for d in leaf.shape), str(getattr(leaf, "dtype", "")))
+      for name, leaf in _flatten(tree["params"]["params"])
+      if hasattr(leaf, "shape")
+  }
   if not flat:
     logging.warning("checkpoint check skipped: no parameter arrays found in the metadata of %s", path)
     return None
