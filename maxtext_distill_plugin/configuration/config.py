@@ -320,7 +320,7 @@ def _check_layer_indices(settings: DistillSettings, student_layers: int, teacher
 def build(argv: list[str]) -> DistillConfigs:
   """Builds and checks the three configs from ``[prog, config.yml, key=value, ...]``."""
   yaml_path, cli = parse_cli(argv)
-  cli_args = [f"{k}={v}" for k, v in cli.items()]
+  cli_args = [f"{k}=''" if v == "" and _is_string_key(k) else f"{k}={v}" for k, v in cli.items()]
   base = [argv[0] or "train_distill", yaml_path]
   global_config = _initialize(base + cli_args, log_config=False)
   settings = (
@@ -376,14 +376,15 @@ def build(argv: list[str]) -> DistillConfigs:
   return configs
 
 
+def _is_string_key(key: str) -> bool:
+  field = config_class().model_fields.get(key)
+  return field is not None and field.annotation is str
+
+
 def _empty_strings_kept(overrides) -> dict:
-  """An empty override (``student_overrides.load_parameters_path=``, upstream's fresh student) reaches the override
-  dict as None; a string key of MaxText's takes it as the empty string it was written as."""
-  fields = config_class().model_fields
-  return {
-      key: "" if value is None and key in fields and fields[key].annotation is str else value
-      for key, value in dict(overrides or {}).items()
-  }
+  """A bare ``key=`` (``load_parameters_path=``: upstream's fresh student) reads as None, which MaxText's string keys
+  refuse; a string key takes it as the empty string it was written as."""
+  return {key: "" if value is None and _is_string_key(key) else value for key, value in dict(overrides or {}).items()}
 
 
 def _check_checkpoint_path(key: str, path: str) -> None:

@@ -98,10 +98,11 @@ def test_a_loaded_student_is_checked_and_an_empty_path_is_a_fresh_student(tmp_pa
   )
   assert loaded.student.load_parameters_path == teacher_checkpoint
   # Upstream's recipes write a fresh student as an empty path; a bare `key=` reaches the overrides as None.
-  fresh = _build(tmp_path, teacher_checkpoint, "student_overrides.load_parameters_path=")
-  assert fresh.student.load_parameters_path == ""
+  for empty in ("student_overrides.load_parameters_path=", "load_parameters_path="):
+    assert _build(tmp_path, teacher_checkpoint, empty).student.load_parameters_path == ""
 
 
+@pytest.mark.slow  # a fresh interpreter (~20 s); the tests above run the same check in this process
 def test_documented_command_exits_2_before_building_a_model(tmp_path, teacher_checkpoint):
   proc = run_cli(
       TINY_YAML,
