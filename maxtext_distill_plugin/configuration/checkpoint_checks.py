@@ -157,11 +157,10 @@ def describe_mismatch(stored: Params, expected: Params, config, key_name=str) ->
       made = ", ".join(f"{k}={v} (config: {getattr(config, k)})" for k, v, _ in inferred)
       settings = " ".join(f"{key_name(k)}={v}" for k, v, _ in inferred)
       key = inferred[0][0]
-      return (
-          key_name(key),
-          getattr(config, key),
-          f"it was made with {made}; e.g. {inferred[0][2]}. Set {settings}, or load a checkpoint made with this config.",
-      )
+      fix = f"it was made with {made}; e.g. {inferred[0][2]}. Set {settings}, or load a checkpoint made with this config."
+      if len(inferred) >= 3:
+        fix += f" With {len(inferred)} keys apart it is likely another model than model_name={config.model_name}."
+      return key_name(key), getattr(config, key), fix
     listed = "; ".join(f"{p}: checkpoint {s}, model {e}" for p, s, e in shape_diffs[:_EXAMPLES])
     fix = f"{len(shape_diffs)} parameters differ in shape ({listed}). {_GENERIC_FIX}"
     return key_name("load_parameters_path"), config.load_parameters_path, fix
@@ -215,6 +214,8 @@ def _infer_keys(shape_diffs, config) -> list[tuple[str, int, str]]:
       return inferred
     explained |= explains.pop(best)
     inferred.append((best[0], best[1], examples[best]))
+    for other in [c for c in explains if c[0] == best[0]]:  # one value per key: the one that explains most
+      del explains[other]
 
 
 def _describe_names(missing: list[str], extra: list[str], config, key_name) -> tuple[str, object, str]:

@@ -14,6 +14,7 @@
 
 """The checkpoint check's comparison and key inference, on parameter tables shaped like MaxText's (no model built)."""
 
+import re
 import types
 
 from maxtext_distill_plugin.configuration import checkpoint_checks
@@ -25,6 +26,7 @@ def _config(**values):
   defaults = {
       "num_decoder_layers": 2, "base_num_decoder_layers": 2, "emb_dim": 64, "mlp_dim": 128, "vocab_size": 512,
       "num_query_heads": 4, "num_kv_heads": 4, "head_dim": 16, "scan_layers": True, "load_parameters_path": "/ckpt",
+      "model_name": "default",
   }  # fmt: skip
   defaults.update(values)
   for attr, key in (
@@ -122,3 +124,17 @@ def test_split_gates_match_a_fused_model_and_lora_may_be_absent():
   stored = {"decoder/moe/wi_0/kernel": ((4, 64, 32), _F32), "decoder/moe/wi_1/kernel": ((4, 64, 32), _F32)}
   expected = {"decoder/moe/wi/kernel": ((4, 64, 64), _F32), "decoder/q/lora_a/kernel": ((64, 8), _F32)}
   assert checkpoint_checks.describe_mismatch(stored, expected, _config()) is None
+
+
+def test_another_model_names_each_key_once():
+  # A llama3.1-8b-like config against the tiny checkpoint: 32 layers and 32 query heads share a size.
+  config = _config(
+      num_decoder_layers=32, base_num_decoder_layers=32, emb_dim=4096, mlp_dim=14336, vocab_size=128256,
+      num_query_heads=32, num_kv_heads=8, head_dim=128, model_name="llama3.1-8b",
+  )  # fmt: skip
+  expected = _llama(layers=32, emb=4096, mlp=14336, vocab=128256, heads=32, kv_heads=8, head_dim=128)
+  key, value, fix = _key(_llama(kv_heads=2), expected, config)
+  assert (key, value) == ("base_emb_dim", 4096)
+  named = re.findall(r"(\w+)=\d+ \(config: \d+\)", fix)
+  assert sorted(named) == sorted(set(named)) and "base_num_decoder_layers=2 (config: 32)" in fix
+  assert "base_num_query_heads=4 (config: 32)" in fix and "another model than model_name=llama3.1-8b" in fix
