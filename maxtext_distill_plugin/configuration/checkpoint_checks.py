@@ -167,14 +167,19 @@ def describe_mismatch(stored: Params, expected: Params, config, key_name=str) ->
         fix += f" With {len(inferred)} keys apart it is likely another model than model_name={config.model_name}."
       return key_name(key), getattr(config, key), fix
     listed = "; ".join(f"{p}: checkpoint {s}, model {e}" for p, s, e in shape_diffs[:_EXAMPLES])
-    fix = f"{len(shape_diffs)} parameters differ in shape ({listed}). {_GENERIC_FIX}"
+    fix = f"{len(shape_diffs)} parameters differ in shape ({listed}). {_generic_fix(config)}"
     return key_name("load_parameters_path"), config.load_parameters_path, fix
   if missing or extra:
     return _describe_names(missing, extra, config, key_name)
   return None
 
 
-_GENERIC_FIX = "Use the model config the checkpoint was made with (model_name, decoder_block and the shape keys)."
+def _generic_fix(config) -> str:
+  block = getattr(getattr(config, "decoder_block", None), "value", getattr(config, "decoder_block", None))
+  return (
+      "Use the model config the checkpoint was made with: model_name, decoder_block and the shape keys (this config:"
+      f" model_name={getattr(config, 'model_name', None)}, decoder_block={block})."
+  )
 
 
 def _fuse_split_gates(stored: Params, expected: Params) -> Params:
@@ -244,4 +249,4 @@ def _describe_names(missing: list[str], extra: list[str], config, key_name) -> t
     parts.append(f"{len(missing)} model parameters are not in the checkpoint (e.g. {', '.join(missing[:_EXAMPLES])})")
   if extra:
     parts.append(f"{len(extra)} checkpoint parameters are not in the model (e.g. {', '.join(extra[:_EXAMPLES])})")
-  return key_name("load_parameters_path"), config.load_parameters_path, "; ".join(parts) + f". {_GENERIC_FIX}"
+  return key_name("load_parameters_path"), config.load_parameters_path, "; ".join(parts) + f". {_generic_fix(config)}"

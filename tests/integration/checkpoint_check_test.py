@@ -82,6 +82,8 @@ def test_missing_and_extra_weights_are_refused(tmp_path, teacher_checkpoint):
   refusal = _refusal(tmp_path, teacher_checkpoint, "teacher_overrides.logits_via_embedding=True")
   assert refusal.key == "teacher_overrides.load_parameters_path"
   assert "checkpoint parameters are not in the model (e.g. decoder/logits_dense/kernel)" in refusal.fix
+  other = _refusal(tmp_path, teacher_checkpoint, "teacher_overrides.decoder_block=simple")
+  assert other.key == "teacher_overrides.load_parameters_path" and "decoder_block=simple)" in other.fix
   scan = _refusal(tmp_path, teacher_checkpoint, "teacher_overrides.scan_layers=False")
   assert (scan.key, scan.value) == ("teacher_overrides.scan_layers", False) and "scan_layers=True" in scan.fix
 
