@@ -41,6 +41,7 @@ import pydantic
 
 from maxtext_distill_plugin import errors
 from maxtext_distill_plugin.configuration import cache_checks
+from maxtext_distill_plugin.configuration import checkpoint_checks
 from maxtext_distill_plugin.configuration import data_sources
 from maxtext_distill_plugin.configuration import on_policy_checks
 from maxtext_distill_plugin.configuration.settings import DISTILL_KEYS, DistillSettings
@@ -319,14 +320,14 @@ def _check_layer_indices(settings: DistillSettings, student_layers: int, teacher
 def build(argv: list[str]) -> DistillConfigs:
   """Builds and checks the three configs from ``[prog, config.yml, key=value, ...]``."""
   yaml_path, cli = parse_cli(argv)
-  cli_args = [f"{k}={v}" for k, v in cli.items()]
+  cli_args = [f"{k}=''" if v == "" and _is_string_key(k) else f"{k}={v}" for k, v in cli.items()]
   base = [argv[0] or "train_distill", yaml_path]
   global_config = _initialize(base + cli_args, log_config=False)
   settings = (
       DistillSettings(**global_config.distill) if isinstance(global_config.distill, dict) else global_config.distill
   )
-  student_overrides = dict(global_config.student_overrides or {})
-  teacher_overrides = dict(global_config.teacher_overrides or {})
+  student_overrides = _empty_strings_kept(global_config.student_overrides)
+  teacher_overrides = _empty_strings_kept(global_config.teacher_overrides)
   _check_override_keys("student_overrides", student_overrides)
   _check_override_keys("teacher_overrides", teacher_overrides)
   student_init.check_teacher_overrides(teacher_overrides)
@@ -371,7 +372,19 @@ def build(argv: list[str]) -> DistillConfigs:
   data_sources.check_student_data(offline_eval if offline_eval is not None else student)
   if offline:
     cache_checks.check_cache_matches(global_config.offline_data_dir, student, settings)
+  checkpoint_checks.check_run(configs, student_overrides)
   return configs
+
+
+def _is_string_key(key: str) -> bool:
+  field = config_class().model_fields.get(key)
+  return field is not None and field.annotation is str
+
+
+def _empty_strings_kept(overrides) -> dict:
+  """A bare ``key=`` (``load_parameters_path=``: upstream's fresh student) reads as None, which MaxText's string keys
+  refuse; a string key takes it as the empty string it was written as."""
+  return {key: "" if value is None and _is_string_key(key) else value for key, value in dict(overrides or {}).items()}
 
 
 def _check_checkpoint_path(key: str, path: str) -> None:

@@ -29,7 +29,11 @@ only refuses what it would fail on late or fetch from the network:
   ``maxtext/assets/tokenizers/qwen3-tokenizer``); its size must fit
   ``vocab_size``, since an id past the embedding table would be clamped silently.
 * SFT (``use_sft``) needs a chat template: the ``chat_template`` key, a
-  ``chat_template_path`` file, or the tokenizer's own.
+  ``chat_template_path`` file, or the tokenizer's own; and conversational
+  columns (lists of ``{"role", "content"}`` turns). The first record of a
+  JSON-lines or Parquet train file is read: plain-string ``prompt`` /
+  ``completion`` columns, which MaxText rejects after the models are built,
+  are refused with a command that converts them to the ``messages`` format.
 
 ``tfds`` and ``c4_mlperf`` need TensorFlow, a large optional dependency left out
 of the pinned set: without it they are refused with the ``pip install`` line.
@@ -45,7 +49,9 @@ read absl flags in the child, so the flags are marked parsed here too
 
 import glob
 import importlib.util
+import json
 import os
+import shlex
 import sys
 
 from maxtext_distill_plugin import _compat
@@ -129,6 +135,82 @@ def check_hf(config) -> None:
         "use_sft=True formats conversations with a chat template: set chat_template (a Jinja2 string) or"
         " chat_template_path, or use a tokenizer that ships one.",
     )
+  if config.use_sft and local_format:
+    _check_conversational(config, path)
+
+
+def _check_conversational(config, hf_path: str) -> None:
+  """Refuses SFT columns of plain strings (MaxText needs lists of turns), reading the first train record only."""
+  columns = list(config.train_data_columns)
+  # MaxText converts question/answer columns and a formatting function's output itself.
+  if {"question", "answer"} <= set(columns) or config.formatting_func_path:
+    return
+  record = _first_record(hf_path, sorted(glob.glob(str(config.hf_train_files)))[0])
+  if record is None:
+    return
+  if any(_is_turn_list(record.get(column)) for column in columns):
+    return
+  plain = [c for c in columns if isinstance(record.get(c), str)]
+  if sorted(plain) != ["completion", "prompt"]:
+    raise errors.ConfigError(
+        "train_data_columns",
+        columns,
+        'use_sft=True needs conversational columns: a list of {"role": ..., "content": ...} turns per row, e.g.'
+        f' one column {{"messages": [{{"role": "user", ...}}, {{"role": "assistant", ...}}]}} with'
+        f" train_data_columns=['messages']; the first record of {config.hf_train_files} has {sorted(record)} with"
+        f" {columns} not of that form.",
+    )
+  source = sorted(glob.glob(str(config.hf_train_files)))[0]
+  target = os.path.splitext(source)[0] + "-messages.jsonl"
+  raise errors.ConfigError(
+      "hf_train_files",
+      config.hf_train_files,
+      "use_sft=True needs conversational data, and its prompt/completion columns hold plain strings (MaxText would"
+      " stop with 'Dataset is not in conversational format' after building the models). Convert each file to the"
+      f" messages format and train on it:\n  {convert_command(source, target)}\n  then set"
+      f" hf_train_files={target} train_data_columns=['messages'] (and the same for hf_eval_files).",
+  )
+
+
+# One line, so that the command can be copied from the message; double quotes only, so that it quotes cleanly.
+_CONVERT_SCRIPT = (
+    "import json, sys; rows = (json.loads(line) for line in sys.stdin if line.strip());"
+    ' [print(json.dumps({"messages": [{"role": "user", "content": r["prompt"]},'
+    ' {"role": "assistant", "content": r["completion"]}]})) for r in rows]'
+)
+
+
+def convert_command(source: str, target: str) -> str:
+  """A shell command that rewrites plain prompt/completion JSON lines as ``messages`` conversations."""
+  return f"python -c {shlex.quote(_CONVERT_SCRIPT)} < {shlex.quote(source)} > {shlex.quote(target)}"
+
+
+def _is_turn_list(value) -> bool:
+  return (
+      isinstance(value, list)
+      and bool(value)
+      and all(isinstance(t, dict) and {"role", "content"} <= set(t) for t in value)
+  )
+
+
+def _first_record(hf_path: str, file: str) -> dict | None:
+  """The first row of a JSON-lines or Parquet file; None for other formats (MaxText's pipeline then decides)."""
+  if hf_path == "json":
+    with open(file, encoding="utf-8") as f:
+      for line in f:
+        if line.strip():
+          try:
+            row = json.loads(line)
+          except json.JSONDecodeError:
+            return None  # one JSON document rather than JSON lines
+          return row if isinstance(row, dict) else None
+    return None
+  if hf_path == "parquet":
+    import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+
+    rows = pq.ParquetFile(file).read_row_group(0).slice(0, 1).to_pylist()
+    return rows[0] if rows else None
+  return None
 
 
 def _local_tokenizer(path: str):

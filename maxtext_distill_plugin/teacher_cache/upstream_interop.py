@@ -25,9 +25,15 @@ log-mass ``-inf``, ``tail_logmass_known=False`` in the manifest), so train it wi
 
 The protobuf wire format is parsed here directly (TensorFlow is not needed):
 ``Example{1: Features{1: map<string, Feature{1: BytesList, 2: FloatList, 3: Int64List}>}}``.
+
+Training reads upstream's files in place; to convert them once (checksums, manifest, ``teacher_cache.verify``)::
+
+  python -m maxtext_distill_plugin.teacher_cache.upstream_interop SRC_DIR DST_DIR --vocab-size V
 """
 
+import argparse
 import glob
+import hashlib
 import os
 import re
 
@@ -292,3 +298,36 @@ class UpstreamCache:
 
   def __getitems__(self, indices) -> list[dict[str, np.ndarray]]:
     return [self[i] for i in indices]
+
+
+def main(argv: list[str] | None = None) -> None:
+  """Command line of :func:`convert_upstream`; prints the written manifest's summary."""
+  parser = argparse.ArgumentParser(description="Convert MaxText's save_top_k_teacher_logits.py output to a cache.")
+  parser.add_argument("src_dir", help="directory of upstream's teacher_top_k_part_*_host_*.array_record files")
+  parser.add_argument("dst_dir", help="new cache directory (manifest.json and shards)")
+  parser.add_argument("--vocab-size", type=int, required=True, help="the teacher's vocab_size (upstream stores none)")
+  parser.add_argument("--tokenizer-path", default="unknown", help="recorded; a file's sha256 is checked at training")
+  parser.add_argument("--teacher-model", default="unknown (upstream cache)")
+  parser.add_argument("--teacher-checkpoint", default="unknown")
+  parser.add_argument("--rows-per-step", type=int, default=1, help="sequences per global batch (default 1)")
+  args = parser.parse_args(argv)
+  fields = {
+      "vocab_size": args.vocab_size,
+      "tokenizer_path": args.tokenizer_path,
+      "teacher_model": args.teacher_model,
+      "teacher_checkpoint": args.teacher_checkpoint,
+      "rows_per_step": args.rows_per_step,
+  }
+  if os.path.isfile(args.tokenizer_path):
+    with open(args.tokenizer_path, "rb") as f:
+      fields["tokenizer_sha256"] = hashlib.sha256(f.read()).hexdigest()
+  manifest = convert_upstream(args.src_dir, args.dst_dir, fields)
+  records = sum(shard.records for shard in manifest.shards)
+  print(
+      f"{args.dst_dir}: {records} sequences in {len(manifest.shards)} shards, k={manifest.identity.top_k},"
+      f" length {manifest.identity.max_target_length}; train with distill_offline_tail=renormalize."
+  )
+
+
+if __name__ == "__main__":
+  main()
