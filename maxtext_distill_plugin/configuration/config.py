@@ -317,6 +317,18 @@ def _check_layer_indices(settings: DistillSettings, student_layers: int, teacher
       raise errors.ConfigError(key, indices, f"use indices below {bound} ({depths}).")
 
 
+def _teacher_weight_dtype(settings: DistillSettings, teacher, teacher_overrides: dict):
+  """The frozen teacher's parameter dtype: ``weight_dtype`` in ``teacher_overrides`` when set there, else
+  ``distill_teacher_weight_dtype`` (``compute``: the teacher's own ``dtype``)."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  if "weight_dtype" in teacher_overrides:
+    return jnp.dtype(teacher.weight_dtype)
+  if settings.distill_teacher_weight_dtype != "compute":
+    return jnp.dtype(settings.distill_teacher_weight_dtype)
+  return jnp.dtype(teacher.dtype)
+
+
 def build(argv: list[str]) -> DistillConfigs:
   """Builds and checks the three configs from ``[prog, config.yml, key=value, ...]``."""
   yaml_path, cli = parse_cli(argv)
@@ -355,7 +367,11 @@ def build(argv: list[str]) -> DistillConfigs:
     # reads data (it scores the student's batches), so MaxText's data-source checks are kept off it.
     run_level = settings.model_dump()
     inert_data = {"dataset_type": "synthetic"}
-    teacher = _initialize(base, log_config=False, **{**inert_data, **shared, **teacher_overrides, **run_level})
+    teacher_keys = {**inert_data, **shared, **teacher_overrides, **run_level}
+    teacher = _initialize(base, log_config=False, **teacher_keys)
+    storage = _teacher_weight_dtype(settings, teacher, teacher_overrides)
+    if storage != teacher.weight_dtype:  # the frozen teacher keeps no float32 master copy it would never update
+      teacher = _initialize(base, log_config=False, **{**teacher_keys, "weight_dtype": storage.name})
     _check_checkpoint_path("teacher_overrides.load_parameters_path", teacher.load_parameters_path)
   if student.load_parameters_path:
     _check_checkpoint_path("load_parameters_path", student.load_parameters_path)

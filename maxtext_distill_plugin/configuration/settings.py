@@ -79,6 +79,15 @@ class DistillSettings(pydantic.BaseModel):
       None, gt=0, description="Chunked loss: vocabulary columns per tile; None takes the whole vocabulary."
   )
 
+  distill_teacher_weight_dtype: Literal["compute", "float32", "bfloat16"] = Field(
+      "compute",
+      description=(
+          "How the frozen online teacher stores its parameters: compute takes its dtype (it never trains, so"
+          " MaxText's training weight_dtype buys it nothing); float32 or bfloat16 names one. A weight_dtype in"
+          " teacher_overrides wins."
+      ),
+  )
+
   distill_top_k: int = Field(128, gt=0, description="Offline: teacher logits kept per token by the caching tool.")
   distill_offline_tail: Literal["auto", "bucket", "renormalize"] = Field(
       "auto",

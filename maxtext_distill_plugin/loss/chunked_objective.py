@@ -88,6 +88,7 @@ class _Options:
   param: float | None = None
   diagnostics: bool = False
   top_k: int | None = None
+  gated: bool = False  # the diagnostics are computed only where the traced flag ``diagnose`` is true
 
 
 def _tile_logits(tiling: tiles.Tiling, hs_BxCxD, ht_BxCxD, ws_DxK, wt_DxK, offset):
@@ -214,13 +215,32 @@ def _backward_rows(options: _Options, temperature, student_tiles, teacher_tiles,
   return jax.lax.scan(body, init, (student_tiles, teacher_tiles, offsets))
 
 
-def _vocab_terms_fwd(options: _Options, student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp):
+def _vocab_terms_fwd(
+    options: _Options, student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp, diagnose
+):
   seq = labels.shape[1]
   student_tiles = tiles.vocab_tiles(student_unembed, options.tiling.vocab_chunk)
   teacher_tiles = tiles.vocab_tiles(teacher_unembed, options.tiling.vocab_chunk)
   rows = tuple(tiles.seq_tiles(x, options.tiling.seq_chunk) for x in (student_hidden, teacher_hidden, labels))
-  step = functools.partial(_forward_rows, options, temp, student_tiles, teacher_tiles)
-  _, (terms, lses) = jax.lax.scan(lambda carry, row: (carry, step(*row)), None, rows)
+
+  def sweep(sweep_options: _Options):
+    step = functools.partial(_forward_rows, sweep_options, temp, student_tiles, teacher_tiles)
+    _, (terms, lses) = jax.lax.scan(lambda carry, row: (carry, step(*row)), None, rows)
+    return terms, lses
+
+  if options.gated and (options.diagnostics or options.top_k):
+    plain = dataclasses.replace(options, diagnostics=False, top_k=None)
+
+    def without_diagnostics():
+      terms, lses = sweep(plain)
+      names = (("top1", "entropy_t", "entropy_s") if options.diagnostics else ()) + (("coverage",) * bool(options.top_k))
+      return {**terms, **{name: jnp.zeros_like(terms["ce_t"]) for name in names}}, lses
+
+    # Only the sweep differs: the diagnostics' extra passes over each tile (a running top-k among them) run on
+    # the steps that ask for them; the backward never reads them.
+    terms, lses = jax.lax.cond(diagnose, lambda: sweep(options), without_diagnostics)
+  else:
+    terms, lses = sweep(options)
   terms_BxS = {name: tiles.from_seq_tiles(term, seq) for name, term in terms.items()}
   return terms_BxS, (student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp, lses)
 
@@ -246,14 +266,19 @@ def _vocab_terms_bwd(options: _Options, residuals, cotangents):
   d_unembed_tiles, d_hidden = jax.lax.scan(body, init, rows + (lses, cotangents))
   d_unembed = tiles.from_vocab_tiles(d_unembed_tiles, tiling.vocab_size)
   d_hidden = tiles.from_seq_tiles(d_hidden, labels.shape[1])
-  return d_hidden.astype(student_hidden.dtype), d_unembed.astype(student_unembed.dtype), None, None, None, None
+  return d_hidden.astype(student_hidden.dtype), d_unembed.astype(student_unembed.dtype), None, None, None, None, None
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _vocab_terms(options: _Options, student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp):
+def _vocab_terms(
+    options: _Options, student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp, diagnose
+):
   """Per-token terms ``{name: [B, S]}`` from hidden states: ``kl_t``, ``kl_1``, ``ce_s``, ``ce_t``, ``lse_s``, and
-  ``div`` (the divergence, unless forward KL) and the diagnostics when asked for."""
-  terms, _ = _vocab_terms_fwd(options, student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp)
+  ``div`` (the divergence, unless forward KL) and the diagnostics when asked for (zeros where ``options.gated`` and
+  the boolean scalar ``diagnose`` is false)."""
+  terms, _ = _vocab_terms_fwd(
+      options, student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, temp, diagnose
+  )
   return terms
 
 
@@ -282,6 +307,7 @@ def distillation_terms_from_hidden(
     diagnostics: bool = False,
     coverage_top_k: int | None = None,
     feature_layers: tuple[int, ...] | None = None,
+    diagnose: jnp.ndarray | None = None,
 ) -> tuple[jnp.ndarray, jnp.ndarray, dict[str, reductions.SumCount]]:
   """:func:`objective.distillation_terms` of ``cap(hidden @ unembed)``, tile by tile.
 
@@ -312,6 +338,9 @@ def distillation_terms_from_hidden(
       ``distill/student_entropy`` (T = 1, gradient stopped), computed in sweep 1.
     coverage_top_k: also report ``distill/topk_coverage``, the teacher's mass at T = 1 in its top-k
       (what a k-cache would keep), for this static k >= 1 (k >= V: all of the mass, 1); None: off.
+    diagnose: None computes the diagnostics asked for on every call; a boolean scalar (traced) computes them only
+      where it is true (a ``lax.cond`` around sweep 1) and otherwise reports them as ``(0, 0)`` pairs, so that
+      pairs summed over steps average over the steps that computed them.
 
   Returns:
     ``(objective_sum, count, metrics)`` with the same meaning, names and
@@ -334,7 +363,9 @@ def distillation_terms_from_hidden(
   if coverage_top_k is not None and coverage_top_k < 1:
     raise ValueError(f"coverage_top_k={coverage_top_k} must be positive or None")
   top_k = None if coverage_top_k is None else min(coverage_top_k, vocab)  # a k-cache with k >= V keeps all of it
-  options = _Options(tiling, None if divergence == "forward_kl" else divergence, param, diagnostics, top_k)
+  gated = diagnose is not None
+  options = _Options(tiling, None if divergence == "forward_kl" else divergence, param, diagnostics, top_k, gated)
+  diagnose = jnp.asarray(True if diagnose is None else diagnose, bool)
   temperature = jnp.asarray(weights.temperature, jnp.float32)
   terms = _vocab_terms(
       options,
@@ -344,6 +375,7 @@ def distillation_terms_from_hidden(
       jax.lax.stop_gradient(teacher_unembed_DxV),
       labels_BxS.astype(jnp.int32),
       temperature,
+      diagnose,
   )
   kl_at_t = terms["kl_t"]
   kl_at_1, teacher_ce = jax.lax.stop_gradient((terms["kl_1"], terms["ce_t"]))
@@ -352,7 +384,7 @@ def distillation_terms_from_hidden(
       {metric: jax.lax.stop_gradient(terms[name]) for name, metric in _DIAGNOSTIC_METRICS.items() if name in terms}
   )
 
-  return objective.combine_terms(
+  objective_sum, count, metrics = objective.combine_terms(
       terms.get("div", kl_at_t),
       kl_at_t,
       kl_at_1,
@@ -367,3 +399,6 @@ def distillation_terms_from_hidden(
       z_loss_multiplier=z_loss_multiplier,
       feature_layers=feature_layers,
   )
+  if gated:
+    metrics = reductions.gate_pairs(metrics, metric_names.ONLINE_DIAGNOSTICS, diagnose)
+  return objective_sum, count, metrics

@@ -41,6 +41,9 @@ TOPK_COVERAGE = "distill/topk_coverage"  # teacher mass in its top-k (offline: t
 TOP1_AGREEMENT = "distill/top1_agreement"  # 1 where the argmax of teacher and student agree
 TEACHER_ENTROPY = "distill/teacher_entropy"  # nats at T = 1 (offline: of the k+1 buckets)
 STUDENT_ENTROPY = "distill/student_entropy"  # nats at T = 1
+# Online, these cost full-vocabulary passes (a top-k among them), so a training step computes them only on the steps
+# that end a logging window (step.StepOptions.diagnostics_every); the other steps carry them as (0, 0) pairs.
+ONLINE_DIAGNOSTICS = (TOP1_AGREEMENT, TEACHER_ENTROPY, STUDENT_ENTROPY, TOPK_COVERAGE)
 
 # The student's own MaxText terms (aux_terms).
 MOE_LB = "distill/moe_lb_loss"

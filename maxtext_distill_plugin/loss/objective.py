@@ -109,9 +109,10 @@ def _logit_terms(
     divergence: str,
     divergence_param,
     top_k: int | None,
+    diagnose=None,
 ):
   """Per-token ``(divergence_at_T, kl_at_T, kl_at_1, student_ce, extra)``; ``extra`` holds the teacher's CE or
-  top-k coverage and the diagnostics."""
+  top-k coverage and the diagnostics (online: zeros where ``diagnose`` is given and false)."""
   if teacher.logits_BxSxV is None:
     *batch_shape, vocab_size = student_logits_BxSxV.shape
     sparse_losses.check_teacher(
@@ -137,16 +138,28 @@ def _logit_terms(
   kl_at_1 = losses.kl_from_log_probs(teacher_logp, student_logp)
   # Diagnostics from the log-probabilities at T = 1 already computed: no further softmax over [B, S, V].
   frozen_student_logp = jax.lax.stop_gradient(student_logp)
-  extra = {
-      metric_names.TEACHER_LOSS: losses.cross_entropy_from_log_probs(teacher_logp, labels_BxS),
-      metric_names.TOP1_AGREEMENT: (
-          (jnp.argmax(teacher_logp, axis=-1) == jnp.argmax(frozen_student_logp, axis=-1)).astype(jnp.float32)
-      ),
-      metric_names.TEACHER_ENTROPY: losses.entropy_from_log_probs(teacher_logp),
-      metric_names.STUDENT_ENTROPY: losses.entropy_from_log_probs(frozen_student_logp),
-  }
-  if top_k is not None:
-    extra[metric_names.TOPK_COVERAGE] = topk_mass(teacher_logp, top_k)
+
+  def diagnostics():
+    found = {
+        metric_names.TOP1_AGREEMENT: (
+            (jnp.argmax(teacher_logp, axis=-1) == jnp.argmax(frozen_student_logp, axis=-1)).astype(jnp.float32)
+        ),
+        metric_names.TEACHER_ENTROPY: losses.entropy_from_log_probs(teacher_logp),
+        metric_names.STUDENT_ENTROPY: losses.entropy_from_log_probs(frozen_student_logp),
+    }
+    if top_k is not None:
+      found[metric_names.TOPK_COVERAGE] = topk_mass(teacher_logp, top_k)
+    return found
+
+  extra = {metric_names.TEACHER_LOSS: losses.cross_entropy_from_log_probs(teacher_logp, labels_BxS)}
+  if diagnose is None:
+    extra.update(diagnostics())
+  else:  # full-vocabulary passes (a top-k among them) only on the steps that ask for them
+
+    def skipped():
+      return {name: jnp.zeros(labels_BxS.shape, jnp.float32) for name in jax.eval_shape(diagnostics)}
+
+    extra.update(jax.lax.cond(diagnose, diagnostics, skipped))
   return divergence_at_T, kl_at_T, kl_at_1, student_ce, jax.lax.stop_gradient(extra)
 
 
@@ -170,6 +183,7 @@ def distillation_terms(
     divergence_param: float | None = None,
     top_k: int | None = None,
     feature_layers: tuple[int, ...] | None = None,
+    diagnose: jnp.ndarray | None = None,
 ) -> tuple[jnp.ndarray, jnp.ndarray, dict[str, reductions.SumCount]]:
   """Token-summed objective, valid-token count and metrics of one batch.
 
@@ -188,6 +202,9 @@ def distillation_terms(
     top_k: online: k of the ``distill/topk_coverage`` diagnostic (clipped to V; static), or None for no such
       metric; offline the coverage comes from the cache.
     feature_layers: the student's layer index of each feature row, for the per-layer metrics (static).
+    diagnose: online: None computes :data:`metric_names.ONLINE_DIAGNOSTICS` on every call; a boolean scalar
+      (traced) computes them only where it is true and reports them as ``(0, 0)`` pairs elsewhere. Offline the
+      diagnostics come from the cached top-k and the student's statistics, and are always computed.
 
   Returns:
     ``(objective_sum, count, metrics)``: the objective summed over valid
@@ -202,11 +219,12 @@ def distillation_terms(
       divergence=divergence,
       divergence_param=divergence_param,
       top_k=top_k,
+      diagnose=None if teacher.logits_BxSxV is None else diagnose,
   )
   student_lse = None
   if z_loss_multiplier:
     student_lse = jax.nn.logsumexp(student_logits_BxSxV.astype(jnp.float32), axis=-1)
-  return combine_terms(
+  objective_sum, count, metrics = combine_terms(
       divergence_at_T,
       kl_at_T,
       kl_at_1,
@@ -221,6 +239,9 @@ def distillation_terms(
       z_loss_multiplier=z_loss_multiplier,
       feature_layers=feature_layers,
   )
+  if diagnose is not None and teacher.logits_BxSxV is not None:
+    metrics = reductions.gate_pairs(metrics, metric_names.ONLINE_DIAGNOSTICS, diagnose)
+  return objective_sum, count, metrics
 
 
 def combine_terms(

@@ -60,6 +60,17 @@ def add_pairs(left: Mapping[str, SumCount], right: Mapping[str, SumCount]) -> di
   return jax.tree.map(jnp.add, dict(left), dict(right))
 
 
+def gate_pairs(metrics: Mapping[str, SumCount], names, keep) -> dict[str, SumCount]:
+  """``metrics`` with the pairs named in ``names`` multiplied by ``keep`` (a 0/1 scalar): kept, or counted as nothing.
+
+  A metric computed only on some steps travels as ``(0, 0)`` on the others, so summing pairs over a window
+  still gives the token mean over the steps that computed it.
+  """
+  keep = jnp.asarray(keep, jnp.float32)
+  gated = {name: (pair[0] * keep, pair[1] * keep) for name, pair in metrics.items() if name in names}
+  return {**metrics, **gated}
+
+
 def means(metrics: Mapping[str, SumCount]) -> dict[str, float]:
   """Host-side: turns a dict of (sum, count) pairs into plain floats."""
   return {name: float(ratio(pair)) for name, pair in metrics.items()}

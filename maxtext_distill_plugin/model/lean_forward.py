@@ -145,9 +145,22 @@ def forward_hidden(model: nnx.Module, batch: dict, *, enable_dropout: bool):
       # Scaling the hidden states rather than the logits keeps the [B, S, V] division out of the loss.
       hidden = hidden / jnp.sqrt(jnp.asarray(hidden.shape[-1], hidden.dtype))
     softcap = float(cfg.final_logits_soft_cap) if cfg.final_logits_soft_cap else None
-    return hidden, unembed, softcap
+    return hidden, _gathered_on_embed(unembed), softcap
   head = decoder.logits_dense
-  return jnp.asarray(hidden, head.dtype), jnp.asarray(head.kernel[...], head.dtype), None
+  return jnp.asarray(hidden, head.dtype), _gathered_on_embed(jnp.asarray(head.kernel[...], head.dtype)), None
+
+
+def _gathered_on_embed(unembed_DxV: jnp.ndarray) -> jnp.ndarray:
+  """``unembed`` whole along D on every device (its vocabulary axis sharded as MaxText's ``vocab`` rule says).
+
+  The lean loss slices this matrix tile by tile inside its loops. Left FSDP-sharded on D, the partitioner may
+  gather each tile inside the loop (measured when compiling for a TPU topology: both unembeddings gathered in every
+  sequence tile); constrained here, it is gathered once per step, as the dense head's matmul gathers it. Outside a
+  mesh with logical axis rules this is the identity.
+  """
+  from flax import linen as nn  # pylint: disable=import-outside-toplevel
+
+  return nn.with_logical_constraint(unembed_DxV, (None, "vocab"))
 
 
 def logits_from_hidden(hidden_BxSxD: jnp.ndarray, unembed_DxV: jnp.ndarray, softcap: float | None) -> jnp.ndarray:

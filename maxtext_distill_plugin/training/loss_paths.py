@@ -128,8 +128,12 @@ def distillation_terms(
     *,
     student_features_LxBxSxD: jnp.ndarray | None = None,
     z_loss_multiplier: float = 0.0,
+    diagnose: jnp.ndarray | None = None,
 ) -> tuple[jnp.ndarray, jnp.ndarray, dict[str, reductions.SumCount]]:
   """``(objective_sum, count, metrics)`` of one micro-batch on the path the two outputs' types select (table above).
+
+  ``diagnose``: online, a boolean scalar computes :data:`metric_names.ONLINE_DIAGNOSTICS` only where it is true
+  (``(0, 0)`` pairs elsewhere); None computes them on every call.
 
   Raises:
     TypeError: for a pair of outputs no path takes (e.g. full student logits against a hidden-state teacher).
@@ -139,7 +143,14 @@ def distillation_terms(
   cached = isinstance(teacher, objective.TeacherOutputs) and teacher.logits_BxSxV is None
   if isinstance(student, DenseStudent) and isinstance(teacher, objective.TeacherOutputs):
     return objective.distillation_terms(
-        student.logits_BxSxV, teacher, labels_BxS, mask_BxS, weights, top_k=settings.distill_top_k, **common
+        student.logits_BxSxV,
+        teacher,
+        labels_BxS,
+        mask_BxS,
+        weights,
+        top_k=settings.distill_top_k,
+        diagnose=diagnose,
+        **common,
     )
   tiles = {"seq_chunk": settings.distill_seq_chunk, "vocab_chunk": settings.distill_vocab_chunk}
   if isinstance(student, HiddenStudent) and cached:
@@ -168,6 +179,7 @@ def distillation_terms(
         teacher_logit_softcap=teacher.softcap,
         diagnostics=True,
         coverage_top_k=settings.distill_top_k,
+        diagnose=diagnose,
         **tiles,
         **common,
     )

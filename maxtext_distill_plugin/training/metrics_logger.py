@@ -46,6 +46,8 @@ TFLOPS_PER_SEC_TEACHER = "perf/per_device_tflops_per_sec_teacher"
 PARAMS_TRAINABLE = "params/trainable"
 PARAMS_TOTAL = "params/total"
 _SAMPLED_ONLY = ("sample/", "perf/sample_seconds")  # on-policy metrics of the steps that sampled (on_policy.py)
+# Metrics some steps leave as (0, 0): the on-policy samples, and the online diagnostics (step.StepOptions).
+_SOMETIMES = _SAMPLED_ONLY + metric_names.ONLINE_DIAGNOSTICS
 _PPL_CE_CAP = 80.0  # exp(80) is about 5.5e34: a finite perplexity for any CE a run can log
 
 
@@ -138,8 +140,9 @@ class MetricsLogger:
     self._window = []
     now = time.perf_counter()
     elapsed, self._window_start = now - self._window_start, now
-    # Sampling metrics count only the steps that sampled: a window without one leaves them out, not at 0.
-    summed = {k: v for k, v in summed.items() if not (k.startswith(_SAMPLED_ONLY) and float(v[1]) == 0.0)}
+    # Sampling metrics and diagnostics count only the steps that computed them: a window without one leaves them out,
+    # not at 0.
+    summed = {k: v for k, v in summed.items() if not (k.startswith(_SOMETIMES) and float(v[1]) == 0.0)}
     means = reductions.means(summed)
     means.update(objective.derived_metrics(means))
     if metric_names.TOTAL_LOSS in means:

@@ -58,6 +58,10 @@ class StepOptions:
   train_rows: int | None = None
   eval_rows: int | None = None
   trainable_patterns: tuple[str, ...] | None = None  # freezing: MaxText trainable_parameters_mask; None: all train
+  # The online diagnostics (metric_names.ONLINE_DIAGNOSTICS) cost full-vocabulary passes, so a train step computes them
+  # only where step + 1 is a multiple of this (the trainer passes log_period: the step that ends a logging window)
+  # or the last step; 1: every step.
+  diagnostics_every: int = 1
 
 
 # The auto policy lives with the loss paths; these names stay importable here (trainer, tools, tests).
@@ -171,14 +175,23 @@ def teacher_for_loss(teacher_graphdef, teacher_state, batch, settings: DistillSe
   )
 
 
-def student_terms(model, teacher, batch, weights, settings: DistillSettings, *, chunked: bool, enable_dropout: bool):
+def diagnostics_due(step, options: StepOptions):
+  """Whether the train step at optimizer ``step`` computes the online diagnostics: None (always) or a traced bool."""
+  if options.diagnostics_every <= 1:
+    return None
+  return ((step + 1) % options.diagnostics_every == 0) | (step + 1 >= options.total_steps)
+
+
+def student_terms(
+    model, teacher, batch, weights, settings: DistillSettings, *, chunked: bool, enable_dropout: bool, diagnose=None
+):
   """``(objective_sum, count, metrics)`` of the student ``model`` against ``teacher_for_loss``'s output.
 
   The student's forward gives full logits or (``chunked``) hidden states; :func:`loss_paths.distillation_terms`
   picks the loss from the two outputs. Besides the distillation terms, the student keeps MaxText's own training
   terms where its config sets them: the z-loss (``z_loss_multiplier``), the MoE load balance
   (``load_balance_loss_weight``) and the multi-token prediction (``mtp_num_layers``); see :mod:`aux_terms` for how
-  the per-batch ones are weighted.
+  the per-batch ones are weighted. ``diagnose``: see :func:`loss_paths.distillation_terms`.
   """
   z_loss = float(getattr(model.config, "z_loss_multiplier", 0.0) or 0.0)
   if chunked:
@@ -196,6 +209,7 @@ def student_terms(model, teacher, batch, weights, settings: DistillSettings, *, 
       settings,
       student_features_LxBxSxD=values.features_LxBxSxD,
       z_loss_multiplier=z_loss,
+      diagnose=diagnose,
   )
   return aux_terms.add_aux_terms(
       *terms, moe_lb_loss=values.moe_lb_loss, mtp_loss=values.mtp_loss, teacher_moe_lb_loss=teacher.moe_lb_loss
@@ -251,7 +265,7 @@ def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, lear
   """Returns ``train_step(state, teacher_state, batch) -> (state, metrics)``."""
   settings = options.settings
 
-  def micro_step(model_graphdef, params, rest, teacher_state, micro_batch, weights):
+  def micro_step(model_graphdef, params, rest, teacher_state, micro_batch, weights, diagnose):
     teacher = teacher_for_loss(
         teacher_graphdef, teacher_state, micro_batch, settings, options.chunked_loss, options.offline_tail
     )
@@ -266,6 +280,7 @@ def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, lear
           settings,
           chunked=options.chunked_loss,
           enable_dropout=options.enable_dropout,
+          diagnose=diagnose,
       )
       return total, (count, metrics, nnx.state(model, nnx.Not(nnx.Param)))
 
@@ -278,14 +293,15 @@ def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, lear
     train_state = nnx.merge(state_graphdef, state)
     step = train_state.optimizer.step.get_value()
     weights = scheduled_weights(settings, step, options.total_steps)
+    diagnose = diagnostics_due(step, options)
     model_graphdef, params, rest = nnx.split(train_state.model, nnx.Param, ...)
     micro_batches = _first_rows(_split_micro_batches(batch, options.accumulation_steps), options.train_rows, axis=1)
     first = jax.tree.map(lambda x: x[0], micro_batches)
-    grads, count, metrics, rest = micro_step(model_graphdef, params, rest, teacher_state, first, weights)
+    grads, count, metrics, rest = micro_step(model_graphdef, params, rest, teacher_state, first, weights, diagnose)
 
     def accumulate(carry, micro_batch):
       grads_sum, count_sum, metrics_sum, rest = carry
-      g, c, m, rest = micro_step(model_graphdef, params, rest, teacher_state, micro_batch, weights)
+      g, c, m, rest = micro_step(model_graphdef, params, rest, teacher_state, micro_batch, weights, diagnose)
       return (jax.tree.map(jnp.add, grads_sum, g), count_sum + c, reductions.add_pairs(metrics_sum, m), rest), None
 
     if options.accumulation_steps > 1:

@@ -144,6 +144,7 @@ def train(configs) -> TrainResult:
       train_rows=int(student_config.micro_batch_size_to_train_on),
       eval_rows=int(student_config.micro_batch_size_to_eval_on),
       trainable_patterns=freezing.trainable_patterns(student_config),
+      diagnostics_every=int(student_config.log_period),  # the diagnostics of the step that ends each logging window
   )
   logging.info("Distillation loss: %s", "chunked (from hidden states)" if options.chunked_loss else "dense (full logits)")
   train_step = jax.jit(

@@ -70,6 +70,7 @@ BAD_CLI = [
         "distill_teacher_layer_indices",
     ),
     ("divergence_unknown", ["distill_divergence=foo"], "distill_divergence"),
+    ("teacher_weight_dtype_unknown", ["distill_teacher_weight_dtype=float16"], "distill_teacher_weight_dtype"),
     ("skew_lambda_without_a_skew_divergence", ["distill_skew_lambda=1.0"], "distill_skew_lambda"),
     ("skew_lambda_one", ["distill_divergence=skew_kl", "distill_skew_lambda=1.0"], "distill_skew_lambda"),
     ("jsd_beta_above_one", ["distill_divergence=jsd", "distill_divergence_beta=1.5"], "distill_divergence_beta"),

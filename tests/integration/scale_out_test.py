@@ -44,6 +44,36 @@ def _run(tmp_path, name, devices, teacher_checkpoint, *extra, xla_flags: str = "
   return {r["step"]: r for r in read_metrics(metrics) if "distill/total_loss" in r}
 
 
+# Lean tiles of 8 positions x 256 of the 512 columns: 4 x 2 loop iterations, and tiles no other weight shares a
+# dimension with (the tiny model's widest is 128), so a vocabulary-sized collective is told apart by its shape.
+_LEAN_TILES = ("distill_seq_chunk=8", "distill_vocab_chunk=256")
+_VOCAB_TILE = 256
+_WHILE_BODY = re.compile(r"\bwhile\(.*?body=%?([\w.\-]+)")
+_CALLED = re.compile(r"(?:body|condition|to_apply|calls|true_computation|false_computation)=%?([\w.\-]+)")
+_GATHER = re.compile(r"= \w+\[([\d,]*)\]\S* all-gather(?:-start)?\(")
+
+
+def _gathers_inside_loops(hlo: str) -> list[str]:
+  """Result shapes of the all-gathers in a while body (or anything a while body calls) of an optimized HLO module."""
+  computations, name = {}, None
+  for line in hlo.splitlines():
+    if line and not line.startswith(" ") and line.rstrip().endswith("{"):
+      name = line.split()[1 if line.startswith("ENTRY") else 0].lstrip("%")
+      computations[name] = []
+    elif name is not None:
+      computations[name].append(line)
+  texts = {name: "\n".join(lines) for name, lines in computations.items()}
+  inside, pending = set(), [body for text in texts.values() for body in _WHILE_BODY.findall(text)]
+  while pending:
+    current = pending.pop()
+    if current in texts and current not in inside:
+      inside.add(current)
+      pending += _CALLED.findall(texts[current])
+      for branches in re.findall(r"branch_computations=\{([^}]*)\}", texts[current]):
+        pending += [branch.strip().lstrip("%") for branch in branches.split(",")]
+  return [m.group(1) for c in inside for line in computations[c] for m in [_GATHER.search(line)] if m]
+
+
 # Each mesh runs one loss path (the lean one is the CPU default), so both are checked sharded at the cost of two runs.
 @pytest.mark.parametrize(
     "sharding,loss_impl",
@@ -54,9 +84,21 @@ def _run(tmp_path, name, devices, teacher_checkpoint, *extra, xla_flags: str = "
     ids=["fsdp-chunked", "data-tensor-dense"],
 )
 def test_sharded_mesh_matches_single_device(tmp_path, teacher_checkpoint, sharding, loss_impl):
+  """On the FSDP mesh the lean step also gathers each unembedding once per step, outside its tile loops."""
   features = ("distill_beta=0.5", "distill_layer_indices=[0]", f"distill_loss_impl={loss_impl}")
+  features += _LEAN_TILES if loss_impl == "chunked" else ()
+  dump = tmp_path / "four-hlo"
+  flags = f"--xla_dump_to={dump} --xla_dump_hlo_module_re=.*train_step.*"
   single = _run(tmp_path, "one", 1, teacher_checkpoint, "per_device_batch_size=8", *features)
-  sharded = _run(tmp_path, "four", 4, teacher_checkpoint, "per_device_batch_size=2", *features, *sharding)
+  sharded = _run(
+      tmp_path, "four", 4, teacher_checkpoint, "per_device_batch_size=2", *features, *sharding, xla_flags=flags
+  )
+  if loss_impl == "chunked":
+    (path,) = dump.glob("*jit_train_step*after_optimizations.txt")
+    in_loops = _gathers_inside_loops(path.read_text(encoding="utf-8"))
+    assert in_loops, "the decoder's scanned layers gather their FSDP-sharded weights in a loop: the parse found none"
+    vocabulary_sized = [dims for dims in in_loops if max(map(int, dims.split(","))) >= _VOCAB_TILE]
+    assert not vocabulary_sized, f"unembedding tiles all-gathered inside a tile loop: {vocabulary_sized}"
   assert sorted(single) == sorted(sharded) == [1, 2, 3]
   for step in single:
     for name in _COMPARED + ("distill/out_proj_feature_loss",):

@@ -99,6 +99,7 @@ def build_ours(argv: list[str], impl: str) -> StepBench:
       clip_threshold=float(student.gradient_clipping_threshold),
       enable_dropout=bool(student.enable_dropout),
       chunked_loss=step_lib.use_chunked_loss(configs.settings, student, configs.teacher),
+      diagnostics_every=int(student.log_period),  # as the trainer: diagnostics on the steps that end a log window
   )
   if options.chunked_loss != (impl == "chunked"):
     raise RuntimeError(f"distill_loss_impl={impl} resolved to chunked_loss={options.chunked_loss}")
