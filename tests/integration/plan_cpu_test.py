@@ -83,6 +83,14 @@ def test_plan_reports_does_not_fit_and_the_largest_batch_that_does(tmp_path):
   )
   assert plan["step_seconds_lower_bound"] is None  # no stated peak for the host's CPU
   assert plan["host"]["peak_rss_bytes"] > 0
+  # docs/scale.md's table is made from such reports by one command.
+  table = subprocess.run(
+      [sys.executable, "tools/scale_table.py", str(tmp_path)], cwd=REPO, capture_output=True, text=True, check=True
+  ).stdout.splitlines()
+  assert len(table) == 3 and table[2].startswith("| plan | ")
+  cells = [c.strip() for c in table[2].strip("|").split("|")]
+  assert cells[2:6] == ["cpu-4", "2 x 192", "-", f"{memory['total'] / 1024**3:.2f} / {memory['temp'] / 1024**3:.2f}"]
+  assert cells[7] == "- / 1"  # no lean search; dense's largest batch, exact
 
 
 # psum of a loop-carried value inside a 7-trip fori_loop, then one tiled all-gather, over 4 devices.
