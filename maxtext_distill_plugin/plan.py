@@ -25,7 +25,8 @@ what the run compiles, both loss paths online); ``--search PATHS`` (default: the
 ``--max-search-compiles N`` (6) bound the batch search; ``--hbm-gib X`` overrides the per-device memory;
 ``--hlo-dir DIR`` keeps each program's compiled HLO text.
 
-Exit codes: 0 fits, 3 does not fit, 2 bad input (with the fix), as the trainer.
+Exit codes: 0 fits, 3 does not fit, 2 bad input (with the fix), as the trainer; 1 when a program failed to compile
+for another reason than memory (the others are still reported).
 """
 
 import os
@@ -123,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
   print(report.table(result))
   if flags.get("--json"):
     report.write_json(result, flags["--json"])
+  failed = [path for path, found in result["paths"].items() if found.get("failed")]
+  if failed:
+    print(f"maxtext-distill plan: {', '.join(failed)} failed to compile (see the log); no verdict.", file=sys.stderr)
+    return 1
   return 0 if result["fits"] else EXIT_DOES_NOT_FIT
 
 

@@ -34,6 +34,8 @@ def _memory(report: dict, path: str) -> str:
   if found is None:
     return "-"
   memory = found["memory"]
+  if found.get("failed"):
+    return "failed to compile"
   if not found["fits"] and "collectives" not in found:
     return f"OOM ({memory['total'] / GIB:.1f})" if memory["total"] else "OOM"
   return f"{memory['total'] / GIB:.2f} / {memory['temp'] / GIB:.2f}"

@@ -95,10 +95,17 @@ def compile_paths(configs, target: targets.Target, paths, hlo_dir: str | None = 
   reports = {}
   for path in paths:
     logging.info("planner: compiling %s for %s", path, target.name)
-    jitted, args = _program(configs, run, path)
-    result = compiler.compile_program(
-        path, jitted, args, mesh=mesh, rules=configs.student.logical_axis_rules, hbm_bytes=target.hbm_bytes
-    )
+    try:
+      jitted, args = _program(configs, run, path)
+      result = compiler.compile_program(
+          path, jitted, args, mesh=mesh, rules=configs.student.logical_axis_rules, hbm_bytes=target.hbm_bytes
+      )
+    except Exception as e:  # pylint: disable=broad-exception-caught  # the other programs' figures still count
+      logging.exception("planner: %s failed to compile", path)
+      reports[path] = {"fits": False, "failed": True, "error": f"{type(e).__name__}: {str(e)[:500]}"}
+      reports[path].update({"compile_seconds": 0.0, "memory": {k: 0 for k in ("argument", "output", "alias")}})
+      reports[path]["memory"].update({"temp": 0, "total": 0})
+      continue
     report = {
         "fits": result.fits,
         "compile_seconds": round(result.compile_seconds, 1),
