@@ -190,17 +190,19 @@ def _format(shapes) -> str:
 def sequence_vocab_buffers(text: str, seq_rows: set[int], vocab_sizes: set[int], widths: set[int]) -> list[str]:
   """Distinct array types holding a whole sequence of vocabulary rows, ``[B, S, V]`` or flattened ``[B*S, V]``.
 
-  ``seq_rows`` holds S and the flattened row counts B*S; ``vocab_sizes`` V and its sharded widths; a 2-D shape
-  whose other dimension is a model width (``widths``) is an unembedding, not logits. Tile loops hold
-  ``[B, tile, V]`` and are not matched.
+  ``seq_rows`` holds S and the flattened row counts B*S; ``vocab_sizes`` V and its sharded widths. Size-1
+  dimensions are ignored, and a shape left with one other dimension equal to a model width (``widths``) is an
+  unembedding or its gradient, not logits: so a single row's ``[1, S, V]`` is missed when S equals a model width.
+  Tile loops hold ``[B, tile, V]`` and are not matched.
   """
   found = set()
   for dtype, dims in shapes_in(text):
-    if len(dims) < 2 or not any(d in vocab_sizes for d in dims):
+    squeezed = tuple(d for d in dims if d != 1)
+    if len(squeezed) < 2 or not any(d in vocab_sizes for d in squeezed):
       continue
-    axis = next(i for i, d in enumerate(dims) if d in vocab_sizes)
-    others = dims[:axis] + dims[axis + 1 :]
-    if len(dims) == 2 and others[0] in widths:
+    axis = next(i for i, d in enumerate(squeezed) if d in vocab_sizes)
+    others = squeezed[:axis] + squeezed[axis + 1 :]
+    if len(squeezed) == 2 and others[0] in widths:
       continue
     if any(d in seq_rows for d in others):
       found.add(_format([(dtype, dims)]))

@@ -124,4 +124,7 @@ def test_summary_sums_bytes_per_step_and_flags_vocabulary_collectives_in_loops()
 def test_sequence_vocab_buffers_find_logits_not_unembeddings_or_tiles():
   buffers = hlo.sequence_vocab_buffers(MODULE, seq_rows={128, 256}, vocab_sizes={1000}, widths={64})
   assert buffers == ["bf16[2,128,1000]"]  # bf16[64,1000] is an unembedding; f32[4,1000] a 4-row tile
+  # An unembedding gathered with a leading unit axis is still an unembedding, even when its width equals S.
+  gathered = "%g = bf16[1,128,1000]{2,1,0} all-gather(bf16[1,32,1000]{2,1,0} %w), dimensions={1}"
+  assert hlo.sequence_vocab_buffers(gathered, seq_rows={128}, vocab_sizes={1000}, widths={128}) == []
   assert hlo.sequence_vocab_buffers(MODULE, seq_rows={512}, vocab_sizes={1000}, widths={64}) == []
