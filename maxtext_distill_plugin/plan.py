@@ -64,6 +64,9 @@ def _prepare_process(topology: str) -> None:
   """Compile-only: never probe for a TPU; a host target gets its forced CPU device count before JAX starts."""
   os.environ["JAX_PLATFORMS"] = "cpu"
   os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+  # libtpu takes a host-wide lock meant for processes that drive TPU chips; compiling drives none, so several
+  # planner runs (or a planner beside a test) may load it at once.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   if topology.startswith("cpu-") and topology[4:].isdigit():
     if "jax" in sys.modules:
       return  # too late to change the device count: targets.mesh says so if it does not match
