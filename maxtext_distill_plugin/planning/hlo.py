@@ -191,8 +191,9 @@ def sequence_vocab_buffers(text: str, seq_rows: set[int], vocab_sizes: set[int],
   """Distinct array types holding a whole sequence of vocabulary rows, ``[B, S, V]`` or flattened ``[B*S, V]``.
 
   ``seq_rows`` holds S and the flattened row counts B*S; ``vocab_sizes`` V and its sharded widths. Size-1
-  dimensions are ignored, and a shape left with one other dimension equal to a model width (``widths``) is an
-  unembedding or its gradient, not logits: so a single row's ``[1, S, V]`` is missed when S equals a model width.
+  dimensions are ignored, and a float shape left with one other dimension equal to a model width (``widths``) is
+  an unembedding or its gradient, not logits: so a single row's float ``[1, S, V]`` is missed when S equals a
+  model width (its integer or boolean companions, e.g. a one-hot's ``pred[1, S, V]``, are still found).
   Tile loops hold ``[B, tile, V]`` and are not matched.
   """
   found = set()
@@ -202,7 +203,7 @@ def sequence_vocab_buffers(text: str, seq_rows: set[int], vocab_sizes: set[int],
       continue
     axis = next(i for i, d in enumerate(squeezed) if d in vocab_sizes)
     others = squeezed[:axis] + squeezed[axis + 1 :]
-    if len(squeezed) == 2 and others[0] in widths:
+    if len(squeezed) == 2 and others[0] in widths and dtype[0] in "fb":  # weights are float; masks and ids are not
       continue
     if any(d in seq_rows for d in others):
       found.add(_format([(dtype, dims)]))

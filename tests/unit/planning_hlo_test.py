@@ -127,4 +127,6 @@ def test_sequence_vocab_buffers_find_logits_not_unembeddings_or_tiles():
   # An unembedding gathered with a leading unit axis is still an unembedding, even when its width equals S.
   gathered = "%g = bf16[1,128,1000]{2,1,0} all-gather(bf16[1,32,1000]{2,1,0} %w), dimensions={1}"
   assert hlo.sequence_vocab_buffers(gathered, seq_rows={128}, vocab_sizes={1000}, widths={128}) == []
+  one_hot = "%o = pred[1,128,1000]{2,1,0} compare(s32[1,128,1000]{2,1,0} %a, s32[1,128,1000]{2,1,0} %b)"
+  assert hlo.sequence_vocab_buffers(one_hot, {128}, {1000}, {128}) == ["pred[1,128,1000]", "s32[1,128,1000]"]
   assert hlo.sequence_vocab_buffers(MODULE, seq_rows={512}, vocab_sizes={1000}, widths={64}) == []
