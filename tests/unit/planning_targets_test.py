@@ -20,6 +20,7 @@ import os
 
 import pytest
 
+from maxtext_distill_plugin import cli
 from maxtext_distill_plugin import errors
 from maxtext_distill_plugin import plan
 from maxtext_distill_plugin.planning import targets
@@ -46,7 +47,7 @@ def test_unknown_targets_are_refused(name, slices, fix):
 
 
 def _plan(capsys, monkeypatch, *args):
-  for key in ("JAX_PLATFORMS", "TPU_SKIP_MDS_QUERY", "XLA_FLAGS"):  # restored after the test
+  for key in ("JAX_PLATFORMS", "TPU_SKIP_MDS_QUERY", "ALLOW_MULTIPLE_LIBTPU_LOAD", "XLA_FLAGS"):  # restored after
     monkeypatch.setenv(key, os.environ.get(key, ""))
   code = plan.main(["plan", "configs/distillation-cpu-tiny.yml", *args])
   return code, capsys.readouterr().err
@@ -66,3 +67,12 @@ def test_the_target_and_the_flags_are_checked_first(capsys, monkeypatch):
   assert code == errors.EXIT_USAGE and "'fast'" in err
   code, err = _plan(capsys, monkeypatch, "compile_topology=cpu-4", "--frobnicate", "1")
   assert code == errors.EXIT_USAGE and "--frobnicate" in err
+
+
+def test_the_cli_hands_plan_to_the_planner(capsys, monkeypatch):
+  for key in ("JAX_PLATFORMS", "TPU_SKIP_MDS_QUERY", "ALLOW_MULTIPLE_LIBTPU_LOAD"):
+    monkeypatch.setenv(key, os.environ.get(key, ""))
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["maxtext-distill", "plan", "configs/distillation-cpu-tiny.yml", "steps=5"])
+  assert exit_info.value.code == errors.EXIT_USAGE
+  assert "maxtext-distill plan: compile_topology=None" in capsys.readouterr().err
