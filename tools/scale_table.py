@@ -17,8 +17,8 @@
     python tools/scale_table.py docs/scale           # every *.json there, rows in file-name order
 
 Each report is ``maxtext-distill plan ... --paths lean,dense,floor --json docs/scale/<row>.json``; a row shows per
-device: the total and temporaries of our lean and dense steps and of the floor (MaxText's pre-training step of the
-student plus a teacher forward), the largest per_device_batch_size found, the vocabulary-sized collective bytes per
+device: the total and temporaries of our lean and dense steps, of the floor (MaxText's pre-training step of the
+student plus a teacher forward) and of the offline step or the on-policy sampler where compiled, the largest per_device_batch_size found, the vocabulary-sized collective bytes per
 step, FLOPs, and the compile time and peak host memory of the planner run.
 """
 
@@ -69,8 +69,10 @@ def row(name: str, report: dict) -> str:
       _memory(report, "lean"),
       _memory(report, "dense"),
       _memory(report, "floor"),
+      "; ".join(f"{p} {_memory(report, p)}" for p in ("offline", "sampler") if p in report["paths"]) or "-",
       f"{_largest(report, 'lean')} / {_largest(report, 'dense')}",
-      f"{_vocab_bytes(report, 'lean')} / {_vocab_bytes(report, 'dense')} / {_vocab_bytes(report, 'floor')}",
+      f"{_vocab_bytes(report, 'lean')} / {_vocab_bytes(report, 'dense')} / {_vocab_bytes(report, 'floor')}"
+      + "".join(f"; {p} {_vocab_bytes(report, p)}" for p in ("offline", "sampler") if p in report["paths"]),
       f"{flops['total']:.2e}" + (f" ({bound * 1e3:.0f} ms)" if bound else ""),
       f"{compile_seconds:.0f} s, {report['host']['peak_rss_bytes'] / GIB:.1f} GiB",
   ]
@@ -79,9 +81,9 @@ def row(name: str, report: dict) -> str:
 
 HEADER = (
     "| row | teacher -> student | target | batch x seq | lean total / temp (GiB) | dense total / temp | floor total /"
-    " temp | max batch lean / dense | vocab-sized collective GB per step (in loops) lean / dense / floor | FLOPs per"
-    " device per step (time at peak) | compile, host peak RSS |\n"
-    + "|---" * 11
+    " temp | offline step, sampler | max batch lean / dense | vocab-sized collective GB per step (in loops) lean /"
+    " dense / floor | FLOPs per device per step (time at peak) | compile, host peak RSS |\n"
+    + "|---" * 12
     + "|"
 )
 

@@ -90,7 +90,7 @@ def test_plan_reports_does_not_fit_and_the_largest_batch_that_does(tmp_path):
   assert len(table) == 3 and table[2].startswith("| plan | ")
   cells = [c.strip() for c in table[2].strip("|").split("|")]
   assert cells[2:6] == ["cpu-4", "2 x 192", "-", f"{memory['total'] / 1024**3:.2f} / {memory['temp'] / 1024**3:.2f}"]
-  assert cells[7] == "- / 1"  # no lean search; dense's largest batch, exact
+  assert cells[7:9] == ["-", "- / 1"]  # no offline step or sampler; no lean search; dense's largest batch, exact
 
 
 # psum of a loop-carried value inside a 7-trip fori_loop, then one tiled all-gather, over 4 devices.
