@@ -18,8 +18,9 @@
 
 Each report is ``maxtext-distill plan ... --paths lean,dense,floor --json docs/scale/<row>.json``; a row shows per
 device: the total and temporaries of our lean and dense steps, of the floor (MaxText's pre-training step of the
-student plus a teacher forward) and of the offline step or the on-policy sampler where compiled, the largest per_device_batch_size found, the vocabulary-sized collective bytes per
-step, FLOPs, and the compile time and peak host memory of the planner run.
+student plus a teacher forward) and of the offline step or the on-policy sampler where compiled, the largest
+per_device_batch_size found, the vocabulary-sized collective bytes per step, FLOPs, and the compile time and peak
+host memory of the planner run.
 """
 
 import json
