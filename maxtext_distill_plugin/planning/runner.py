@@ -28,6 +28,7 @@ from maxtext_distill_plugin.planning import flops
 from maxtext_distill_plugin.planning import hlo
 from maxtext_distill_plugin.planning import programs
 from maxtext_distill_plugin.planning import targets
+from maxtext_distill_plugin.training import step as step_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +57,7 @@ def run_path(configs) -> str:
   """The step program a run of ``configs`` compiles."""
   if configs.offline:
     return "offline"
-  chunked = programs.step_lib.use_chunked_loss(configs.settings, configs.student, configs.teacher)
+  chunked = step_lib.use_chunked_loss(configs.settings, configs.student, configs.teacher)
   return "lean" if chunked else "dense"
 
 
