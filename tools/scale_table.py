@@ -57,14 +57,21 @@ def _vocab_bytes(report: dict, path: str) -> str:
   return f"{vocab['bytes'] / 1e9:.2f} ({vocab['in_loop_bytes'] / 1e9:.2f})"
 
 
+def _model(section: dict) -> str:
+  """The model's name, with its depth and width where the report has them (a reshaped student keeps its name)."""
+  if "layers" not in section:
+    return section["model_name"]
+  return f"{section['model_name']} ({section['layers']}x{section['emb_dim']})"
+
+
 def row(name: str, report: dict) -> str:
   target, flops = report["target"], report["flops_per_device"]
-  teacher = report["teacher"]["model_name"] if report["teacher"] else "offline cache"
+  teacher = _model(report["teacher"]) if report["teacher"] else "offline cache"
   bound = report["step_seconds_lower_bound"]
   compile_seconds = sum(p["compile_seconds"] for p in report["paths"].values())
   cells = [
       name,
-      f"{teacher} -> {report['student']['model_name']}",
+      f"{teacher} -> {_model(report['student'])}",
       target["name"],
       f"{report['per_device_batch_size']:g} x {report['max_target_length']}",
       _memory(report, "lean"),

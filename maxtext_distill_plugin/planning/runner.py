@@ -154,6 +154,10 @@ def largest_batch(request: PlanRequest, path: str, start: int, start_fits: bool,
   }
 
 
+def _shape(config) -> dict:
+  return {"model_name": config.model_name, "layers": int(config.num_decoder_layers), "emb_dim": int(config.emb_dim)}
+
+
 def plan(request: PlanRequest) -> dict:
   """The whole plan as a JSON-ready dict (see :mod:`report`)."""
   started = time.perf_counter()
@@ -168,8 +172,8 @@ def plan(request: PlanRequest) -> dict:
   plan_report = {
       "config": list(request.argv[1:]),
       "target": dataclasses.asdict(target),
-      "student": {"model_name": student.model_name, "vocab_size": int(student.vocab_size)},
-      "teacher": None if teacher is None else {"model_name": teacher.model_name},
+      "student": {**_shape(student), "vocab_size": int(student.vocab_size)},
+      "teacher": None if teacher is None else _shape(teacher),
       "per_device_batch_size": float(student.per_device_batch_size),
       "max_target_length": int(student.max_target_length),
       "gradient_accumulation_steps": int(student.gradient_accumulation_steps),
