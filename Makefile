@@ -28,7 +28,7 @@ clean:
 # .venv-tpu, which sees .venv's pinned set and adds libtpu, so .venv (make demo, make test) never probes for a TPU.
 .venv-tpu/.ready: setup
 	@test -x .venv-tpu/bin/python || "$$(sed -n 's/^executable = //p' .venv/pyvenv.cfg)" -m venv .venv-tpu
-	@echo "import site; site.addsitedir('$(CURDIR)/.venv/lib/python3.12/site-packages')" \
+	@echo "import site; site.addsitedir('$$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')')" \
 		> "$$(.venv-tpu/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_maxtext_distill_base.pth"
 	@.venv-tpu/bin/python -m pip install --quiet --disable-pip-version-check --no-deps libtpu==0.0.50.1
 	@touch $@
