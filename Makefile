@@ -1,5 +1,5 @@
 # maxtext-distill: the two commands of the README. Each sets up .venv on a fresh machine first.
-.PHONY: demo test test-families test-slow test-upstream lint setup clean bench-check
+.PHONY: demo test test-families test-slow test-upstream lint setup clean bench-check plan-example test-scale
 
 # Tools that cache under $HOME (pylint, gcloud's config that Google libraries create on import, matplotlib's font list)
 # cache inside the clone instead: a run leaves nothing outside it.
@@ -41,3 +41,23 @@ lint: setup
 
 clean:
 	rm -rf .venv build dist *.egg-info demo_output
+
+# Compiling for a TPU topology on this machine needs libtpu (the tpu-aot extra). It goes into its own environment,
+# .venv-tpu, which sees .venv's pinned set and adds libtpu, so .venv (make demo, make test) never probes for a TPU.
+.venv-tpu/.ready: setup
+	@test -x .venv-tpu/bin/python || "$$(sed -n 's/^executable = //p' .venv/pyvenv.cfg)" -m venv .venv-tpu
+	@echo "import site; site.addsitedir('$$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')')" \
+		> "$$(.venv-tpu/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_maxtext_distill_base.pth"
+	@.venv-tpu/bin/python -m pip install --quiet --disable-pip-version-check --no-deps libtpu==0.0.50.1
+	@touch $@
+
+# Will the shipped recipe (llama3.1-8b teacher, Llama-3.2-1B-shaped student) fit a v5p-8? About 2 compiles of 100 s.
+plan-example: .venv-tpu/.ready
+	@.venv-tpu/bin/python -m maxtext_distill_plugin.plan distillation.yml \
+		student_overrides.base_emb_dim=2048 student_overrides.base_mlp_dim=8192 \
+		student_overrides.base_num_decoder_layers=16 student_overrides.base_num_query_heads=32 \
+		student_overrides.head_dim=64 student_overrides.override_model_config=True compile_topology=v5p-8 --search none --json plan-example.json
+
+# The planner on a tiny config for v5p-8 through libtpu: no [B, S, V] buffer, no vocabulary-sized collective in a loop.
+test-scale: .venv-tpu/.ready
+	@JAX_PLATFORMS=cpu .venv-tpu/bin/python -m pytest -q -p no:randomly --scale tests/integration/plan_scale_test.py

@@ -18,6 +18,8 @@ train_distill <config.yml> [key=value ...]     train (online, or offline with of
 train_distill <config.yml> [key=value ...] --dry-run
                                                build and check the three configs, print the plan, exit
 train_distill --list                           the configs shipped with the plugin (usable by name)
+maxtext-distill plan <config.yml> [key=value ...] compile_topology=v5p-8
+                                               compile the run's step for a topology: will it fit? (plan.py)
 """
 
 import os
@@ -100,6 +102,10 @@ def describe(configs) -> str:
 
 def main(argv: list[str] | None = None) -> None:
   argv = list(sys.argv if argv is None else argv)
+  if len(argv) > 1 and argv[1] == "plan":  # the planner sets up its own process (no TPU probe, CPU devices)
+    from maxtext_distill_plugin import plan  # pylint: disable=import-outside-toplevel
+
+    sys.exit(plan.main([argv[0]] + argv[2:]))
   import _maxtext_distill_hook as _host_hook  # pylint: disable=import-outside-toplevel
 
   if _host_hook.use_upstream():

@@ -137,6 +137,7 @@ def train_in_process(tmp_path, teacher_checkpoint: str, *overrides: str, run_nam
 OPT_IN_MARKERS = {
     "families": "every model family of the family test (make test-families)",
     "slow": "further recipes, study and benchmark smoke runs, long end-to-end checks (make test-slow)",
+    "scale": "the planner compiling for a TPU topology through libtpu (make test-scale, in .venv-tpu)",
 }
 
 

@@ -37,6 +37,7 @@ import functools
 import os
 from typing import Any
 
+from absl import logging
 import pydantic
 
 from maxtext_distill_plugin import errors
@@ -49,7 +50,14 @@ from maxtext_distill_plugin.model import features
 from maxtext_distill_plugin.student import student_init
 
 BATCH_SHAPE_KEYS = ("per_device_batch_size", "max_target_length", "gradient_accumulation_steps")
-TEACHER_SHARED_KEYS = BATCH_SHAPE_KEYS + ("hardware", "skip_jax_distributed_system", "jax_cache_dir", "compile_topology")
+# compile_topology_num_slices goes with compile_topology: without it the teacher would size its batch for -1 slices.
+TEACHER_SHARED_KEYS = BATCH_SHAPE_KEYS + (
+    "hardware",
+    "skip_jax_distributed_system",
+    "jax_cache_dir",
+    "compile_topology",
+    "compile_topology_num_slices",
+)
 # Keys that describe the whole run; inside student_overrides/teacher_overrides they would silently split it.
 _RUN_LEVEL_KEYS = DISTILL_KEYS | {"student_overrides", "teacher_overrides", "offline_data_dir"}
 
@@ -329,8 +337,12 @@ def _teacher_weight_dtype(settings: DistillSettings, teacher, teacher_overrides:
   return jnp.dtype(teacher.dtype)
 
 
-def build(argv: list[str]) -> DistillConfigs:
-  """Builds and checks the three configs from ``[prog, config.yml, key=value, ...]``."""
+def build(argv: list[str], *, plan: bool = False) -> DistillConfigs:
+  """Builds and checks the three configs from ``[prog, config.yml, key=value, ...]``.
+
+  ``plan``: the planner builds the configs to compile for a topology and reads nothing from disk, so checkpoint
+  paths that do not exist yet are accepted with a warning.
+  """
   yaml_path, cli = parse_cli(argv)
   cli_args = [f"{k}=''" if v == "" and _is_string_key(k) else f"{k}={v}" for k, v in cli.items()]
   base = [argv[0] or "train_distill", yaml_path]
@@ -346,7 +358,9 @@ def build(argv: list[str]) -> DistillConfigs:
   offline = bool(global_config.offline_data_dir)
   if offline:
     path = global_config.offline_data_dir
-    if not os.path.isdir(path) or not os.listdir(path):
+    if plan and not os.path.isdir(path):
+      logging.warning("offline_data_dir=%s does not exist; the planner compiles for distill_top_k ids.", path)
+    elif not os.path.isdir(path) or not os.listdir(path):
       raise errors.ConfigError(
           "offline_data_dir", path, "point it at a teacher cache written by save_top_k_teacher_logits, or unset it."
       )
@@ -372,9 +386,9 @@ def build(argv: list[str]) -> DistillConfigs:
     storage = _teacher_weight_dtype(settings, teacher, teacher_overrides)
     if storage != teacher.weight_dtype:  # the frozen teacher keeps no float32 master copy it would never update
       teacher = _initialize(base, log_config=False, **{**teacher_keys, "weight_dtype": storage.name})
-    _check_checkpoint_path("teacher_overrides.load_parameters_path", teacher.load_parameters_path)
+    _check_checkpoint_path("teacher_overrides.load_parameters_path", teacher.load_parameters_path, plan)
   if student.load_parameters_path:
-    _check_checkpoint_path("load_parameters_path", student.load_parameters_path)
+    _check_checkpoint_path("load_parameters_path", student.load_parameters_path, plan)
   offline_eval = None
   if offline and student.eval_interval > 0:
     offline_eval = _initialize(base + cli_args, log_config=False, **student_overrides)
@@ -385,6 +399,8 @@ def build(argv: list[str]) -> DistillConfigs:
   )
   configs = DistillConfigs(global_config, student, teacher, settings, offline_eval, init, tuple(argv))
   cross_check(configs)
+  if plan:  # the planner compiles on abstract batches: no data or cache is read
+    return configs
   data_sources.check_student_data(offline_eval if offline_eval is not None else student)
   if offline:
     cache_checks.check_cache_matches(global_config.offline_data_dir, student, settings)
@@ -403,8 +419,11 @@ def _empty_strings_kept(overrides) -> dict:
   return {key: "" if value is None and _is_string_key(key) else value for key, value in dict(overrides or {}).items()}
 
 
-def _check_checkpoint_path(key: str, path: str) -> None:
+def _check_checkpoint_path(key: str, path: str, plan: bool = False) -> None:
   if "://" in path:  # Remote storage is checked by Orbax when it restores.
+    return
+  if plan and not os.path.exists(path):
+    logging.warning("%s=%s does not exist; the planner reads no weights, a run would refuse it.", key, path)
     return
   if not os.path.isdir(path):
     raise errors.ConfigError(

@@ -104,6 +104,27 @@ def offline_eval_iterator(configs, mesh):
   return eval_iterator
 
 
+def step_options(configs, offline_tail: str | None, chunked_loss: bool | None = None) -> step_lib.StepOptions:
+  """The compiled step's settings for ``configs`` (the planner compiles with the same ones); ``chunked_loss`` None
+  resolves ``distill_loss_impl`` as a run does."""
+  student_config, settings = configs.student, configs.settings
+  if chunked_loss is None:
+    chunked_loss = step_lib.use_chunked_loss(settings, student_config, configs.teacher)
+  return step_lib.StepOptions(
+      settings=settings,
+      total_steps=int(student_config.steps),
+      accumulation_steps=int(student_config.gradient_accumulation_steps),
+      clip_threshold=float(student_config.gradient_clipping_threshold),
+      enable_dropout=bool(student_config.enable_dropout),
+      chunked_loss=chunked_loss,
+      offline_tail=offline_tail,
+      train_rows=int(student_config.micro_batch_size_to_train_on),
+      eval_rows=int(student_config.micro_batch_size_to_eval_on),
+      trainable_patterns=freezing.trainable_patterns(student_config),
+      diagnostics_every=int(student_config.log_period),  # the diagnostics of the step that ends each logging window
+  )
+
+
 def train(configs) -> TrainResult:
   """Runs the distillation described by ``configs`` (a :class:`config.DistillConfigs`)."""
   from maxtext.common import checkpointing  # pylint: disable=import-outside-toplevel
@@ -133,19 +154,7 @@ def train(configs) -> TrainResult:
   run_record.write(configs, configs.argv)
   param_counts = student_init.apply_at_start(configs, state, teacher_state, start_step)
 
-  options = step_lib.StepOptions(
-      settings=settings,
-      total_steps=int(student_config.steps),
-      accumulation_steps=int(student_config.gradient_accumulation_steps),
-      clip_threshold=float(student_config.gradient_clipping_threshold),
-      enable_dropout=bool(student_config.enable_dropout),
-      chunked_loss=step_lib.use_chunked_loss(settings, student_config, configs.teacher),
-      offline_tail=offline_tail,
-      train_rows=int(student_config.micro_batch_size_to_train_on),
-      eval_rows=int(student_config.micro_batch_size_to_eval_on),
-      trainable_patterns=freezing.trainable_patterns(student_config),
-      diagnostics_every=int(student_config.log_period),  # the diagnostics of the step that ends each logging window
-  )
+  options = step_options(configs, offline_tail)
   logging.info("Distillation loss: %s", "chunked (from hidden states)" if options.chunked_loss else "dense (full logits)")
   train_step = jax.jit(
       step_lib.make_train_step(state_graphdef, teacher_graphdef, options, lr_schedule),

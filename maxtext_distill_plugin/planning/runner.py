@@ -1,0 +1,201 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Runs a plan: builds the run's configs for the target, compiles the chosen programs, reads their HLO, and
+searches the largest ``per_device_batch_size`` that fits (by compiling, a bounded number of times)."""
+
+import dataclasses
+import os
+import resource
+import time
+
+from absl import logging
+
+from maxtext_distill_plugin.planning import abstract
+from maxtext_distill_plugin.planning import compiler
+from maxtext_distill_plugin.planning import flops
+from maxtext_distill_plugin.planning import hlo
+from maxtext_distill_plugin.planning import programs
+from maxtext_distill_plugin.planning import targets
+from maxtext_distill_plugin.training import step as step_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanRequest:
+  """What to plan: the run's command line (without the target keys), the target, the programs, the search."""
+
+  argv: tuple[str, ...]
+  target: targets.Target
+  paths: tuple[str, ...] | None = None  # None: the run's own programs (see default_paths)
+  search_paths: tuple[str, ...] | None = None  # None: the run's path; () no search
+  max_search_compiles: int = 6
+  hlo_dir: str | None = None  # where to write each program's compiled HLO text
+
+
+def build_configs(request: PlanRequest, per_device_batch_size=None):
+  """The run's three configs as a run builds them, with the target's keys (and a batch size) on the command line."""
+  from maxtext_distill_plugin.configuration import config  # pylint: disable=import-outside-toplevel
+
+  extra = [f"{k}={v}" for k, v in request.target.maxtext_keys().items()]
+  if per_device_batch_size is not None:
+    extra.append(f"per_device_batch_size={per_device_batch_size}")
+  return config.build(list(request.argv) + extra, plan=True)
+
+
+def run_path(configs) -> str:
+  """The step program a run of ``configs`` compiles."""
+  if configs.offline:
+    return "offline"
+  chunked = step_lib.use_chunked_loss(configs.settings, configs.student, configs.teacher)
+  return "lean" if chunked else "dense"
+
+
+def default_paths(configs) -> tuple[str, ...]:
+  if configs.offline:
+    return ("offline",)
+  return ("lean", "dense") + (("sampler",) if configs.settings.on_policy else ())
+
+
+def _program(configs, run, path: str):
+  if path in programs.STEP_PATHS:
+    return programs.train_step(configs, run, path)
+  if path == "sampler":
+    return programs.sampler(configs, run)
+  return programs.floor(configs, run)
+
+
+def _shape_sets(configs, num_devices: int) -> tuple[set, set, set]:
+  """Vocabulary widths (V and V over each device-count divisor), whole-sequence row counts, and model widths."""
+  student, teacher = configs.student, configs.teacher
+  vocab = int(student.vocab_size)
+  vocab_sizes = {vocab} | {vocab // n for n in range(2, num_devices + 1) if vocab % n == 0 and num_devices % n == 0}
+  seq = int(student.max_target_length)
+  rows = int(student.global_batch_size_to_load)
+  widths = {int(c.emb_dim) for c in (student, teacher) if c is not None}
+  return vocab_sizes, {b * seq for b in range(1, rows + 1)}, widths
+
+
+def compile_paths(configs, target: targets.Target, paths, hlo_dir: str | None = None) -> tuple[dict, dict]:
+  """Compiles each program in ``paths``; returns per-path reports and the per-device state parts."""
+  mesh = targets.mesh(target, configs.student)
+  tail = programs.offline_tail(configs.settings) if configs.offline else None
+  run = abstract.build(configs, mesh, tail)
+  parts = abstract.state_parts(run)
+  vocab_sizes, seq_rows, widths = _shape_sets(configs, target.num_devices)
+  reports = {}
+  for path in paths:
+    logging.info("planner: compiling %s for %s", path, target.name)
+    try:
+      jitted, args = _program(configs, run, path)
+      result = compiler.compile_program(
+          path, jitted, args, mesh=mesh, rules=configs.student.logical_axis_rules, hbm_bytes=target.hbm_bytes
+      )
+    except Exception as e:  # pylint: disable=broad-exception-caught  # the other programs' figures still count
+      logging.exception("planner: %s failed to compile", path)
+      reports[path] = {"fits": False, "failed": True, "error": f"{type(e).__name__}: {str(e)[:500]}"}
+      reports[path].update({"compile_seconds": 0.0, "memory": {k: 0 for k in ("argument", "output", "alias")}})
+      reports[path]["memory"].update({"temp": 0, "total": 0})
+      continue
+    report = {
+        "fits": result.fits,
+        "compile_seconds": round(result.compile_seconds, 1),
+        "memory": result.memory(),
+        "error": result.error,
+        "hlo_flops_loop_bodies_once": result.hlo_flops,
+    }
+    if result.hlo_text and hlo_dir:
+      os.makedirs(hlo_dir, exist_ok=True)
+      with open(os.path.join(hlo_dir, f"{path}.hlo.txt"), "w", encoding="utf-8") as f:
+        f.write(result.hlo_text)
+    if result.hlo_text:
+      found, unknown_loops = hlo.collectives(result.hlo_text)
+      report["collectives"] = hlo.summarize(found, vocab_sizes)
+      report["collectives"]["loops_with_unknown_trip_count"] = unknown_loops
+      report["sequence_vocab_buffers"] = hlo.sequence_vocab_buffers(result.hlo_text, seq_rows, vocab_sizes, widths)
+    reports[path] = report
+  return reports, parts
+
+
+def largest_batch(request: PlanRequest, path: str, start: int, start_fits: bool, start_total: int) -> dict:
+  """The largest integer ``per_device_batch_size`` at which ``path`` fits: doubling from ``start`` while it fits,
+  then bisection, at most ``request.max_search_compiles`` compiles. ``exact`` when the bracket closed."""
+  low, high = (start, None) if start_fits else (0, start)
+  tried = {start: {"fits": start_fits, "total_bytes": start_total}}
+  while len(tried) - 1 < request.max_search_compiles:
+    if high is None:
+      size = low * 2
+    elif high - low <= 1:
+      break
+    else:
+      size = (low + high) // 2
+    configs = build_configs(request, size)
+    found = compile_paths(configs, request.target, (path,))[0][path]
+    fits = found["fits"]
+    tried[size] = {"fits": fits, "total_bytes": found["memory"]["total"]}
+    logging.info("planner: %s at per_device_batch_size=%d %s", path, size, "fits" if fits else "does not fit")
+    low, high = (size, high) if fits else (low, size)
+  return {
+      "largest_fitting": low,
+      "first_not_fitting": high,
+      "exact": high is not None and high - low <= 1,
+      "compiles": len(tried) - 1,
+      "tried": {str(k): v for k, v in sorted(tried.items())},
+  }
+
+
+def _shape(config) -> dict:
+  return {"model_name": config.model_name, "layers": int(config.num_decoder_layers), "emb_dim": int(config.emb_dim)}
+
+
+def plan(request: PlanRequest) -> dict:
+  """The whole plan as a JSON-ready dict (see :mod:`report`)."""
+  started = time.perf_counter()
+  configs = build_configs(request)
+  student, teacher, target = configs.student, configs.teacher, request.target
+  paths = request.paths or default_paths(configs)
+  own = run_path(configs)
+  reports, parts = compile_paths(configs, target, paths, request.hlo_dir)
+  for report in reports.values():
+    report["memory"].update(parts)
+  step_flops = flops.per_device(configs)
+  plan_report = {
+      "config": list(request.argv[1:]),
+      "target": dataclasses.asdict(target),
+      "student": {**_shape(student), "vocab_size": int(student.vocab_size)},
+      "teacher": None if teacher is None else _shape(teacher),
+      "per_device_batch_size": float(student.per_device_batch_size),
+      "max_target_length": int(student.max_target_length),
+      "gradient_accumulation_steps": int(student.gradient_accumulation_steps),
+      "run_path": own,
+      "paths": reports,
+      # The run's own program decides; without it (--paths), every compiled one must fit.
+      "fits_decided_by": own if own in reports else ",".join(reports),
+      "fits": reports[own]["fits"] if own in reports else all(r["fits"] for r in reports.values()),
+      "flops_per_device": step_flops,
+      "step_seconds_lower_bound": flops.step_seconds_lower_bound(step_flops["total"], target.peak_flops),
+  }
+  search = (own,) if request.search_paths is None else request.search_paths
+  pdbs = float(student.per_device_batch_size)
+  plan_report["largest_batch"] = {}
+  for path in search:
+    if path not in reports or pdbs != int(pdbs) or pdbs < 1:
+      continue
+    plan_report["largest_batch"][path] = largest_batch(
+        request, path, int(pdbs), reports[path]["fits"], reports[path]["memory"]["total"]
+    )
+  plan_report["host"] = {
+      "seconds": round(time.perf_counter() - started, 1),
+      "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+  }
+  return plan_report

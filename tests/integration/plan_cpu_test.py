@@ -1,0 +1,124 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The planner on the CPU backend's own compile, 4 host devices in a subprocess (no libtpu): the table, the JSON,
+fit and no-fit against a tiny HBM budget, exit 3, the largest-batch search, and collectives of a function whose
+collectives are known.
+"""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO, subprocess_env
+
+# Tiny student (1 layer) and teacher (2 layers) with sizes that collide with nothing: V=1000, S=192, D=64.
+TINY = (
+    "configs/distillation-cpu-tiny.yml",
+    "teacher_overrides.load_parameters_path=/does/not/exist/items",
+    "vocab_size=1000",
+    "teacher_overrides.vocab_size=1000",
+    "max_target_length=192",
+    "distill_seq_chunk=32",
+)
+# The dense step's total per device is 8.96 MB at per_device_batch_size 1 and 16.69 MB at 2 (CPU compile): a budget
+# between them makes the config's batch of 2 a "does not fit" and 1 the largest that fits.
+BUDGET_GIB = 0.012
+
+
+def _params_per_device(layers: int, vocab=1000, emb=64, mlp=128, devices=4) -> int:
+  """float32 bytes per device of a MaxText llama2-block decoder: matrices sharded 4 ways, norm scales replicated."""
+  matrices = 2 * vocab * emb + layers * (4 * emb * emb + 3 * emb * mlp)
+  norms = (2 * layers + 1) * emb
+  return 4 * (matrices // devices + norms)
+
+
+def test_plan_reports_does_not_fit_and_the_largest_batch_that_does(tmp_path):
+  out = tmp_path / "plan.json"
+  args = [sys.executable, "-m", "maxtext_distill_plugin.plan", *TINY, "compile_topology=cpu-4"]
+  args += ["--paths", "dense", "--search", "dense", "--max-search-compiles", "2", "--hbm-gib", str(BUDGET_GIB)]
+  args += ["--json", str(out)]
+  done = subprocess.run(args, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, check=False)
+  assert done.returncode == 3, done.stderr[-3000:]
+  assert "does not exist; the planner reads no weights" in done.stderr
+  table = done.stdout
+  for row in ("student params", "optimizer state", "teacher params", "temp", "total", "HBM margin", "fits"):
+    assert row in table
+  assert "DOES NOT FIT (dense on cpu-4)" in table
+  assert "largest per_device_batch_size that fits (dense): 1 (exact)" in table
+
+  plan = json.loads(out.read_text())
+  budget = int(BUDGET_GIB * 1024**3)
+  assert plan["target"] == {
+      "name": "cpu-4", "platform": "cpu", "num_devices": 4, "hbm_bytes": budget, "peak_flops": 0.0, "num_slices": 1
+  }  # fmt: skip
+  dense = plan["paths"]["dense"]
+  memory = dense["memory"]
+  assert memory["total"] == memory["argument"] + memory["output"] - memory["alias"] + memory["temp"]
+  assert memory["total"] > budget and not dense["fits"] and not plan["fits"]
+  assert memory["student_params"] == _params_per_device(layers=1)
+  assert memory["teacher_params"] == _params_per_device(layers=2)
+  assert 0 <= memory["optimizer_state"] - 2 * memory["student_params"] <= 64  # Adam's two moments and its counts
+  search = plan["largest_batch"]["dense"]
+  assert (search["largest_fitting"], search["first_not_fitting"], search["exact"]) == (1, 2, True)
+  assert search["tried"]["1"]["fits"] and search["tried"]["1"]["total_bytes"] <= budget
+  assert search["tried"]["2"]["total_bytes"] == memory["total"]
+  # The dense step holds the student's logits: 8 rows over 4 devices, [2, S, V] per device.
+  assert "f32[2,192,1000]" in dense["sequence_vocab_buffers"]
+  assert dense["collectives"]["by_kind"]["all-gather"]["count"] > 0
+  assert (
+      plan["flops_per_device"]["total"]
+      == plan["flops_per_device"]["student_fwd_bwd"] + plan["flops_per_device"]["teacher_fwd"]
+  )
+  assert plan["step_seconds_lower_bound"] is None  # no stated peak for the host's CPU
+  assert plan["host"]["peak_rss_bytes"] > 0
+  # docs/scale.md's table is made from such reports by one command.
+  table = subprocess.run(
+      [sys.executable, "tools/scale_table.py", str(tmp_path)], cwd=REPO, capture_output=True, text=True, check=True
+  ).stdout.splitlines()
+  assert len(table) == 3 and table[2].startswith("| plan | ")
+  cells = [c.strip() for c in table[2].strip("|").split("|")]
+  assert cells[2:6] == ["cpu-4", "2 x 192", "-", f"{memory['total'] / 1024**3:.2f} / {memory['temp'] / 1024**3:.2f}"]
+  assert cells[7:9] == ["-", "- / 1"]  # no offline step or sampler; no lean search; dense's largest batch, exact
+
+
+# psum of a loop-carried value inside a 7-trip fori_loop, then one tiled all-gather, over 4 devices.
+_KNOWN_COLLECTIVES = """
+import json
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from maxtext_distill_plugin.planning import hlo
+
+mesh = Mesh(jax.devices(), ("x",))
+
+def body(x):
+  looped = jax.lax.fori_loop(0, 7, lambda i, c: jax.lax.psum(c * (i + 1).astype(c.dtype), "x"), x)
+  return jax.lax.all_gather(looped, "x", tiled=True)
+
+fn = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=P("x"), out_specs=P(), check_vma=False))
+arg = jax.ShapeDtypeStruct((32, 24), jnp.float32, sharding=NamedSharding(mesh, P("x")))
+found, unknown = hlo.collectives(fn.lower(arg).compile().as_text())
+print(json.dumps({"found": sorted([c.kind, c.count, c.bytes, c.in_loop] for c in found), "unknown": unknown}))
+"""
+
+
+def test_collectives_of_a_jitted_function_with_a_loop():
+  env = {**subprocess_env(), "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+  done = subprocess.run(
+      [sys.executable, "-c", _KNOWN_COLLECTIVES], cwd=REPO, env=env, capture_output=True, text=True, check=True
+  )
+  result = json.loads(done.stdout.strip().splitlines()[-1])
+  # Each device reduces its [8, 24] float32 shard 7 times, then gathers the [32, 24] whole once.
+  assert result == {"found": [["all-gather", 1, 32 * 24 * 4, False], ["all-reduce", 7, 8 * 24 * 4, True]], "unknown": 0}
