@@ -16,9 +16,8 @@
 
 MaxText 0.2.5's ``Attention`` sows ``out_projection_activations`` when
 ``config.distill_beta > 0`` (the plugin sets that gate from its own section);
-three attentions override ``__call__`` and do not: MLA (``attention_mla.MLA``,
-DeepSeek), DeepSeek-V4's ``CompressedAttention`` and GPT-3's own
-``Gpt3MultiHeadAttention``. Every attention class in :data:`SOW_HOSTS` whose own
+two attentions override ``__call__`` and do not: MLA (``attention_mla.MLA``,
+DeepSeek) and GPT-3's own ``Gpt3MultiHeadAttention``. Every attention class in :data:`SOW_HOSTS` whose own
 ``__call__`` lacks the sow gets a small wrapper that adds it, applied once and
 logged; the installed files are not edited.
 
@@ -49,7 +48,6 @@ SOW_NAME = "out_projection_activations"
 SOW_HOSTS = (
     ("maxtext.layers.attentions", "Attention"),
     ("maxtext.layers.attention_mla", "MLA"),
-    ("maxtext.layers.attention_compressed", "CompressedAttention"),
     ("maxtext.models.gpt3", "Gpt3MultiHeadAttention"),
 )
 
@@ -61,7 +59,6 @@ SOWING_DECODERS = frozenset({
     "mistral",
     "mixtral",
     "deepseek",
-    "deepseek4",
     "envy",
     "gemma",
     "gemma2",
@@ -85,6 +82,10 @@ NOT_SOWING = {
     "qwen3_next": _LINEAR_ATTENTION,
     "qwen3_5": _LINEAR_ATTENTION,
     "olmo3": "MaxText 0.2.5 cannot build it ('NNXDecoder' object has no attribute 'layers')",
+    "deepseek4": (
+        "MaxText 0.2.5 cannot load its checkpoints through load_parameters_path (from_pretrained: 'Resource axis:"
+        " o_groups ... is not found in mesh')"
+    ),
     "gemma4": (
         "its scanned blocks run the local layers in an inner scan that does not hand out what they sow, so only the"
         " global layer of each block gives an activation"
