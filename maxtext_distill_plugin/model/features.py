@@ -58,6 +58,7 @@ SOWING_DECODERS = frozenset({
     "llama4",
     "mistral",
     "mixtral",
+    "olmo3",
     "deepseek",
     "envy",
     "gemma",
@@ -81,7 +82,6 @@ NOT_SOWING = {
     "simple_mlp": "its layers have no attention (an MLP each)",
     "qwen3_next": _LINEAR_ATTENTION,
     "qwen3_5": _LINEAR_ATTENTION,
-    "olmo3": "MaxText 0.2.5 cannot build it ('NNXDecoder' object has no attribute 'layers')",
     "deepseek4": (
         "MaxText 0.2.5 cannot load its checkpoints through load_parameters_path (from_pretrained: 'Resource axis:"
         " o_groups ... is not found in mesh')"

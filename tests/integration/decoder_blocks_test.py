@@ -25,9 +25,11 @@ student's start (checkpoint 0); then
   (``distill_on_policy_fraction=1``), where sampling is supported, else the lean loss
   alone;
 
-each with finite losses at both steps. A block that MaxText itself cannot
-pre-train on the CPU is recorded with MaxText's error (the test asserts that
-error, so a MaxText that learns the block makes it fail and be promoted).
+each with finite losses at both steps. Where MaxText itself fails (deepseek4,
+qwen3_next, qwen3_5: its ``from_pretrained`` cannot build the model to load the
+pre-trained checkpoint into), the test
+asserts MaxText's error, so a MaxText that learns the block makes it fail and
+be promoted.
 
 Everything here is behind ``make test-families`` (marker ``families``): about
 4 minutes a block on 2 cores.
@@ -60,9 +62,8 @@ class Block:
     feature_refusal: the key the refusal of ``distill_beta > 0`` names where the block sows but the tiny model cannot
       use it (``scan_layers``); blocks outside ``features.SOWING_DECODERS`` are refused naming ``decoder_block``.
     on_policy: whether on-policy sampling runs (else the lean run is off-policy).
-    maxtext_error: the error MaxText's own pre-training fails with on the CPU, or None.
     load_error: the error MaxText's ``from_pretrained`` fails with when the distillation loads the pre-trained
-      teacher, or None.
+      teacher (before any step), or None.
   """
 
   model: dict
@@ -70,7 +71,6 @@ class Block:
   pretrain: dict = dataclasses.field(default_factory=dict)
   feature_refusal: str | None = None
   on_policy: bool = True
-  maxtext_error: str | None = None
   load_error: str | None = None
 
 
@@ -126,8 +126,13 @@ BLOCKS = {
             **_MOE,
         )
     ),
-    "qwen3_next": Block(_tiny(model_name="qwen3-next-80b-a3b", **_GDN_TINY, **_MOE)),
-    "qwen3_5": Block(_tiny(model_name="qwen3.5-35b-a3b", use_mrope=False, **_GDN_TINY, **_MOE)),
+    "qwen3_next": Block(
+        _tiny(model_name="qwen3-next-80b-a3b", **_GDN_TINY, **_MOE), load_error="duplicate entries for `fsdp_transpose`"
+    ),
+    "qwen3_5": Block(
+        _tiny(model_name="qwen3.5-35b-a3b", use_mrope=False, **_GDN_TINY, **_MOE),
+        load_error="duplicate entries for `fsdp_transpose`",
+    ),
     "gpt3": Block(_tiny(model_name="gpt3-52k", base_num_decoder_layers=2, base_num_kv_heads=4)),
     "gpt_oss": Block(
         _tiny(model_name="gpt-oss-20b", base_num_decoder_layers=4, **_MOE), run={"distill_layer_indices": "[1,2]"}
@@ -136,10 +141,9 @@ BLOCKS = {
     "simple_mlp": Block(_tiny(decoder_block="simple_mlp", base_num_decoder_layers=2)),
     # MaxText routes Llama 4 top-1 only.
     "llama4": Block(_tiny(model_name="llama4-17b-16e", base_num_decoder_layers=4, **{**_MOE, "num_experts_per_tok": 1})),
-    "olmo3": Block(
-        _tiny(model_name="olmo3-7b", base_num_decoder_layers=4),
-        maxtext_error="'NNXDecoder' object has no attribute 'layers'",
-    ),
+    # One whole cycle of its 4-layer pattern (fewer layers fail in MaxText: 'NNXDecoder' object has no attribute
+    # 'layers').
+    "olmo3": Block(_tiny(model_name="olmo3-7b", base_num_decoder_layers=4)),
     "deepseek4": Block(
         _tiny(
             model_name="deepseek4-tiny",
@@ -183,6 +187,22 @@ def test_every_block_sows_or_has_a_reason():
       assert reason is None
     else:
       assert repr(name) in reason and features.NOT_SOWING[name] in reason
+
+
+def test_sampling_recomputes_where_maxtext_decode_fails():
+  """Cheap (config only): MLA, and the default block with grouped KV heads, sample by recompute (their KV-cache
+  decode fails in MaxText 0.2.5; the lean runs above sample through it); other blocks use the KV cache."""
+  import types  # pylint: disable=import-outside-toplevel
+
+  from maxtext_distill_plugin.model import sampling  # pylint: disable=import-outside-toplevel
+
+  def path(block, kv=4, attention_type="global"):
+    config = types.SimpleNamespace(decoder_block=block, num_kv_heads=kv, num_query_heads=4, attention_type=attention_type)
+    return sampling.decode_path(config)
+
+  assert path("deepseek", attention_type="mla") == "recompute"
+  assert path("default", kv=2) == "recompute"
+  assert path("default") == path("qwen2", kv=2) == path("llama2", kv=2) == "kv_cache"
 
 
 def _pretrain(out, block: Block) -> subprocess.CompletedProcess:
@@ -243,9 +263,6 @@ def _finite_steps(out) -> list[dict]:
 def _check_block(tmp_path, name: str) -> None:
   block = BLOCKS[name]
   pretrained = _pretrain(tmp_path / "pretrain", block)
-  if block.maxtext_error is not None:
-    assert pretrained.returncode != 0 and block.maxtext_error in pretrained.stderr, pretrained.stderr[-3000:]
-    return
   assert pretrained.returncode == 0, pretrained.stderr[-3000:]
   _check_distillation(tmp_path, name, tmp_path / "pretrain" / "pt" / "checkpoints")
 
