@@ -53,7 +53,8 @@ def _path_name(path) -> str:
 
 
 def stored_extras(checkpoint_path: str) -> dict[tuple, object]:
-  """``{model path: array metadata}`` of the checkpoint's ``nnx_aux/model`` subtree, from its metadata only."""
+  """``{model path: array metadata}`` of the checkpoint's ``nnx_aux/model`` subtree less RNG streams, from its
+  metadata only."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
 
   try:
@@ -68,7 +69,9 @@ def stored_extras(checkpoint_path: str) -> dict[tuple, object]:
   if not model:
     return {}
   flat = nnx.traversals.flatten_mapping(dict(model), is_leaf=lambda _, x: not hasattr(x, "items"))
-  return {tuple(str(k) for k in path): value for path, value in flat.items()}
+  # Every MaxText checkpoint stores the modules' RNG streams (``.../rngs/<stream>/{key,count}``) here too; they are
+  # regenerated on load, never restored.
+  return {tuple(str(k) for k in path): value for path, value in flat.items() if "rngs" not in map(str, path)}
 
 
 def restore_extras(model: nnx.Module, checkpoint_path: str) -> list[str]:
