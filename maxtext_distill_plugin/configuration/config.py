@@ -287,8 +287,8 @@ def _check_sows(label: str, cfg) -> None:
     raise errors.ConfigError(
         f"{label}.decoder_block",
         block,
-        f"{reason}. Use such a decoder for the {label}, or set distill_beta=0.0 (and distill_beta_end) to distill"
-        " the logits only.",
+        f"{reason}. Use a decoder_block that sows ({', '.join(sorted(features.SOWING_DECODERS))}) for the {label}, or"
+        " set distill_beta=0.0 (and distill_beta_end) to distill the logits only.",
     )
 
 

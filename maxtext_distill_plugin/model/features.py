@@ -16,10 +16,15 @@
 
 MaxText 0.2.5's ``Attention`` sows ``out_projection_activations`` when
 ``config.distill_beta > 0`` (the plugin sets that gate from its own section);
-its MLA (``attention_mla.MLA``, DeepSeek) overrides ``__call__`` and does not.
-Every attention class in :data:`SOW_HOSTS` whose own ``__call__`` lacks the sow
-gets a small wrapper that adds it, applied once and logged; the installed files
-are not edited.
+two attentions override ``__call__`` and do not: MLA (``attention_mla.MLA``,
+DeepSeek) and GPT-3's own ``Gpt3MultiHeadAttention``. Every attention class in :data:`SOW_HOSTS` whose own
+``__call__`` lacks the sow gets a small wrapper that adds it, applied once and
+logged; the installed files are not edited.
+
+:data:`SOWING_DECODERS` are the decoder blocks whose every layer runs one of
+these attentions (each is checked end to end by ``decoder_blocks_test.py``);
+:data:`NOT_SOWING` says for each other block why it cannot give one activation
+per layer.
 
 Decoders keep their layers in one or more groups, each scanned or not:
 ``layers`` (one stack), ``layers/layers_<i>`` (a scanned cycle of sub-layers:
@@ -40,22 +45,53 @@ import jax.numpy as jnp
 SOW_NAME = "out_projection_activations"
 
 # (module, class) of every attention whose output projection the feature loss reads.
-SOW_HOSTS = (("maxtext.layers.attentions", "Attention"), ("maxtext.layers.attention_mla", "MLA"))
+SOW_HOSTS = (
+    ("maxtext.layers.attentions", "Attention"),
+    ("maxtext.layers.attention_mla", "MLA"),
+    ("maxtext.models.gpt3", "Gpt3MultiHeadAttention"),
+)
 
-# Decoder blocks whose every layer runs one SOW_HOSTS attention (checked by the model-family test).
+# Decoder blocks whose every layer runs one SOW_HOSTS attention (checked by decoder_blocks_test.py).
 SOWING_DECODERS = frozenset({
     "default",
     "llama2",
+    "llama4",
     "mistral",
     "mixtral",
+    "olmo3",
     "deepseek",
+    "envy",
     "gemma",
     "gemma2",
     "gemma3",
+    "gpt3",
+    "gpt_oss",
+    "qwen2",
     "qwen3",
     "qwen3_moe",
-    "gpt_oss",
+    "qwen3_custom_moe",
 })
+
+_LINEAR_ATTENTION = (
+    "three of every four layers run Gated DeltaNet linear attention, which has no attention out_projection, so"
+    " only every fourth layer could give an activation"
+)
+# The other blocks of MaxText 0.2.5's DecoderBlockType, and why the feature loss cannot read them.
+NOT_SOWING = {
+    "simple": "its layers have no attention (one dense projection each)",
+    "simple_mlp": "its layers have no attention (an MLP each)",
+    "qwen3_next": _LINEAR_ATTENTION,
+    "qwen3_5": _LINEAR_ATTENTION,
+    "deepseek4": (
+        "MaxText 0.2.5 cannot load its checkpoints through load_parameters_path (from_pretrained: 'Resource axis:"
+        " o_groups ... is not found in mesh')"
+    ),
+    "gemma4": (
+        "its scanned blocks run the local layers in an inner scan that does not hand out what they sow, so only the"
+        " global layer of each block gives an activation"
+    ),
+    "gemma4_small": "MaxText builds it unscanned only (scan_layers=False), and the feature loss reads the scan axis",
+}
 
 _patched: set[str] = set()
 
@@ -118,7 +154,8 @@ def sow_refusal(config) -> str | None:
   """
   block = getattr(config.decoder_block, "value", config.decoder_block)
   if block not in SOWING_DECODERS:
-    return f"decoder_block={block!r} is not known to run a sowing attention ({', '.join(sorted(SOWING_DECODERS))} are)"
+    why = NOT_SOWING.get(block, "it is not known to run a sowing attention in every layer")
+    return f"decoder_block={block!r} cannot give the feature loss an attention output per layer: {why}"
   if block == "deepseek" and getattr(config, "use_batch_split_schedule", False):
     return "use_batch_split_schedule=True runs DeepSeek's attention outside the MLA module, which cannot sow"
   return None

@@ -272,10 +272,16 @@ class Sampler:
 
 
 def decode_path(config) -> str:
-  """``"kv_cache"``, or ``"recompute"`` for MLA attention (DeepSeek): MaxText 0.2.5's MLA decode fails on the tiny
-  CPU shapes tried here, in ``MaxEngine`` too (its cache is sized with ``head_dim``, its keys have
-  ``qk_nope_head_dim + qk_rope_head_dim``)."""
-  return "recompute" if str(getattr(config, "attention_type", "global")).lower() == "mla" else "kv_cache"
+  """``"kv_cache"``, or ``"recompute"`` where MaxText 0.2.5's own decode fails on the tiny CPU shapes tried here:
+  MLA attention (DeepSeek; in ``MaxEngine`` too: its cache is sized with ``head_dim``, its keys have
+  ``qk_nope_head_dim + qk_rope_head_dim``), and the ``default`` decoder block with grouped KV heads (its
+  autoregressive cache comes back with another number of KV heads than it went in with)."""
+  if str(getattr(config, "attention_type", "global")).lower() == "mla":
+    return "recompute"
+  block = getattr(config.decoder_block, "value", config.decoder_block)
+  if block == "default" and int(config.num_kv_heads) != int(config.num_query_heads):
+    return "recompute"
+  return "kv_cache"
 
 
 def make_sampler(

@@ -38,6 +38,7 @@ from flax import nnx
 from flax.linen import partitioning as nn_partitioning
 import jax
 
+from maxtext_distill_plugin.model import checkpoint_aux
 from maxtext_distill_plugin.model import features
 from maxtext_distill_plugin.student import freezing
 from maxtext_distill_plugin.student import student_init
@@ -64,9 +65,21 @@ def build_teacher(teacher_config, mesh):
   """The frozen teacher: MaxText model with the teacher's weights, parameters only, no optimizer."""
   from maxtext.utils import model_creation_utils  # pylint: disable=import-outside-toplevel
 
-  logging.info("Loading teacher %s from %s", teacher_config.model_name, teacher_config.load_parameters_path)
+  path = teacher_config.load_parameters_path
+  logging.info("Loading teacher %s from %s", teacher_config.model_name, path)
   teacher = model_creation_utils.from_pretrained(teacher_config, mesh=mesh)
+  # MaxText restores the parameters only; variables such as DeepSeek's router bias live in the checkpoint's nnx_aux.
+  checkpoint_aux.restore_extras(teacher, path)
+  checkpoint_aux.check_materialized(teacher, "teacher", path)
   return nnx.split(teacher)
+
+
+def _without_parameters_path(config):
+  """``config`` with ``load_parameters_path=""``: MaxText builds a fresh student and the trainer loads the weights."""
+  from maxtext.configs import pyconfig  # pylint: disable=import-outside-toplevel
+
+  pydantic_config = getattr(config, "_pydantic_config", config)
+  return pyconfig.HyperParameters(pydantic_config.model_copy(update={"load_parameters_path": ""}))
 
 
 def open_offline_data(configs, data_sharding):
@@ -137,10 +150,16 @@ def train(configs) -> TrainResult:
   # The tokenizer's EOS is read before any model is built, so a tokenizer without one is refused first.
   special_ids = on_policy.special_ids(student_config) if settings.on_policy else None
 
+  # A student checkpoint with non-parameter variables (DeepSeek's router bias) is beyond MaxText's params-only loader.
+  student_weights_path = checkpoint_aux.student_parameters_path(student_config)
+  setup_config = _without_parameters_path(student_config) if student_weights_path else student_config
   _, checkpoint_manager, state_shardings, _, mesh, lr_schedule, data_iterator, data_loader, _, eval_iterator, state = (
-      train_utils.setup_train_loop(student_config, recorder=None)
+      train_utils.setup_train_loop(setup_config, recorder=None)
   )
   start_step = int(state.optimizer.step.get_value())
+  if student_weights_path and start_step == 0:  # a resumed run has its own checkpoint, bias included
+    with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):
+      checkpoint_aux.load_student_weights(state.model, student_config, student_weights_path)
   data_resume.continue_data(student_config, data_loader, start_step, offline=configs.offline)
   state_graphdef, state = nnx.split(state)
   offline_batches, offline_tail = None, None

@@ -22,9 +22,18 @@ loss; for MoE families the logged ``distill/moe_lb_loss`` of step 1 (computed on
 the student's starting weights and the first batch) must equal MaxText's own
 load-balance term, from MaxText's ``loss_fn``, for the same weights and batch.
 
+DeepSeek keeps its shipped ``routed_bias: true``; its pre-training moves the
+router bias (``routed_bias_update_rate``), which MaxText stores outside
+``params`` (``nnx_aux``). The default case runs it end to end (before the fix:
+"gate/bias: missing" loading the student, then a deleted teacher array); with
+``--families`` the teacher and the student must also start from the stored
+bias, and the student's own checkpoint must keep it and load again through
+``load_parameters_path``.
+
 The default suite runs one MoE family (mixtral) and the MLA family (deepseek3,
 dense + MoE layer groups); dense decoders are covered by the rest of the suite.
-All ten run with ``make test-families`` (marker ``families``).
+All ten run with ``make test-families`` (marker ``families``), with every other
+decoder block in ``decoder_blocks_test.py``.
 """
 
 import math
@@ -53,8 +62,7 @@ MOE = {
     "capacity_factor": "-1",
     "load_balance_loss_weight": "0.01",
 }
-# MaxText 0.2.5 keeps DeepSeek's routed bias outside `params` in its checkpoints, then cannot load them through
-# load_parameters_path ("gate/bias: missing"): the tiny DeepSeek routes without it.
+# DeepSeek as shipped: routed_bias true (from the model file).
 DEEPSEEK = {
     "model_name": "deepseek3-tiny",
     "base_num_kv_heads": "4",
@@ -63,9 +71,12 @@ DEEPSEEK = {
     "qk_nope_head_dim": "16",
     "qk_rope_head_dim": "8",
     "v_head_dim": "16",
-    "routed_bias": "False",
     **MOE,
 }
+# Pre-training only: MaxText moves the router bias, so the checkpoints hold a bias that is not its zero init. The
+# plugin does not apply these updates (it refuses routed_bias_update_rate > 0), so distillation runs with 0.
+PRETRAIN_ONLY = {"deepseek3": {"routed_bias_update_rate": "0.01"}}
+ROUTER_BIAS = ("decoder", "moe_layers", "DeepSeekMoeBlock_0", "MoeBlock_0", "gate", "bias")
 FAMILIES = {
     "llama3.1": {"model_name": "llama3.1-8b", "base_num_decoder_layers": "2"},
     "mistral": {"model_name": "mistral-7b", "base_num_decoder_layers": "2"},
@@ -81,6 +92,26 @@ FAMILIES = {
     "deepseek3": {**DEEPSEEK, "distill_layer_indices": "[0,2]"},
 }
 DEFAULT = ("mixtral", "deepseek3")
+# MaxText's pre-training run keys (learning rate high enough to move): checkpoints 0 and 2.
+PRETRAIN_RUN = {
+    "hardware": "cpu",
+    "skip_jax_distributed_system": "True",
+    "attention": "dot_product",
+    "dtype": "float32",
+    "weight_dtype": "float32",
+    "jax_cache_dir": "",
+    "override_model_config": "True",
+    "dataset_type": "synthetic",
+    "max_target_length": "32",
+    "per_device_batch_size": "2",
+    "enable_checkpointing": "True",
+    "async_checkpointing": "False",
+    "steps": "3",
+    "checkpoint_period": "2",
+    "learning_rate": "0.01",
+    "warmup_steps_fraction": "0",
+}
+PRETRAIN_ARGS = [f"{k}={v}" for k, v in PRETRAIN_RUN.items()]
 RUN_LEVEL = ("distill_layer_indices",)  # distill_* keys: top level only, never in teacher_overrides
 
 
@@ -89,26 +120,8 @@ def _model_args(family: str) -> dict:
 
 
 def _pretrain(out, family: str):
-  """MaxText's own pre-training of the tiny family model: checkpoints 0 and 2 (learning rate high enough to move)."""
-  args = {
-      "hardware": "cpu",
-      "skip_jax_distributed_system": "True",
-      "attention": "dot_product",
-      "dtype": "float32",
-      "weight_dtype": "float32",
-      "jax_cache_dir": "",
-      "override_model_config": "True",
-      "dataset_type": "synthetic",
-      "max_target_length": "32",
-      "per_device_batch_size": "2",
-      "enable_checkpointing": "True",
-      "async_checkpointing": "False",
-      "steps": "3",
-      "checkpoint_period": "2",
-      "learning_rate": "0.01",
-      "warmup_steps_fraction": "0",
-      **_model_args(family),
-  }
+  """MaxText's own pre-training of the tiny family model: checkpoints 0 and 2."""
+  args = {**PRETRAIN_RUN, **_model_args(family), **PRETRAIN_ONLY.get(family, {})}
   cmd = [sys.executable, "-m", "maxtext.trainers.pre_train.train", maxtext_base_yml(), "run_name=pt"]
   cmd += [f"base_output_directory={out}"] + [f"{k}={v}" for k, v in args.items()]
   proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=900, check=False)
@@ -143,19 +156,67 @@ def _maxtext_lb_loss(argv: list[str]) -> float:
   import jax  # pylint: disable=import-outside-toplevel
 
   from maxtext_distill_plugin.configuration import config  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.model import checkpoint_aux  # pylint: disable=import-outside-toplevel
 
   student = config.build(["train_distill", *argv]).student
   mesh = maxtext_utils.get_mesh_from_config(student)
   with jax.set_mesh(mesh):
     model = model_creation_utils.from_pretrained(student, mesh=mesh)
+    # MaxText's loader reads `params` only; the router bias (nnx_aux) as the plugin restores it, checked against the
+    # stored array in _check_router_bias.
+    checkpoint_aux.restore_extras(model, student.load_parameters_path)
     batch = next(synthetic_data_processing.SyntheticDataIterator(student, mesh))
     _, aux = train.loss_fn(model, student, dict(batch), None, None, is_train=True)
   return float(aux["moe_lb_loss"])
 
 
-def _check_family(tmp_path, family: str):
+def _stored(items, path: tuple) -> np.ndarray:
+  """One array of a checkpoint, read back by Orbax alone (no MaxText, no plugin)."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+
+  tree = ocp.PyTreeCheckpointer().restore(str(items))
+  for key in path:
+    tree = tree[key]
+  return np.asarray(tree)
+
+
+def _teacher_bias(argv: list[str], teacher_items) -> np.ndarray:
+  """The router bias of the teacher as the trainer builds it from ``teacher_items``."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from flax.linen import partitioning as nn_partitioning  # pylint: disable=import-outside-toplevel
+  from maxtext.utils import maxtext_utils  # pylint: disable=import-outside-toplevel
+
+  from maxtext_distill_plugin.configuration import config  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training import trainer  # pylint: disable=import-outside-toplevel
+
+  argv = [a for a in argv if not a.startswith("teacher_overrides.load_parameters_path=")]
+  teacher = config.build(["train_distill", *argv, f"teacher_overrides.load_parameters_path={teacher_items}"]).teacher
+  mesh = maxtext_utils.get_mesh_from_config(teacher)
+  with jax.set_mesh(mesh), nn_partitioning.axis_rules(teacher.logical_axis_rules):
+    _, state = trainer.build_teacher(teacher, mesh)
+  for key in ROUTER_BIAS:
+    state = state[key]
+  return np.asarray(state.get_value())
+
+
+def _check_router_bias(tmp_path, argv: list[str], checkpoints) -> None:
+  """The teacher starts from its stored bias; the student saves the bias it loaded, and that checkpoint loads again."""
+  stored_teacher = _stored(checkpoints / "2" / "items", ("nnx_aux", "model", *ROUTER_BIAS))
+  stored_student = _stored(checkpoints / "0" / "items", ("nnx_aux", "model", *ROUTER_BIAS))
+  assert np.abs(stored_teacher).max() > 0.0 and not np.array_equal(stored_teacher, stored_student)
+  np.testing.assert_array_equal(_teacher_bias(argv, checkpoints / "2" / "items"), stored_teacher)
+  # The student was loaded from checkpoint 0 and the plugin never moves the bias: its final checkpoint holds it.
+  saved = tmp_path / "out" / "family" / "checkpoints" / "1" / "items"
+  np.testing.assert_array_equal(_stored(saved, ("nnx_aux", "model", *ROUTER_BIAS)), stored_student)
+  np.testing.assert_array_equal(_teacher_bias(argv, saved), stored_student)
+
+
+def _check_family(tmp_path, family: str, router_bias: bool = False):
+  """``router_bias``: also save the student and check the router bias (:func:`_check_router_bias`)."""
   checkpoints = _pretrain(tmp_path / "pretrain", family)
   argv = _distill_argv(tmp_path, family, checkpoints)
+  if router_bias:  # the student's checkpoint is read back below
+    argv = [a for a in argv if a != "enable_checkpointing=False"] + ["enable_checkpointing=True"]
   proc = run_cli(*argv, timeout=900)
   assert proc.returncode == 0, proc.stderr[-4000:]
   logged = {r["step"]: r for r in read_metrics(tmp_path / "metrics.jsonl") if "distill/total_loss" in r}
@@ -167,6 +228,8 @@ def _check_family(tmp_path, family: str):
     for record in logged.values():
       assert record["distill/moe_lb_loss"] > 0.0 and record["distill/teacher_moe_lb_loss"] > 0.0
     np.testing.assert_allclose(logged[1]["distill/moe_lb_loss"], _maxtext_lb_loss(argv), rtol=RTOL)
+    if router_bias:
+      _check_router_bias(tmp_path, argv, checkpoints)
   else:  # no experts: logged as 0, as MaxText's own trainer logs it
     assert logged[1]["distill/moe_lb_loss"] == 0.0 and logged[1]["distill/teacher_moe_lb_loss"] == 0.0
 
@@ -180,3 +243,10 @@ def test_family_distills_with_features_and_maxtext_terms(tmp_path, family):
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f not in DEFAULT])
 def test_every_other_family(tmp_path, family):
   _check_family(tmp_path, family)
+
+
+@pytest.mark.families
+def test_deepseek_router_bias_is_restored_saved_and_reloaded(tmp_path):
+  """The deepseek3 case with the student saved: the teacher's and the student's router bias against the stored arrays,
+  and the student's checkpoint loaded again (the default case already runs routed_bias true end to end)."""
+  _check_family(tmp_path, "deepseek3", router_bias=True)
