@@ -220,7 +220,8 @@ def test_json_parquet_and_arrow_files_give_the_tokenizers_batches(tmp_path, monk
   import datasets  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
 
-  monkeypatch.setattr(config, "_check_checkpoint_path", lambda key, path, plan=False: None)  # the teacher is never built here
+  # The teacher is never built here.
+  monkeypatch.setattr(config, "_check_checkpoint_path", lambda key, path, plan=False: None)
   texts = data_testing.sentences(12)
   tokenizer_dir = data_testing.train_hf_tokenizer(str(tmp_path / "tokenizer"), texts)
   json_file = data_testing.write_text_jsonl(str(tmp_path / "train.jsonl"), texts)

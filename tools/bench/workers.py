@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import time
+import typing
 
 from absl import logging
 
@@ -34,9 +35,9 @@ class StepBench:
   """A compiled training step ready to time, with what XLA says about it."""
 
   run: object  # () -> None: one step, blocking until its outputs are ready
-  compiled: object  # jax / nnx Compiled, for memory_analysis()
+  compiled: typing.Any  # jax / nnx Compiled: memory_analysis(), as_text()
   compile_s: float
-  keep_alive: object = None  # contexts that must outlive the timing
+  keep_alive: typing.Any = None  # contexts (an ExitStack) that must outlive the timing
 
 
 def _compile(jitted, *args):
