@@ -1,11 +1,13 @@
 # maxtext-distill: the two commands of the README. Each sets up .venv on a fresh machine first.
 .PHONY: demo test test-families test-slow test-upstream lint setup clean bench-check plan-example test-scale
 
-# Tools that cache under $HOME (pylint, gcloud's config that Google libraries create on import, matplotlib's font list)
+# Tools that cache under $HOME (pylint, gcloud's config that Google libraries create on import, matplotlib's font list,
+# Hugging Face datasets' processed local files)
 # cache inside the clone instead: a run leaves nothing outside it.
 export PYLINTHOME := $(CURDIR)/.venv/cache/pylint
 export CLOUDSDK_CONFIG := $(CURDIR)/.venv/cache/gcloud
 export MPLCONFIGDIR := $(CURDIR)/.venv/cache/matplotlib
+export HF_HOME := $(CURDIR)/.venv/cache/huggingface
 
 setup:
 	@bash tools/bootstrap.sh
