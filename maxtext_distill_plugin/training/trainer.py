@@ -212,15 +212,15 @@ def train(configs) -> TrainResult:
         if policy is None:
           state, metrics = train_step(state, teacher_state, batch)
         else:
-          ends_window = (step + 1) % student_config.log_period == 0 or step + 1 == options.total_steps
-          state, metrics = _on_policy_step(policy, train_step, step, state, teacher_state, batch, timed=ends_window)
+          timed = _ends_log_window(step, student_config.log_period, options.total_steps)
+          state, metrics = _on_policy_step(policy, train_step, step, state, teacher_state, batch, timed=timed)
         logger.add(metrics)
         guard.add(step, metrics)
         last_step = step
         if step % student_config.checkpoint_period == 0:
           save(step)
           guard.last_checkpoint = step
-        if (step + 1) % student_config.log_period == 0 or step + 1 == options.total_steps:
+        if _ends_log_window(step, student_config.log_period, options.total_steps):
           guard.check()
           logger.flush(step)
         if _eval_due(student_config, eval_iterator, step):
@@ -249,6 +249,12 @@ def train(configs) -> TrainResult:
   return TrainResult(
       last_step, logger.history, checkpoint_dir, student_config.tensorboard_dir, preempted=preemption.requested
   )
+
+
+def _ends_log_window(step: int, log_period: int, total_steps: int) -> bool:
+  """Whether optimizer ``step`` ends a logging window (the step's own diagnostics follow the same rule in the
+  compiled step: :func:`step.diagnostics_due`)."""
+  return (step + 1) % log_period == 0 or step + 1 == total_steps
 
 
 def _eval_due(config, eval_iterator, step: int) -> bool:

@@ -93,15 +93,7 @@ def build_ours(argv: list[str], impl: str) -> StepBench:
   graphdef, state, state_shardings, mesh, lr_schedule, batch = _student_setup(student)
   stack = _mesh_context(mesh, student)
   teacher_graphdef, teacher_state = trainer_lib.build_teacher(configs.teacher, mesh)
-  options = step_lib.StepOptions(
-      settings=configs.settings,
-      total_steps=int(student.steps),
-      accumulation_steps=int(student.gradient_accumulation_steps),
-      clip_threshold=float(student.gradient_clipping_threshold),
-      enable_dropout=bool(student.enable_dropout),
-      chunked_loss=step_lib.use_chunked_loss(configs.settings, student, configs.teacher),
-      diagnostics_every=int(student.log_period),  # as the trainer: diagnostics on the steps that end a log window
-  )
+  options = trainer_lib.step_options(configs, offline_tail=None)  # the step options a run compiles with
   if options.chunked_loss != (impl == "chunked"):
     raise RuntimeError(f"distill_loss_impl={impl} resolved to chunked_loss={options.chunked_loss}")
   jitted = jax.jit(
