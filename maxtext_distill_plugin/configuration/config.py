@@ -364,6 +364,13 @@ def build(argv: list[str], *, plan: bool = False) -> DistillConfigs:
       raise errors.ConfigError(
           "offline_data_dir", path, "point it at a teacher cache written by save_top_k_teacher_logits, or unset it."
       )
+    if settings.distill_teacher_weight_dtype != "compute":
+      raise errors.ConfigError(
+          "distill_teacher_weight_dtype",
+          settings.distill_teacher_weight_dtype,
+          "offline there is no teacher model to store (the cache holds its top-k): drop the key here, and give it to"
+          " save_top_k_teacher_logits when writing the cache instead.",
+      )
   elif not teacher_overrides.get("load_parameters_path"):
     raise errors.ConfigError(
         "teacher_overrides.load_parameters_path",

@@ -120,6 +120,7 @@ def test_offline_with_full_vocab_matches_online(tmp_path, teacher_checkpoint, fu
         (["vocab_size=1024"], "vocab_size"),
         (["max_target_length=64"], "max_target_length"),
         (["distill_beta=0.5", "distill_layer_indices=[0]"], "distill_beta"),
+        (["distill_teacher_weight_dtype=float32"], "distill_teacher_weight_dtype"),  # no teacher model offline
     ],
 )
 def test_mismatched_cache_is_refused(tmp_path, capsys, full_vocab_cache, extra, needle):
