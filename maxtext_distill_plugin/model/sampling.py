@@ -18,7 +18,10 @@ One compiled program per (model, :class:`SampleOptions`, prompt length P, batch 
 
 1. a batched **prefill**: the MaxText ``Transformer`` built with ``model_mode="prefill"`` runs over the right-padded
    prompts ``[B, P]`` (segment id 1 on prompt tokens, 0 on padding, as ``MaxEngine`` marks them), filling each
-   attention layer's ``KVCache`` prefill part; the first token comes from the logits at position ``length - 1``;
+   attention layer's ``KVCache`` prefill part; the first token comes from the logits at position ``length - 1``.
+   Where the attention kernel needs block-aligned lengths (TPU splash attention), the prompts are right-padded further
+   to :func:`prefill_length.prefill_length` positions, padding marked as such (e.g. a 2032-position bucket runs a
+   2048-position prefill);
 2. up to N - 1 **autoregressive** steps: the same model built with ``model_mode="autoregressive"`` takes one token per
    row at position ``length + t - 1`` and appends its key and value to the cache's autoregressive part (MaxText
    masks unwritten slots and prompt padding through the cached segment ids, so rows of different lengths decode
@@ -51,6 +54,7 @@ from flax.linen import partitioning as nn_partitioning
 import jax
 import jax.numpy as jnp
 
+from maxtext_distill_plugin.model import prefill_length
 from maxtext_distill_plugin.model.sampling_filters import choose_tokens
 from maxtext_distill_plugin.model.sampling_filters import SampleOptions
 
@@ -166,20 +170,27 @@ class Sampler:
   logical axis rules); :meth:`compile_count` is the number of programs the jitted one has compiled.
   """
 
-  def __init__(self, model_graphdef, config, options: SampleOptions, prompt_len: int, batch: int, mesh, decode: str):
+  def __init__(
+      self, model_graphdef, config, options: SampleOptions, prompt_len: int, batch: int, mesh, decode: str, prefill_len
+  ):
     self.options, self.prompt_len, self.batch, self.mesh = options, int(prompt_len), int(batch), mesh
     self.decode = decode
     self._rules = config.logical_axis_rules
     self._train_graphdef = model_graphdef
+    # Right padding the prefill's attention kernel needs (TPU splash blocks); the prompt bucket itself is unchanged.
+    self.prefill_len = int(prefill_len)
     if decode == "kv_cache":
-      view = decode_config(config, batch=batch, prompt_len=prompt_len, max_new_tokens=options.max_new_tokens)
+      view = decode_config(config, batch=batch, prompt_len=self.prefill_len, max_new_tokens=options.max_new_tokens)
       self._prefill = _DecodeModel(view, mesh, _PREFILL)
       self._decode = _DecodeModel(view, mesh, _DECODE)
     self._jitted = jax.jit(self.fn)
 
   def _kv_cache_start(self, params, rest, prompt_BxP, length_B):
     """Prefill: logits [B, V] at each row's last prompt token, the filled cache, and the step that extends it."""
-    positions_BxP = jnp.broadcast_to(jnp.arange(self.prompt_len, dtype=jnp.int32), prompt_BxP.shape)
+    prompt_BxP = jnp.pad(
+        prompt_BxP, ((0, 0), (0, self.prefill_len - self.prompt_len)), constant_values=self.options.pad_id
+    )
+    positions_BxP = jnp.broadcast_to(jnp.arange(self.prefill_len, dtype=jnp.int32), prompt_BxP.shape)
     segments_BxP = (positions_BxP < length_B[:, None]).astype(jnp.int32)
     logits_BxPxV, cache = self._prefill.run(
         params, rest, self._decode.zero_cache(), prompt_BxP, positions_BxP, segments_BxP
@@ -285,14 +296,26 @@ def decode_path(config) -> str:
 
 
 def make_sampler(
-    model_graphdef, config, options: SampleOptions, prompt_len: int, batch: int, *, mesh=None, decode: str = "auto"
+    model_graphdef,
+    config,
+    options: SampleOptions,
+    prompt_len: int,
+    batch: int,
+    *,
+    mesh=None,
+    decode: str = "auto",
+    prefill_len: int | None = None,
 ) -> Sampler:
   """A :class:`Sampler` for the model ``(model_graphdef, model_state)`` (``nnx.split`` of a MaxText ``Transformer``
   built for training) whose MaxText config is ``config``; it compiles once for these static shapes, whatever the
   prompt lengths. ``mesh`` defaults to the config's (the training mesh); ``decode`` is ``"kv_cache"``,
-  ``"recompute"`` or ``"auto"`` (:func:`decode_path`)."""
+  ``"recompute"`` or ``"auto"`` (:func:`decode_path`); ``prefill_len`` (at least ``prompt_len``) is the positions
+  the KV-cache prefill runs over, by default what the mesh's attention kernel accepts
+  (:func:`prefill_length.prefill_length`)."""
   if int(prompt_len) < 1 or int(batch) < 1:
     raise ValueError(f"prompt_len={prompt_len} and batch={batch} must be at least 1.")
+  if prefill_len is not None and int(prefill_len) < int(prompt_len):
+    raise ValueError(f"prefill_len={prefill_len} must be at least prompt_len={prompt_len}.")
   if decode not in ("auto", "kv_cache", "recompute"):
     raise ValueError(f"decode={decode!r}: use 'auto', 'kv_cache' or 'recompute'.")
   decode = decode_path(config) if decode == "auto" else decode
@@ -300,4 +323,6 @@ def make_sampler(
     from maxtext.utils import maxtext_utils  # pylint: disable=import-outside-toplevel
 
     mesh = maxtext_utils.get_mesh_from_config(config)
-  return Sampler(model_graphdef, config, options, prompt_len, batch, mesh, decode)
+  if prefill_len is None:
+    prefill_len = prefill_length.prefill_length(config, prompt_len, mesh.devices.flat[0].platform)
+  return Sampler(model_graphdef, config, options, prompt_len, batch, mesh, decode, prefill_len)

@@ -55,11 +55,13 @@ class _Case:
     stack.enter_context(nn_partitioning.axis_rules(self.cfg.logical_axis_rules))
     return stack
 
-  def sampler(self, batch=B, prompt_len=P, decode="auto", **options):
+  def sampler(self, batch=B, prompt_len=P, decode="auto", prefill_len=None, **options):
     from maxtext_distill_plugin.model import sampling  # pylint: disable=import-outside-toplevel
 
     opts = sampling.SampleOptions(**{"max_new_tokens": N, "eos_id": self.eos, "pad_id": PAD, **options})
-    return sampling.make_sampler(self.graphdef, self.cfg, opts, prompt_len, batch, mesh=self.mesh, decode=decode)
+    return sampling.make_sampler(
+        self.graphdef, self.cfg, opts, prompt_len, batch, mesh=self.mesh, decode=decode, prefill_len=prefill_len
+    )
 
   def full_logits(self, tokens):
     """float64 logits [B, S, V] of the train-mode model."""
@@ -148,6 +150,17 @@ def test_greedy_equals_naive_full_recompute(case, greedy, decode):
   np.testing.assert_array_equal(out.prompt_mask_BxS, cols < LENGTHS[:, None])
   completion = (cols >= LENGTHS[:, None]) & (cols < (LENGTHS + case.want_lengths)[:, None])
   np.testing.assert_array_equal(out.completion_mask_BxS, completion)
+
+
+def test_a_prefill_padded_for_the_attention_kernel_samples_the_same(case, greedy):
+  """The prefill over more positions than the prompt bucket (what TPU splash attention needs, e.g. 2032 -> 2048)
+  samples exactly what the bucket-sized one does: the extra positions are padding, masked like a short prompt's."""
+  assert greedy.prefill_len == P  # on the CPU the prefill runs over the bucket itself
+  padded = case.sampler(temperature=0.0, prefill_len=P + 5)
+  assert padded.prefill_len == P + 5
+  out = padded(case.state, case.prompt, LENGTHS, jax.random.key(0))
+  np.testing.assert_array_equal(np.asarray(out.tokens_BxS), case.want)
+  np.testing.assert_array_equal(out.completion_length_B, case.want_lengths)
 
 
 def test_compiles_once_for_any_prompt_lengths(case, greedy):
