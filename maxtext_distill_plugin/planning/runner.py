@@ -109,6 +109,14 @@ def compile_paths(configs, target: targets.Target, paths, hlo_dir: str | None = 
       reports[path].update({"compile_seconds": 0.0, "memory": {k: 0 for k in ("argument", "output", "alias")}})
       reports[path]["memory"].update({"temp": 0, "total": 0})
       continue
+    logging.info(
+        "planner: %s compiled in %.0f s: total %.2f GiB, temp %.2f GiB per device (%s)",
+        path,
+        result.compile_seconds,
+        result.total_bytes / 1024**3,
+        result.temp_bytes / 1024**3,
+        "fits" if result.fits else "does not fit",
+    )
     report = {
         "fits": result.fits,
         "compile_seconds": round(result.compile_seconds, 1),
