@@ -1,5 +1,5 @@
 # maxtext-distill: the two commands of the README. Each sets up .venv on a fresh machine first.
-.PHONY: demo test test-families test-slow test-upstream lint setup clean bench-check plan-example test-scale
+.PHONY: demo test test-families test-slow test-upstream lint setup clean bench-check plan-example test-scale test-gpu-aot
 
 # Tools that cache under $HOME (pylint, gcloud's config that Google libraries create on import, matplotlib's font list,
 # Hugging Face datasets' processed local files)
@@ -65,3 +65,16 @@ plan-example: .venv-tpu/.ready
 # The planner on a tiny config for v5p-8 through libtpu: no [B, S, V] buffer, no vocabulary-sized collective in a loop.
 test-scale: .venv-tpu/.ready
 	@JAX_PLATFORMS=cpu .venv-tpu/bin/python -m pytest -q -p no:randomly --scale tests/integration/plan_scale_test.py
+
+# Compiling for NVIDIA GPUs (h100-N, h200-N) needs JAX's CUDA plugin (the gpu-aot extra), in its own environment too.
+.venv-gpu/.ready: setup
+	@test -x .venv-gpu/bin/python || "$$(sed -n 's/^executable = //p' .venv/pyvenv.cfg)" -m venv .venv-gpu
+	@echo "import site; site.addsitedir('$$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')')" \
+		> "$$(.venv-gpu/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_maxtext_distill_base.pth"
+	@.venv-gpu/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		jax-cuda12-plugin==0.12.0.1 jax-cuda12-pjrt==0.12.0.1
+	@touch $@
+
+# The planner on a tiny config for an 8-GPU H100 host through JAX's CUDA plugin, no GPU: same checks as test-scale.
+test-gpu-aot: .venv-gpu/.ready
+	@JAX_PLATFORMS=cpu .venv-gpu/bin/python -m pytest -q -p no:randomly --scale tests/integration/plan_gpu_test.py

@@ -67,10 +67,13 @@ def _prepare_process(topology: str) -> None:
   # libtpu takes a host-wide lock meant for processes that drive TPU chips; compiling drives none, so several
   # planner runs (or a planner beside a test) may load it at once.
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-  if topology.startswith("cpu-") and topology[4:].isdigit():
+  from maxtext_distill_plugin.planning import targets  # pylint: disable=import-outside-toplevel  # no JAX import
+
+  count = targets.host_device_count(topology)
+  if count is not None:
     if "jax" in sys.modules:
       return  # too late to change the device count: targets.mesh says so if it does not match
-    flag = f"--xla_force_host_platform_device_count={int(topology[4:])}"
+    flag = f"--xla_force_host_platform_device_count={count}"
     os.environ["XLA_FLAGS"] = " ".join(
         [f for f in os.environ.get("XLA_FLAGS", "").split() if "force_host_platform_device_count" not in f] + [flag]
     )

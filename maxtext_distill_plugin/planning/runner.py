@@ -13,7 +13,8 @@
 # limitations under the License.
 
 """Runs a plan: builds the run's configs for the target, compiles the chosen programs, reads their HLO, and
-searches the largest ``per_device_batch_size`` that fits (by compiling, a bounded number of times)."""
+searches the largest ``per_device_batch_size`` that fits (by compiling the sizes :mod:`search` predicts, a bounded
+number of times)."""
 
 import dataclasses
 import os
@@ -27,6 +28,7 @@ from maxtext_distill_plugin.planning import compiler
 from maxtext_distill_plugin.planning import flops
 from maxtext_distill_plugin.planning import hlo
 from maxtext_distill_plugin.planning import programs
+from maxtext_distill_plugin.planning import search
 from maxtext_distill_plugin.planning import targets
 from maxtext_distill_plugin.training import step as step_lib
 
@@ -107,6 +109,14 @@ def compile_paths(configs, target: targets.Target, paths, hlo_dir: str | None = 
       reports[path].update({"compile_seconds": 0.0, "memory": {k: 0 for k in ("argument", "output", "alias")}})
       reports[path]["memory"].update({"temp": 0, "total": 0})
       continue
+    logging.info(
+        "planner: %s compiled in %.0f s: total %.2f GiB, temp %.2f GiB per device (%s)",
+        path,
+        result.compile_seconds,
+        result.total_bytes / 1024**3,
+        result.temp_bytes / 1024**3,
+        "fits" if result.fits else "does not fit",
+    )
     report = {
         "fits": result.fits,
         "compile_seconds": round(result.compile_seconds, 1),
@@ -127,30 +137,39 @@ def compile_paths(configs, target: targets.Target, paths, hlo_dir: str | None = 
   return reports, parts
 
 
-def largest_batch(request: PlanRequest, path: str, start: int, start_fits: bool, start_total: int) -> dict:
-  """The largest integer ``per_device_batch_size`` at which ``path`` fits: doubling from ``start`` while it fits,
-  then bisection, at most ``request.max_search_compiles`` compiles. ``exact`` when the bracket closed."""
-  low, high = (start, None) if start_fits else (0, start)
-  tried = {start: {"fits": start_fits, "total_bytes": start_total}}
-  while len(tried) - 1 < request.max_search_compiles:
-    if high is None:
-      size = low * 2
-    elif high - low <= 1:
+def largest_batch(request: PlanRequest, path: str, start: int, start_report: dict) -> dict:
+  """The largest integer ``per_device_batch_size`` at which ``path`` fits, by compiling the sizes
+  :func:`search.next_batch` predicts from the totals so far (at most ``request.max_search_compiles`` compiles).
+  ``exact`` when the bracket closed."""
+  memory = start_report["memory"]
+  fixed = sum(memory.get(k, 0) for k in ("student_params", "student_other", "optimizer_state", "teacher_params"))
+  points = [search.Point(start, start_report["fits"], memory["total"], fixed)]
+  budget = request.target.hbm_bytes
+  while len(points) - 1 < request.max_search_compiles:
+    size = search.next_batch(points, budget)
+    if size is None:
       break
-    else:
-      size = (low + high) // 2
     configs = build_configs(request, size)
-    found = compile_paths(configs, request.target, (path,))[0][path]
-    fits = found["fits"]
-    tried[size] = {"fits": fits, "total_bytes": found["memory"]["total"]}
-    logging.info("planner: %s at per_device_batch_size=%d %s", path, size, "fits" if fits else "does not fit")
-    low, high = (size, high) if fits else (low, size)
+    found, parts = compile_paths(configs, request.target, (path,))
+    found = found[path]
+    if found.get("failed"):
+      logging.error("planner: %s at per_device_batch_size=%d failed to compile; search stopped", path, size)
+      break
+    points.append(search.Point(size, found["fits"], found["memory"]["total"], sum(parts.values())))
+    logging.info(
+        "planner: %s at per_device_batch_size=%d %s (%.2f GiB)",
+        path,
+        size,
+        "fits" if found["fits"] else "does not fit",
+        found["memory"]["total"] / 1024**3,
+    )
+  low, high = search.bracket(points)
   return {
       "largest_fitting": low,
       "first_not_fitting": high,
       "exact": high is not None and high - low <= 1,
-      "compiles": len(tried) - 1,
-      "tried": {str(k): v for k, v in sorted(tried.items())},
+      "compiles": len(points) - 1,
+      "tried": {str(p.batch): {"fits": p.fits, "total_bytes": p.total} for p in sorted(points, key=lambda p: p.batch)},
   }
 
 
@@ -191,9 +210,7 @@ def plan(request: PlanRequest) -> dict:
   for path in search:
     if path not in reports or pdbs != int(pdbs) or pdbs < 1:
       continue
-    plan_report["largest_batch"][path] = largest_batch(
-        request, path, int(pdbs), reports[path]["fits"], reports[path]["memory"]["total"]
-    )
+    plan_report["largest_batch"][path] = largest_batch(request, path, int(pdbs), reports[path])
   plan_report["host"] = {
       "seconds": round(time.perf_counter() - started, 1),
       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,

@@ -18,6 +18,7 @@
 topology on this machine, no TPU needed. ``compile_topology=cpu-N`` compiles for N CPU devices of this host
 (XLA's forced host device count): real compiles with the same step, mesh rules and HLO, used by the planner's
 tests and to check a config cheaply; the CPU backend never runs out of memory, so its "HBM" is ``--hbm-gib``.
+``compile_topology=h100-N`` / ``h200-N`` compiles for N NVIDIA GPUs through JAX's CUDA plugin (see :mod:`gpu`).
 """
 
 import dataclasses
@@ -25,6 +26,7 @@ import importlib.util
 import re
 
 from maxtext_distill_plugin import errors
+from maxtext_distill_plugin.planning import gpu
 
 HOST_PREFIX = "cpu-"
 LIBTPU_INSTALL = "pip install 'maxtext-distill-plugin[tpu-aot]'  (or: pip install libtpu==0.0.50.1)"
@@ -44,7 +46,8 @@ _GENERATIONS = {
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-  """A compile target: ``name`` as given, ``platform`` ``tpu`` or ``cpu``, its device count and per-device figures."""
+  """A compile target: ``name`` as given, ``platform`` ``tpu``, ``gpu`` or ``cpu``, its device count and per-device
+  figures."""
 
   name: str
   platform: str
@@ -64,6 +67,26 @@ class Target:
     return {"compile_topology": self.name, "compile_topology_num_slices": str(self.num_slices)}
 
 
+def host_device_count(name: str) -> int | None:
+  """The CPU device count this process must start JAX with for target ``name``: N for ``cpu-N`` and the GPU
+  targets (MaxText sizes the batch and mesh from ``jax.devices()``, so the host mirrors the GPUs' count)."""
+  found = re.fullmatch(rf"(?:{HOST_PREFIX[:-1]}|{'|'.join(gpu.generations())})-(\d+)", name)
+  return int(found.group(1)) if found else None
+
+
+def _parse_gpu(name: str, num_slices: int, override: int | None) -> Target | None:
+  found = re.fullmatch(rf"({'|'.join(gpu.generations())})-(\d+)", name)
+  if not found:
+    return None
+  count = int(found.group(2))
+  if num_slices != 1 or count < 1 or (count > gpu.GPUS_PER_HOST and count % gpu.GPUS_PER_HOST):
+    raise errors.ConfigError(
+        "compile_topology", name, f"use {found.group(1)}-N with N GPUs: up to 8 on one host or whole hosts of 8."
+    )
+  memory, peak = gpu.figures(found.group(1))
+  return Target(name, "gpu", count, override if override is not None else memory, peak)
+
+
 def parse(name: str, num_slices: int = 1, hbm_gib: float | None = None) -> Target:
   """The target called ``name``; refuses an unknown one (exit 2). ``hbm_gib`` overrides the per-device memory."""
   if num_slices < 1:
@@ -76,6 +99,9 @@ def parse(name: str, num_slices: int = 1, hbm_gib: float | None = None) -> Targe
       raise errors.ConfigError("compile_topology", name, "use cpu-N with N >= 1 devices and one slice.")
     # No HBM: without --hbm-gib the host target reports memory and always fits.
     return Target(name, "cpu", devices, override if override is not None else 2**62, 0.0)
+  on_gpu = _parse_gpu(name, num_slices, override)
+  if on_gpu is not None:
+    return on_gpu
   from maxtext.utils import accelerator_to_spec_map  # pylint: disable=import-outside-toplevel
 
   spec = accelerator_to_spec_map.UserFacingNameToSystemCharacteristics.get(name)
@@ -83,8 +109,8 @@ def parse(name: str, num_slices: int = 1, hbm_gib: float | None = None) -> Targe
     raise errors.ConfigError(
         "compile_topology",
         name,
-        "name a TPU topology MaxText knows (v4-8, v5e-16, v5p-8, v5p-64, v6e-8, tpu7x-8, ...) or cpu-N for this"
-        " host's CPU devices. GPU targets are not offered: MaxText's GPU AOT path needs the GPU itself.",
+        "name a TPU topology MaxText knows (v4-8, v5e-16, v5p-8, v5p-64, v6e-8, tpu7x-8, ...), h100-N / h200-N"
+        " for NVIDIA GPUs, or cpu-N for this host's CPU devices.",
     )
   generation = name.split("-")[0]
   hbm, peak = _GENERATIONS[generation]
@@ -99,6 +125,12 @@ def require_compiler(target: Target) -> None:
     raise errors.ConfigError(
         "compile_topology", target.name, f"compiling for a TPU topology needs libtpu on this host: {LIBTPU_INSTALL}."
     )
+  if target.platform == "gpu" and not gpu.plugin_installed():
+    raise errors.ConfigError(
+        "compile_topology",
+        target.name,
+        f"compiling for a GPU needs JAX's CUDA plugin on this host: {gpu.GPU_AOT_INSTALL}.",
+    )
 
 
 def mesh(target: Target, config):
@@ -110,6 +142,8 @@ def mesh(target: Target, config):
   import jax  # pylint: disable=import-outside-toplevel
   from maxtext.utils import maxtext_utils  # pylint: disable=import-outside-toplevel
 
+  if target.platform == "gpu":
+    return maxtext_utils.get_mesh_from_config(config, gpu.devices(target.name.split("-")[0], target.num_devices))
   devices = jax.devices()
   if len(devices) != target.num_devices:
     raise errors.ConfigError(

@@ -23,6 +23,7 @@ import pytest
 from maxtext_distill_plugin import cli
 from maxtext_distill_plugin import errors
 from maxtext_distill_plugin import plan
+from maxtext_distill_plugin.planning import gpu
 from maxtext_distill_plugin.planning import targets
 
 
@@ -37,9 +38,25 @@ def test_tpu_topologies_map_to_maxtext_devices_and_the_chip_figures():
   assert (host.platform, host.num_devices, host.hbm_bytes, host.maxtext_keys()) == ("cpu", 4, 2**29, {})
 
 
+def test_gpu_targets_are_hopper_gpus_in_hosts_of_eight():
+  h100 = targets.parse("h100-16")
+  assert (h100.platform, h100.num_devices, h100.hbm_bytes, h100.peak_flops) == ("gpu", 16, 84_929_347_584, 989e12)
+  assert targets.parse("h200-4").hbm_bytes == 141_000_000_000 and not targets.parse("h200-4").maxtext_keys()
+  assert [gpu.topology(n) for n in (1, 4, 8, 16, 64)] == ["1x1x1", "1x1x4", "1x1x8", "1x2x8", "1x8x8"]
+  assert [targets.host_device_count(n) for n in ("cpu-4", "h100-16", "h200-8", "v5p-8")] == [4, 16, 8, None]
+  config = gpu.target_config("h200")
+  assert "device_memory_size: 141000000000" in config and "cuda_compute_capability { major: 9 minor: 0 }" in config
+
+
 @pytest.mark.parametrize(
     "name, slices, fix",
-    [("v5p-7", 1, "name a TPU topology"), ("a3", 1, "GPU targets are not offered"), ("v5p-8", 0, "positive number")],
+    [
+        ("v5p-7", 1, "name a TPU topology"),
+        ("a3", 1, "h100-N / h200-N"),
+        ("v5p-8", 0, "positive number"),
+        ("h100-12", 1, "whole hosts of 8"),
+        ("h200-8", 2, "whole hosts of 8"),
+    ],
 )
 def test_unknown_targets_are_refused(name, slices, fix):
   with pytest.raises(errors.ConfigError, match=fix):
@@ -58,6 +75,13 @@ def test_a_tpu_target_without_libtpu_exits_2_with_the_install_command(capsys, mo
   code, err = _plan(capsys, monkeypatch, "compile_topology=v5p-8")
   assert code == errors.EXIT_USAGE
   assert "compile_topology='v5p-8'" in err and "pip install 'maxtext-distill-plugin[tpu-aot]'" in err
+
+
+@pytest.mark.skipif(gpu.plugin_installed(), reason="this environment has JAX's CUDA plugin")
+def test_a_gpu_target_without_the_cuda_plugin_exits_2_with_the_install_command(capsys, monkeypatch):
+  code, err = _plan(capsys, monkeypatch, "compile_topology=h100-8")
+  assert code == errors.EXIT_USAGE
+  assert "compile_topology='h100-8'" in err and "pip install 'maxtext-distill-plugin[gpu-aot]'" in err
 
 
 def test_the_target_and_the_flags_are_checked_first(capsys, monkeypatch):
