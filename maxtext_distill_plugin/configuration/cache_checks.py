@@ -28,9 +28,10 @@ def check_cache_matches(directory: str, student, settings: DistillSettings) -> N
   """Refuses a teacher cache made for another tokenizer, vocabulary or sequence length (manifest only: cheap)."""
   import hashlib  # pylint: disable=import-outside-toplevel
 
+  from maxtext_distill_plugin.teacher_cache import any_format  # pylint: disable=import-outside-toplevel
   from maxtext_distill_plugin.teacher_cache import format as cache_format  # pylint: disable=import-outside-toplevel
 
-  if not os.path.exists(os.path.join(directory, cache_format.MANIFEST_NAME)):
+  if not any_format.is_plugin_cache(directory):
     _check_upstream_cache_matches(directory, student, settings)
     return
   identity = cache_format.read_manifest(directory).identity

@@ -74,7 +74,7 @@ def build(configs, mesh, offline_tail: str | None) -> AbstractRun:
 
 
 def offline_fields(tokens, settings, tail: str) -> dict:
-  """The cache's per-token teacher fields as the offline batch carries them (``offline_data.TEACHER_FIELDS``)."""
+  """The cache's per-token teacher fields as the offline batch carries them (``teacher_cache.format.TEACHER_FIELDS``)."""
   rows, length = tokens.shape
   k, spec = int(settings.distill_top_k), tokens.sharding.spec
 

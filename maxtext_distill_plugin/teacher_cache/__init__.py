@@ -15,11 +15,12 @@
 """The offline teacher cache: the teacher's top-k log-probabilities, written once, read by student runs.
 
 * :mod:`.codec`: the compact coding of one block of top-k rows (pure NumPy + zlib).
-* :mod:`.format`: manifest and record layout (format version 1).
+* :mod:`.format`: manifest and record layout (format version 2; version 1 is still read).
 * :mod:`.writer`: crash-safe, resumable per-host shard writer.
 * :mod:`.reader`: :func:`open_cache` and the Grain data source :class:`TeacherCache`.
 * :mod:`.verify`: checksums, counts, bytes/token, and comparison with a live teacher.
 * :mod:`.upstream_interop`: reading and converting MaxText's own top-k files.
+* :mod:`.any_format`: :func:`open_any`, either format behind one reader interface (what training opens).
 
 Submodules are imported on use; this package itself imports nothing.
 """

@@ -147,7 +147,7 @@ def check_shard(directory: str, shard: cache_format.ShardInfo, *, checksum: bool
 
 def host_record_range(records: int, process_index: int, process_count: int) -> tuple[int, int]:
   """``[start, stop)`` of the global records host ``process_index`` trains on: contiguous equal slices, the rest
-  dropped (the split of :class:`offline_data.OfflineBatches` and :func:`host_dataset`)."""
+  dropped (the split of :class:`sources.cache.CacheSource`)."""
   per_host = records // process_count
   return process_index * per_host, (process_index + 1) * per_host
 
@@ -217,30 +217,3 @@ def open_cache(
     logging.info("Checksums: hashed %d shard(s) of this host; the others were verified before and are unchanged.", hashed)
   logging.info("Opened teacher cache %s: %d sequences, k=%d", directory, manifest.records, manifest.identity.top_k)
   return TeacherCache(directory, manifest)
-
-
-def host_dataset(
-    cache: TeacherCache, batch_size: int, *, process_index: int = 0, process_count: int = 1, shuffle_seed=None
-):
-  """Host-local batches for training: a Grain ``IterDataset`` of dicts of ``[batch_size, ...]`` arrays.
-
-  Records are split into ``process_count`` contiguous equal slices (the rest
-  dropped), optionally shuffled, repeated forever, and batched; its iterator is
-  checkpointable like any Grain iterator.
-
-  Args:
-    cache: an opened cache.
-    batch_size: rows per host per step (``per_device_batch_size * local devices``).
-    process_index: this host, ``jax.process_index()``.
-    process_count: ``jax.process_count()``.
-    shuffle_seed: None keeps cache order; an int shuffles each epoch.
-  """
-  import grain  # pylint: disable=import-outside-toplevel
-
-  per_host = len(cache) // process_count
-  if per_host < batch_size:
-    raise ValueError(f"{cache.directory} holds {len(cache)} sequences: too few for {process_count} hosts x {batch_size}")
-  dataset = grain.MapDataset.source(cache)[process_index * per_host : (process_index + 1) * per_host]
-  if shuffle_seed is not None:
-    dataset = dataset.shuffle(seed=shuffle_seed)
-  return dataset.repeat().batch(batch_size, drop_remainder=True).to_iter_dataset()

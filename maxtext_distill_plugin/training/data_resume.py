@@ -20,13 +20,13 @@ other pipeline (``hf``, ``tfds``, ``c4_mlperf``, ``olmo_grain``, and a grain
 checkpoint without an ``iter`` item) comes back at its first batch. Those
 pipelines are deterministic for a fixed config (seeded shuffles, one Grain
 worker at most for hf), so the position is recovered by drawing and dropping
-the batches the run already trained on: the trainer draws one loader batch per
-optimizer step (gradient accumulation splits that batch inside the step), so
+the batches the run already trained on: the dataset source (:mod:`sources.dataset`)
+draws one loader batch per optimizer step (gradient accumulation splits that batch inside the step), so
 that is ``start_step`` batches, drawn through MaxText's own ``DataLoader`` so
 that iterator lists and ``reuse_example_batch`` count exactly as in training.
 
 ``synthetic`` data repeats one batch and an offline run indexes its cache by
-step (:mod:`offline_data`): neither needs anything.
+step (:mod:`sources.cache`): neither needs anything.
 """
 
 import os

@@ -18,7 +18,10 @@ MaxText provides the mesh, the student's model, optimizer (learning-rate
 schedule, warmup, weight decay), train-state sharding, checkpoint manager and
 restore, and the input pipeline (``train_utils.setup_train_loop``), and the
 teacher (``model_creation_utils.from_pretrained``). The plugin adds the
-compiled distillation step (:mod:`step`) and the metrics (:mod:`metrics_logger`).
+compiled distillation step (:mod:`step`), the metrics (:mod:`metrics_logger`)
+and the batch sources (:mod:`sources`): the loop asks its source for each
+step's batch and does not know whether it came from the dataset, a teacher
+cache or the sampler.
 
 Why the loop is owned here rather than Tunix's ``PeftTrainer``: with the
 released ``google-tunix`` 0.1.7 the trainer's checkpointing writes Tunix's own
@@ -30,7 +33,6 @@ reuses MaxText's checkpoint manager and keeps the step count itself.
 """
 
 import itertools
-import os
 import time
 
 from absl import logging
@@ -42,12 +44,12 @@ from maxtext_distill_plugin.model import checkpoint_aux
 from maxtext_distill_plugin.model import features
 from maxtext_distill_plugin.student import freezing
 from maxtext_distill_plugin.student import student_init
-from maxtext_distill_plugin.training import data_resume
 from maxtext_distill_plugin.training import metrics_logger
 from maxtext_distill_plugin.training import on_policy
 from maxtext_distill_plugin.training import run_guard
 from maxtext_distill_plugin.training import run_record
 from maxtext_distill_plugin.training import step as step_lib
+from maxtext_distill_plugin.training.sources import choice as sources
 
 
 class TrainResult:
@@ -80,41 +82,6 @@ def _without_parameters_path(config):
 
   pydantic_config = getattr(config, "_pydantic_config", config)
   return pyconfig.HyperParameters(pydantic_config.model_copy(update={"load_parameters_path": ""}))
-
-
-def open_offline_data(configs, data_sharding):
-  """The teacher cache as batches, and the tail handling of its sparse KL."""
-  from maxtext_distill_plugin.teacher_cache import format as cache_format  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin.teacher_cache import reader  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin.teacher_cache import upstream_interop  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin.training import offline_data  # pylint: disable=import-outside-toplevel
-
-  student, settings = configs.student, configs.settings
-  directory = configs.global_config.offline_data_dir
-  if os.path.exists(os.path.join(directory, cache_format.MANIFEST_NAME)):
-    cache = reader.open_cache(directory, process_index=jax.process_index(), process_count=jax.process_count())
-  else:  # upstream's save_top_k_teacher_logits.py output, read in place
-    cache = upstream_interop.UpstreamCache(directory)
-  tail = settings.distill_offline_tail
-  if tail == "auto":
-    tail = "bucket" if cache.tail_logmass_known else "renormalize"
-  seed = int(student.data_shuffle_seed) if student.enable_data_shuffling else None
-  batches = offline_data.OfflineBatches(
-      cache, global_batch=int(student.global_batch_size_to_load), data_sharding=data_sharding, shuffle_seed=seed
-  )
-  logging.info("Offline distillation from %s (k=%d, tail=%s); no teacher in memory.", cache.directory, cache.top_k, tail)
-  return batches, tail
-
-
-def offline_eval_iterator(configs, mesh):
-  """Held-out batches for an offline run, from the YAML's dataset (the cache holds training batches only); the
-  student is scored alone on them. None when evals are off."""
-  if configs.offline_eval is None:
-    return None
-  from maxtext.input_pipeline import input_pipeline_interface  # pylint: disable=import-outside-toplevel
-
-  _, eval_iterator = input_pipeline_interface.create_data_iterator(configs.offline_eval, mesh)
-  return eval_iterator
 
 
 def step_options(configs, offline_tail: str | None, chunked_loss: bool | None = None) -> step_lib.StepOptions:
@@ -160,20 +127,27 @@ def train(configs) -> TrainResult:
   if student_weights_path and start_step == 0:  # a resumed run has its own checkpoint, bias included
     with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):
       checkpoint_aux.load_student_weights(state.model, student_config, student_weights_path)
-  data_resume.continue_data(student_config, data_loader, start_step, offline=configs.offline)
   state_graphdef, state = nnx.split(state)
-  offline_batches, offline_tail = None, None
   if configs.offline:
-    offline_batches, offline_tail = open_offline_data(configs, data_loader.input_data_shardings)
     teacher_graphdef = teacher_state = None
-    eval_iterator = offline_eval_iterator(configs, mesh)
   else:
     with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):
       teacher_graphdef, teacher_state = build_teacher(configs.teacher, mesh)
+  data = sources.open_sources(
+      configs,
+      mesh,
+      data_loader,
+      eval_iterator,
+      state_graphdef=state_graphdef,
+      state=state,
+      teacher_graphdef=teacher_graphdef,
+      special_ids=special_ids,
+  )
+  data.train.skip_to(start_step)
   run_record.write(configs, configs.argv)
   param_counts = student_init.apply_at_start(configs, state, teacher_state, start_step)
 
-  options = step_options(configs, offline_tail)
+  options = step_options(configs, data.offline_tail)
   logging.info("Distillation loss: %s", "chunked (from hidden states)" if options.chunked_loss else "dense (full logits)")
   train_step = jax.jit(
       step_lib.make_train_step(state_graphdef, teacher_graphdef, options, lr_schedule),
@@ -187,10 +161,6 @@ def train(configs) -> TrainResult:
       metrics_file=student_config.metrics_file,
       run_constants=metrics_logger.RunConstants.for_run(student_config, configs.teacher, param_counts),
   )
-  policy = None
-  if special_ids is not None:
-    student_graphdef = nnx.graphdef(nnx.merge(state_graphdef, state).model)
-    policy = on_policy.OnPolicy(configs, mesh, student_graphdef, teacher_graphdef, special_ids, state_graphdef)
   if start_step > 0:
     logging.info("Resumed from checkpoint: continuing at step %d of %d", start_step, options.total_steps)
 
@@ -208,12 +178,8 @@ def train(configs) -> TrainResult:
   try:
     with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):
       for step in range(start_step, options.total_steps):
-        batch = offline_batches.load(step) if offline_batches else data_loader.load_next_batch()
-        if policy is None:
-          state, metrics = train_step(state, teacher_state, batch)
-        else:
-          timed = _ends_log_window(step, student_config.log_period, options.total_steps)
-          state, metrics = _on_policy_step(policy, train_step, step, state, teacher_state, batch, timed=timed)
+        timed = _ends_log_window(step, student_config.log_period, options.total_steps)
+        state, metrics = _fetch_and_train(data.train, train_step, state, teacher_state, timed=timed)
         logger.add(metrics)
         guard.add(step, metrics)
         last_step = step
@@ -223,8 +189,8 @@ def train(configs) -> TrainResult:
         if _ends_log_window(step, student_config.log_period, options.total_steps):
           guard.check()
           logger.flush(step)
-        if _eval_due(student_config, eval_iterator, step):
-          _evaluate(eval_step, state, teacher_state, eval_iterator, student_config, logger, step, policy, options)
+        if _eval_due(student_config, data.eval_batches, step):
+          _evaluate(eval_step, state, teacher_state, data, student_config, logger, step, options.eval_rows)
         if preemption.should_stop(step):
           logging.warning(
               "Preempted: all %d processes stop after step %d; saving a checkpoint and exiting.",
@@ -261,38 +227,40 @@ def _eval_due(config, eval_iterator, step: int) -> bool:
   return eval_iterator is not None and config.eval_interval > 0 and (step + 1) % config.eval_interval == 0
 
 
-def _on_policy_step(policy, train_step, step, state, teacher_state, batch, *, timed: bool):
-  """Samples (when the step's draw says so) and trains.
+def _fetch_and_train(source, train_step, state, teacher_state, *, timed: bool):
+  """The next batch of ``source`` and the train step on it; ``(state, metrics)``, the source's metrics included.
 
-  Only a ``timed`` step waits for the device, to time the sampling and the train step apart; the others dispatch and
-  return at once, as a step without sampling does.
+  A source that ``times_train_step`` (on-policy: to set sampling against the update) also logs
+  ``perf/step_seconds``. Only a ``timed`` step waits for the device to measure it; the others dispatch and return at
+  once, as a step without sampling does.
   """
-  batch, sample_metrics = policy.batch_for_step(step, state, teacher_state, batch, timed=timed)
+  batch, source_metrics = source.next(state, teacher_state, timed=timed)
   started = time.perf_counter()
   state, metrics = train_step(state, teacher_state, batch)
+  if not source.times_train_step:
+    return state, {**metrics, **source_metrics}
   step_seconds = (0.0, 0.0)  # every step logs the same keys; only timed steps count
   if timed:
     state, metrics = jax.block_until_ready((state, metrics))
     step_seconds = (time.perf_counter() - started, 1.0)
-  return state, {**metrics, **sample_metrics, "perf/step_seconds": step_seconds}
+  return state, {**metrics, **source_metrics, "perf/step_seconds": step_seconds}
 
 
-def _evaluate(eval_step, state, teacher_state, eval_iterator, config, logger, step, policy=None, options=None) -> None:
+def _evaluate(eval_step, state, teacher_state, data, config, logger, step, rows: int | None) -> None:
   """Scores the held-out batches from their first one: every eval sees the same batches, as in MaxText.
 
-  With on-policy distillation the student also completes each held-out prompt greedily and the teacher scores the
-  completions (``eval/teacher_nll_of_student_samples``).
+  The training source may add metrics of its own: on-policy, the student also completes each held-out prompt
+  greedily and the teacher scores the completions (``eval/teacher_nll_of_student_samples``).
   """
   limit = config.eval_steps if config.eval_steps > 0 else None
+  eval_batches = data.eval_batches
   totals = None
   started = time.perf_counter()
   # Wrappers such as MaxText's context-parallel reorder do not start again when iterated; an explicit reset does.
-  if hasattr(eval_iterator, "reset"):
-    eval_iterator.reset()
-  for batch in itertools.islice(eval_iterator, limit):
-    metrics = eval_step(state, teacher_state, batch)
-    if policy is not None:
-      metrics = {**metrics, **policy.eval_metrics(state, teacher_state, batch, options.eval_rows)}
+  if hasattr(eval_batches, "reset"):
+    eval_batches.reset()
+  for batch in itertools.islice(eval_batches, limit):
+    metrics = {**eval_step(state, teacher_state, batch), **data.train.eval_metrics(state, teacher_state, batch, rows)}
     totals = metrics if totals is None else jax.tree.map(jax.numpy.add, totals, metrics)
     if limit is None and config.dataset_type == "synthetic":
       break

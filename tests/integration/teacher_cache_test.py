@@ -133,10 +133,20 @@ def test_corrupted_shard_is_refused_naming_the_file(written, tmp_path):
     reader.open_cache(damaged, verify_checksums=False)
 
 
+def _host_dataset(cache, batch_size: int, *, process_index: int, process_count: int, shuffle_seed: int):
+  """Grain's own pipeline over the cache: this host's contiguous slice (``reader.host_record_range``), shuffled,
+  repeated and batched."""
+  import grain  # pylint: disable=import-outside-toplevel
+
+  start, stop = reader.host_record_range(len(cache), process_index, process_count)
+  dataset = grain.MapDataset.source(cache)[start:stop].shuffle(seed=shuffle_seed)
+  return dataset.repeat().batch(batch_size, drop_remainder=True).to_iter_dataset()
+
+
 def test_cache_is_a_grain_source(written):
   _, cache_dir, _ = written
   cache = pickle.loads(pickle.dumps(reader.open_cache(cache_dir)))
-  batches = iter(reader.host_dataset(cache, 4, process_index=1, process_count=2, shuffle_seed=0))
+  batches = iter(_host_dataset(cache, 4, process_index=1, process_count=2, shuffle_seed=0))
   first = next(batches)
   assert first["teacher_topk_logprobs"].shape == (4, LENGTH, TOP_K) and first["inputs"].shape == (4, LENGTH)
   with pytest.raises(IndexError):

@@ -17,7 +17,7 @@
 import numpy as np
 import pytest
 
-from maxtext_distill_plugin.training import offline_data
+from maxtext_distill_plugin.training.sources import cache
 
 _RNG = np.random.default_rng  # the reference's own handle, untouched by the call counting below
 
@@ -41,7 +41,7 @@ def _reference_rows(step, *, rows, batch, seed):
 
 @pytest.mark.parametrize("seed", [None, 7])
 def test_rows_are_unchanged_and_each_epoch_permutes_once(monkeypatch, seed):
-  batches = offline_data.OfflineBatches(_Rows(103), global_batch=8, data_sharding=None, shuffle_seed=seed)
+  batches = cache.CacheSource(_Rows(103), global_batch=8, data_sharding=None, shuffle_seed=seed)
   calls = []
   monkeypatch.setattr(np.random, "default_rng", lambda *a: calls.append(a) or _RNG(*a))
   steps = list(range(12 * 3)) + [5, 40]  # three epochs of 12 batches, then back to epoch 0 (a restart) and on

@@ -18,6 +18,7 @@ import pathlib
 
 from absl import logging
 
+from maxtext_distill_plugin.training import loss_paths
 from tools.bench import shapes
 from tools.bench import tables
 
@@ -92,19 +93,17 @@ def analysis_lines(rows: list[dict]) -> list[str]:
 
 def _auto_lines(rows: list[dict]) -> list[str]:
   """Where the plugin's default (``auto``) picks dense although chunked measured faster and leaner."""
-  picked = [
-      r for r in rows if r["shape"]["batch"] * r["shape"]["seq"] * r["shape"]["vocab"] < tables.AUTO_CHUNKED_MIN_LOGITS
-  ]
+  picked = [r for r in rows if not tables.auto_picks_chunked(r["shape"])]
   time = [(tables.paired_ratio(r, "ours_chunked", "ours_dense") or [None])[0] for r in picked]
   temp = [tables.ratio(tables.mib(r, "ours_chunked"), tables.mib(r, "ours_dense")) for r in picked]
   if not picked or None in time or None in temp or max(time) >= 1:
     return []
   where = ", ".join(f"{r['shape']['vocab']}/{r['shape']['seq']}" for r in picked)
   return [
-      f"- **Default.** `distill_loss_impl=auto` picks dense below {tables.AUTO_CHUNKED_MIN_LOGITS / 2**20:g} Mi student"
-      f" logits per micro-batch, so at vocab/seq {where}; yet chunked took {_range(time)} dense's time and"
-      f" {_range(temp)} its temp memory there. The targets above are met by `distill_loss_impl=chunked`, not by"
-      " the default."
+      f"- **Default.** `distill_loss_impl=auto` picks dense below {loss_paths.AUTO_CHUNKED_MIN_LOGITS / 2**20:g} Mi"
+      f" student logits per micro-batch, so at vocab/seq {where}; yet chunked took {_range(time)} dense's time and"
+      f" {_range(temp)} its temp memory there. The targets above are met by `distill_loss_impl=chunked`, not by the"
+      " default."
   ]
 
 

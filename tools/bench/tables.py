@@ -16,14 +16,34 @@
 
 import math
 import statistics
+import types
 
+from maxtext_distill_plugin.training import loss_paths
 from tools.bench import shapes
 
 TIME_VS_UPSTREAM = 0.8
 TIME_VS_FLOOR = 1.10
 TEMP_VS_UPSTREAM = 0.25
-# The plugin's distill_loss_impl=auto picks chunked from this many student logits per micro-batch (step.py).
-AUTO_CHUNKED_MIN_LOGITS = 1 << 26
+
+
+def auto_picks_chunked(shape: dict) -> bool:
+  """Whether the plugin's ``distill_loss_impl=auto`` picks the chunked loss at a row's shape on an accelerator.
+
+  Asks the plugin's own policy (:func:`loss_paths.use_chunked_loss`) about a plain model of that per-device batch,
+  sequence and vocabulary; on the CPU the policy always picks chunked.
+  """
+  student = types.SimpleNamespace(
+      hardware="tpu",
+      num_vocab_tiling=1,
+      attention="dot_product",
+      parameter_memory_host_offload=False,
+      quantization="",
+      logits_via_embedding=False,
+      per_device_batch_size=shape["batch"],
+      max_target_length=shape["seq"],
+      vocab_size=shape["vocab"],
+  )
+  return loss_paths.use_chunked_loss(types.SimpleNamespace(distill_loss_impl="auto"), student, None)
 
 
 def ratio(numerator, denominator):

@@ -14,27 +14,28 @@
 
 """Offline batches: the student's training data read from a teacher top-k cache, no teacher in memory.
 
-Batch ``b`` of an epoch is a pure function of ``(b, seed)``: host ``h`` reads its
-own contiguous slice of the cache, permuted per epoch when a seed is set. So a
-resumed run only needs the step number to continue exactly where it stopped,
-and nothing about the data position has to live in the checkpoint.
+Batch ``b`` of an epoch is a pure function of ``(b, seed)``: host ``h`` reads its own contiguous slice of the cache
+(:func:`reader.host_record_range`), permuted per epoch when a seed is set. So a resumed run only needs the step
+number to continue exactly where it stopped, and nothing about the data position has to live in the checkpoint.
+
+Each batch carries the cached teacher next to MaxText's token keys, under the cache's field names
+(:data:`format.TEACHER_FIELDS`, plus :data:`format.TAIL_RENYI_FIELD` from a format-2 cache), which the compiled
+step reads as the teacher's top-k.
 """
 
 import jax
 import numpy as np
 
-from maxtext_distill_plugin.teacher_cache import reader
-
-# Cache fields -> batch keys the step reads.
-TEACHER_FIELDS = ("teacher_topk_ids", "teacher_topk_logprobs", "teacher_tail_logmass")
-OPTIONAL_TEACHER_FIELDS = ("teacher_tail_renyi",)  # format-2 caches only
-TOKEN_FIELDS = ("inputs", "targets", "inputs_segmentation", "targets_segmentation", "inputs_position", "targets_position")
+from maxtext_distill_plugin.teacher_cache import any_format
+from maxtext_distill_plugin.teacher_cache import format as cache_format
 
 
-class OfflineBatches:
-  """Host-local rows of the cache, stitched into global arrays on the student's data sharding."""
+class CacheSource:
+  """A :class:`base.BatchSource` over a cache: host-local rows stitched into global arrays on the data sharding."""
 
-  def __init__(self, cache: reader.TeacherCache, *, global_batch: int, data_sharding, shuffle_seed: int | None):
+  times_train_step = False
+
+  def __init__(self, cache: any_format.CacheReader, *, global_batch: int, data_sharding, shuffle_seed: int | None):
     processes, index = jax.process_count(), jax.process_index()
     if global_batch % processes:
       raise ValueError(f"global batch {global_batch} does not split over {processes} processes")
@@ -52,6 +53,7 @@ class OfflineBatches:
     self._seed = shuffle_seed
     self._sharding = data_sharding
     self._order: tuple[int, np.ndarray] | None = None  # (epoch, its row order): built once per epoch, not per step
+    self._step = 0
 
   def epoch_order(self, epoch: int) -> np.ndarray:
     """This host's row order in ``epoch`` (0-based rows of its slice): a pure function of ``(seed, epoch)``."""
@@ -64,16 +66,31 @@ class OfflineBatches:
     return self._order[1]
 
   def host_rows(self, step: int) -> list[int]:
+    """The cache records this host reads for optimizer ``step``."""
     epoch, position = divmod(step, self._batches_per_epoch)
     rows = self.epoch_order(epoch)[position * self.host_batch : (position + 1) * self.host_batch]
     return [self._first_row + int(r) for r in rows]
 
   def host_batch_arrays(self, step: int) -> dict[str, np.ndarray]:
     records = self.cache.__getitems__(self.host_rows(step))
-    optional = tuple(key for key in OPTIONAL_TEACHER_FIELDS if key in records[0])
-    return {key: np.stack([r[key] for r in records]) for key in TOKEN_FIELDS + TEACHER_FIELDS + optional}
+    optional = (cache_format.TAIL_RENYI_FIELD,) if cache_format.TAIL_RENYI_FIELD in records[0] else ()
+    keys = cache_format.TOKEN_FIELDS + cache_format.TEACHER_FIELDS + optional
+    return {key: np.stack([r[key] for r in records]) for key in keys}
 
   def load(self, step: int) -> dict:
-    """The global batch of optimizer step ``step``."""
+    """The global batch of optimizer ``step``."""
     local = self.host_batch_arrays(step)
     return {key: jax.make_array_from_process_local_data(self._sharding, value) for key, value in local.items()}
+
+  def skip_to(self, step: int) -> None:
+    self._step = step
+
+  def next(self, state, teacher_state, *, timed: bool = False) -> tuple[dict, dict]:
+    del state, teacher_state, timed  # the cache was written before the run
+    batch = self.load(self._step)
+    self._step += 1
+    return batch, {}
+
+  def eval_metrics(self, state, teacher_state, batch: dict, rows: int | None) -> dict:
+    del state, teacher_state, batch, rows
+    return {}
