@@ -262,19 +262,9 @@ def _eval_due(config, eval_iterator, step: int) -> bool:
 
 
 def _on_policy_step(policy, train_step, step, state, teacher_state, batch, *, timed: bool):
-  """Samples (when the step's draw says so) and trains.
-
-  Only a ``timed`` step waits for the device, to time the sampling and the train step apart; the others dispatch and
-  return at once, as a step without sampling does.
-  """
-  batch, sample_metrics = policy.batch_for_step(step, state, teacher_state, batch, timed=timed)
-  started = time.perf_counter()
-  state, metrics = train_step(state, teacher_state, batch)
-  step_seconds = (0.0, 0.0)  # every step logs the same keys; only timed steps count
-  if timed:
-    state, metrics = jax.block_until_ready((state, metrics))
-    step_seconds = (time.perf_counter() - started, 1.0)
-  return state, {**metrics, **sample_metrics, "perf/step_seconds": step_seconds}
+  """Samples (when the step's draw says so) and trains; only a ``timed`` step waits for the device
+  (:meth:`on_policy.OnPolicy.run_step`)."""
+  return policy.run_step(train_step, step, state, teacher_state, batch, timed=timed)
 
 
 def _evaluate(eval_step, state, teacher_state, eval_iterator, config, logger, step, policy=None, options=None) -> None:
