@@ -12,9 +12,13 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Sampling throughput: the plugin's in-process sampler against MaxText's own ``MaxEngine`` decode, one process.
+"""Sampling throughput against MaxText's own ``MaxEngine`` decode, and a sampled step's cost against its parts.
 
-    JAX_PLATFORMS=cpu python tools/bench_sampling.py [--batch 8 --prompt-len 32 --new-tokens 32 --emb 128 ...]
+    JAX_PLATFORMS=cpu python tools/bench_sampling.py [--what decode,step --batch 8 --prompt-len 32 --new-tokens 32 ...]
+
+``--what step`` (:mod:`tools.sampling_step_bench`): the trainer's on-policy step against a plain step and the
+sampling alone, reported as ``sampled / (plain + sampling)`` (the target is at most 1.1), and the breakdown a run
+logs at a timed step. ``--what decode``, below:
 
 One freshly initialised llama-style model (MaxText's default decoder at the given widths) and one batch of
 right-padded prompts of random lengths. Both decoders run greedy, with no EOS, so both produce exactly
@@ -131,7 +135,22 @@ def main():
   parser.add_argument("--vocab", type=int, default=1024)
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--decode", default="kv_cache", choices=("kv_cache", "recompute"), help="our sampler's path")
+  parser.add_argument("--what", default="decode,step", help="decode (tokens/s against MaxEngine), step, or both")
+  parser.add_argument("--teacher-layers", type=int, default=4, help="step: the teacher's depth")
+  parser.add_argument("--steps", type=int, default=5, help="step: back-to-back steps per timing")
   args = parser.parse_args()
+  what = set(args.what.split(","))
+  if "decode" in what:
+    _decode(args)
+  if "step" in what:
+    # This file's folder is first on sys.path; the plugin stays the one the environment (or PYTHONPATH) names.
+    import sampling_step_bench  # pylint: disable=import-outside-toplevel
+
+    sampling_step_bench.report(args)
+
+
+def _decode(args):
+  """Tokens per second of our sampler and of MaxEngine on one model, and whether their greedy tokens agree."""
 
   from flax import nnx  # pylint: disable=import-outside-toplevel
   from flax.linen import partitioning as nn_partitioning  # pylint: disable=import-outside-toplevel

@@ -55,6 +55,7 @@ import jax
 import jax.numpy as jnp
 
 from maxtext_distill_plugin.model import prefill_length
+from maxtext_distill_plugin.model import weight_gather
 from maxtext_distill_plugin.model.sampling_filters import choose_tokens
 from maxtext_distill_plugin.model.sampling_filters import SampleOptions
 
@@ -171,7 +172,16 @@ class Sampler:
   """
 
   def __init__(
-      self, model_graphdef, config, options: SampleOptions, prompt_len: int, batch: int, mesh, decode: str, prefill_len
+      self,
+      model_graphdef,
+      config,
+      options: SampleOptions,
+      prompt_len: int,
+      batch: int,
+      mesh,
+      decode: str,
+      prefill_len,
+      gather_weights=None,
   ):
     self.options, self.prompt_len, self.batch, self.mesh = options, int(prompt_len), int(batch), mesh
     self.decode = decode
@@ -179,6 +189,7 @@ class Sampler:
     self._train_graphdef = model_graphdef
     # Right padding the prefill's attention kernel needs (TPU splash blocks); the prompt bucket itself is unchanged.
     self.prefill_len = int(prefill_len)
+    self.gather_weights = gather_weights if decode == "kv_cache" else False
     if decode == "kv_cache":
       view = decode_config(config, batch=batch, prompt_len=self.prefill_len, max_new_tokens=options.max_new_tokens)
       self._prefill = _DecodeModel(view, mesh, _PREFILL)
@@ -238,7 +249,12 @@ class Sampler:
     keys_N = jax.random.split(rng, new)
     if self.decode == "kv_cache":
       _, params, rest = nnx.split(model, nnx.Param, ...)
-      start = self._kv_cache_start(jax.lax.stop_gradient(params), nnx.to_pure_dict(rest), prompt_BxP, length_B)
+      params = jax.lax.stop_gradient(params)
+      if self.gather_weights is None:  # decided at trace time, from the parameters' shapes and shardings
+        self.gather_weights = weight_gather.fits(params, self.mesh)
+      if self.gather_weights:
+        params = weight_gather.gathered(params, self.mesh)
+      start = self._kv_cache_start(params, nnx.to_pure_dict(rest), prompt_BxP, length_B)
     else:
       start = self._recompute_start(model, prompt_BxP, length_B)
     last_BxV, decode_state, step_logits = start
@@ -305,13 +321,15 @@ def make_sampler(
     mesh=None,
     decode: str = "auto",
     prefill_len: int | None = None,
+    gather_weights: bool | None = None,
 ) -> Sampler:
   """A :class:`Sampler` for the model ``(model_graphdef, model_state)`` (``nnx.split`` of a MaxText ``Transformer``
   built for training) whose MaxText config is ``config``; it compiles once for these static shapes, whatever the
   prompt lengths. ``mesh`` defaults to the config's (the training mesh); ``decode`` is ``"kv_cache"``,
   ``"recompute"`` or ``"auto"`` (:func:`decode_path`); ``prefill_len`` (at least ``prompt_len``) is the positions
   the KV-cache prefill runs over, by default what the mesh's attention kernel accepts
-  (:func:`prefill_length.prefill_length`)."""
+  (:func:`prefill_length.prefill_length`); ``gather_weights`` gathers the FSDP-sharded weights once per call
+  (:mod:`weight_gather`), by default where the gathered copy fits."""
   if int(prompt_len) < 1 or int(batch) < 1:
     raise ValueError(f"prompt_len={prompt_len} and batch={batch} must be at least 1.")
   if prefill_len is not None and int(prefill_len) < int(prompt_len):
@@ -325,4 +343,4 @@ def make_sampler(
     mesh = maxtext_utils.get_mesh_from_config(config)
   if prefill_len is None:
     prefill_len = prefill_length.prefill_length(config, prompt_len, mesh.devices.flat[0].platform)
-  return Sampler(model_graphdef, config, options, prompt_len, batch, mesh, decode, prefill_len)
+  return Sampler(model_graphdef, config, options, prompt_len, batch, mesh, decode, prefill_len, gather_weights)

@@ -45,7 +45,8 @@ TFLOPS_PER_SEC_STUDENT = "perf/per_device_tflops_per_sec_student"
 TFLOPS_PER_SEC_TEACHER = "perf/per_device_tflops_per_sec_teacher"
 PARAMS_TRAINABLE = "params/trainable"
 PARAMS_TOTAL = "params/total"
-_SAMPLED_ONLY = ("sample/", "perf/sample_seconds")  # on-policy metrics of the steps that sampled (on_policy.py)
+# On-policy metrics of the steps that sampled (on_policy.py)
+_SAMPLED_ONLY = ("sample/", "perf/sample_seconds", "perf/teacher_seconds", "perf/update_seconds")
 # Metrics some steps leave as (0, 0): the on-policy samples, and the online diagnostics (step.StepOptions).
 _SOMETIMES = _SAMPLED_ONLY + metric_names.ONLINE_DIAGNOSTICS
 _PPL_CE_CAP = 80.0  # exp(80) is about 5.5e34: a finite perplexity for any CE a run can log

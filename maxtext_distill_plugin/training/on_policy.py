@@ -30,6 +30,7 @@ import time
 
 from absl import logging
 from flax import nnx
+from flax.linen import partitioning as nn_partitioning
 import jax
 import jax.numpy as jnp
 
@@ -41,6 +42,17 @@ from maxtext_distill_plugin.training import on_policy_data
 from maxtext_distill_plugin.training import step as step_lib
 
 NLL_METRIC = "eval/teacher_nll_of_student_samples"
+# Logged by the steps that sample (and, for the timings, only by the timed ones); (0, 0) on the others.
+_SAMPLED_METRICS = (
+    "sample/completion_length",
+    "sample/eos_rate",
+    "sample/prompt_truncated_rate",
+    "sample/tokens_per_second",
+    "sample/teacher_nll",
+    "perf/sample_seconds",
+    "perf/teacher_seconds",
+    "perf/update_seconds",
+)
 
 
 def special_ids(config) -> tuple[int, int]:
@@ -137,9 +149,11 @@ class OnPolicy:
     self._greedy_options = sampling.SampleOptions(
         max_new_tokens=s.distill_sample_max_new_tokens, temperature=0.0, eos_id=self.eos_id, pad_id=self.pad_id
     )
-    self._prompts = jax.jit(on_policy_data.prompts_from_batch, static_argnums=(1, 2))
-    self._build = jax.jit(on_policy_data.batch_from_samples, static_argnames=("length", "pad_id"))
-    self._teacher_nll = None
+    self._programs = {}
+    self._rules = student.logical_axis_rules
+    self._train_rows = int(student.micro_batch_size_to_train_on)
+    self._accumulation = int(student.gradient_accumulation_steps)
+    self._teacher_nll = self._teacher_train_nll = None
     logging.info(
         "On-policy distillation: lambda=%s (%s to %s), %s samples, %d new tokens after a %d-token prompt bucket",
         s.distill_on_policy_fraction,
@@ -164,6 +178,46 @@ class OnPolicy:
       )
     return self._samplers[key]
 
+  def _step_program(self, who: str, rows: int):
+    """A step's sampling as one jitted program: the prompts out of the dataset batch, the sampler, the training batch
+    in the dataset's dtypes and the statistics (one dispatch, nothing between programs); ``program(source_state,
+    batch, rng) -> (training batch, statistics)``, ``source_state`` the student's train state or the teacher's."""
+    key = (who, rows)
+    if key not in self._programs:
+      sampler = self._sampler(who, self._train_options, rows)
+      merge_model = who == "student"
+      state_graphdef, prompt_len, pad_id, length = self._state_graphdef, self.prompt_len, self.pad_id, self.length
+
+      def program(source_state, batch: dict, rng):
+        # The student's train state is merged here, inside the trace: no host work per step to take its model out.
+        model_state = nnx.state(nnx.merge(state_graphdef, source_state).model) if merge_model else source_state
+        prompts = on_policy_data.prompts_from_batch(batch, prompt_len, pad_id)
+        has_prompt = prompts.length_B > 0
+        # A padding row is sampled from one pad token (the sampler needs a prompt) and dropped from the batch.
+        samples = sampler.fn(model_state, prompts.tokens_BxP, jnp.maximum(prompts.length_B, 1), rng)
+        built = on_policy_data.batch_from_samples(
+            samples.tokens_BxS,
+            samples.prompt_mask_BxS,
+            samples.completion_mask_BxS,
+            has_prompt,
+            length=length,
+            pad_id=pad_id,
+        )
+        built = {k: v.astype(batch[k].dtype) if k in batch else v for k, v in built.items()}
+        count = jnp.sum(has_prompt, dtype=jnp.float32)
+        stats = {
+            "sample/completion_length": (
+                jnp.sum(jnp.where(has_prompt, samples.completion_length_B, 0), dtype=jnp.float32),
+                count,
+            ),
+            "sample/eos_rate": (jnp.sum(has_prompt & samples.hit_eos_B, dtype=jnp.float32), count),
+            "sample/prompt_truncated_rate": (jnp.sum(has_prompt & prompts.truncated_B, dtype=jnp.float32), count),
+        }
+        return built, stats
+
+      self._programs[key] = jax.jit(program)
+    return self._programs[key]
+
   def sample_batch(self, who: str, model_state, batch: dict, rng, *, greedy: bool = False, rows_scored=None):
     """Completes ``batch``'s prompts with ``who`` ("student" or "teacher", whose ``model_state`` is given).
 
@@ -172,14 +226,13 @@ class OnPolicy:
       :func:`on_policy_data.batch_from_samples` of the samples. ``rows_scored``: only the first rows are scored.
     """
     options = self._greedy_options if greedy else self._train_options
-    prompts = self._prompts(batch, self.prompt_len, self.pad_id)
+    prompts = on_policy_data.prompts_from_batch(batch, self.prompt_len, self.pad_id)
     has_prompt = prompts.length_B > 0
     if rows_scored is not None:
       has_prompt = has_prompt & (jnp.arange(has_prompt.shape[0]) < rows_scored)
     rows = int(prompts.tokens_BxP.shape[0])
-    # A padding row is sampled from one pad token (the sampler needs a prompt) and dropped from the batch.
     samples = self._sampler(who, options, rows)(model_state, prompts.tokens_BxP, jnp.maximum(prompts.length_B, 1), rng)
-    built = self._build(
+    built = on_policy_data.batch_from_samples(
         samples.tokens_BxS,
         samples.prompt_mask_BxS,
         samples.completion_mask_BxS,
@@ -189,47 +242,80 @@ class OnPolicy:
     )
     return built, samples, has_prompt, prompts
 
-  def batch_for_step(self, step: int, state, teacher_state, data_batch, *, timed: bool = True):
-    """``(batch, metrics)``: the batch the train step runs at ``step`` and its (sum, count) metrics.
-
-    Nothing here waits for the device unless ``timed``: the sample statistics stay device scalars (read when the
-    logging window is flushed), so sampling, the teacher's scoring and the update of consecutive steps queue up
-    back to back. A ``timed`` step (the trainer times the last step of each logging window) waits for the sampler
-    to finish to measure ``perf/sample_seconds`` and ``sample/tokens_per_second``.
-    """
+  def batch_for_step(self, step: int, state, teacher_state, data_batch):
+    """``(batch, metrics)``: the batch the train step runs at ``step`` and its (sum, count) metrics
+    (``distill/on_policy_step`` says whether it was sampled). Nothing here waits for the device: the statistics stay
+    device scalars until the window's flush, so sampling, scoring and update of consecutive steps queue back to
+    back."""
     fraction = scheduled_fraction(self.settings, step, self.total_steps)
     sampled = uses_samples(self.seed, step, fraction)
     metrics = {
         "distill/on_policy_fraction": (fraction, 1.0),
         "distill/on_policy_step": (float(sampled), 1.0),
-        "sample/completion_length": (0.0, 0.0),
-        "sample/eos_rate": (0.0, 0.0),
-        "sample/prompt_truncated_rate": (0.0, 0.0),
-        "sample/tokens_per_second": (0.0, 0.0),
-        "perf/sample_seconds": (0.0, 0.0),
+        **{name: (0.0, 0.0) for name in _SAMPLED_METRICS},
     }
     if not sampled:
       return data_batch, metrics
-    teacher_writes = self.settings.distill_teacher_generated
-    started = time.perf_counter()
-    built, samples, has_prompt, prompts = self.sample_batch(
-        "teacher" if teacher_writes else "student",
-        teacher_state if teacher_writes else self.model_state(state),
-        data_batch,
-        step_keys(self.seed, step)[1],
-    )
-    rows = jnp.sum(has_prompt, dtype=jnp.float32)
-    lengths = jnp.sum(jnp.where(has_prompt, samples.completion_length_B, 0), dtype=jnp.float32)
-    metrics.update({
-        "sample/completion_length": (lengths, rows),
-        "sample/eos_rate": (jnp.sum(has_prompt & samples.hit_eos_B, dtype=jnp.float32), rows),
-        "sample/prompt_truncated_rate": (jnp.sum(has_prompt & prompts.truncated_B, dtype=jnp.float32), rows),
-    })
-    if timed:
-      built = jax.block_until_ready(built)
-      seconds = time.perf_counter() - started
-      metrics.update({"sample/tokens_per_second": (lengths, seconds), "perf/sample_seconds": (seconds, 1.0)})
+    who = "teacher" if self.settings.distill_teacher_generated else "student"
+    with jax.set_mesh(self._mesh), nn_partitioning.axis_rules(self._rules):
+      built, stats = self._step_program(who, int(data_batch["inputs"].shape[0]))(
+          teacher_state if who == "teacher" else state, data_batch, step_keys(self.seed, step)[1]
+      )
+    metrics.update(stats)
     return match_batch(built, data_batch), metrics
+
+  def run_step(self, train_step, step: int, state, teacher_state, data_batch, *, timed: bool):
+    """One optimizer step: samples when the step's draw says so, then ``train_step``; ``(state, metrics)``.
+
+    Only a ``timed`` step (the trainer times the last step of each logging window) waits for the device. It first lets
+    the queue of earlier steps drain, then times each part alone: ``perf/sample_seconds`` (the sampling program),
+    ``perf/teacher_seconds`` (the teacher's scoring of the sampled batch, run once more on its own, one micro-batch
+    times the accumulation steps; it also gives ``sample/teacher_nll``), ``perf/step_seconds`` (the train step) and
+    ``perf/update_seconds`` (the step less the teacher's scoring: the student's forward, backward and update). Every
+    step logs ``perf/dispatch_seconds``, the host's time issuing its work (waits excluded): against the window's
+    ``perf/step_time_s`` it says how far the host runs ahead of the device.
+    """
+    if timed:
+      jax.block_until_ready(state)
+    started = time.perf_counter()
+    batch, metrics = self.batch_for_step(step, state, teacher_state, data_batch)
+    sampled = metrics["distill/on_policy_step"][0] == 1.0
+    dispatch = time.perf_counter() - started
+    teacher_seconds = None
+    if timed and sampled:
+      batch = jax.block_until_ready(batch)
+      seconds = time.perf_counter() - started
+      lengths = metrics["sample/completion_length"][0]
+      metrics.update({"sample/tokens_per_second": (lengths, seconds), "perf/sample_seconds": (seconds, 1.0)})
+      scoring = self._teacher_scoring(teacher_state, batch)  # compiled before the clock starts
+      teacher_started = time.perf_counter()
+      nll = jax.block_until_ready(scoring(teacher_state, batch))
+      teacher_seconds = (time.perf_counter() - teacher_started) * self._accumulation
+      metrics.update({"sample/teacher_nll": nll, "perf/teacher_seconds": (teacher_seconds, 1.0)})
+    started = time.perf_counter()
+    state, step_metrics = train_step(state, teacher_state, batch)
+    dispatch += time.perf_counter() - started
+    metrics["perf/step_seconds"] = (0.0, 0.0)  # every step logs the same keys; only timed steps count
+    if timed:
+      state, step_metrics = jax.block_until_ready((state, step_metrics))
+      step_seconds = time.perf_counter() - started
+      metrics["perf/step_seconds"] = (step_seconds, 1.0)
+      if teacher_seconds is not None:
+        metrics["perf/update_seconds"] = (max(step_seconds - teacher_seconds, 0.0), 1.0)
+    metrics["perf/dispatch_seconds"] = (dispatch, 1.0)
+    return state, {**step_metrics, **metrics}
+
+  def _teacher_scoring(self, teacher_state, batch):
+    """The teacher's NLL of the first micro-batch of a training batch (what a step's teacher does per micro-batch),
+    compiled once for these shapes."""
+    if self._teacher_train_nll is None:
+      nll, rows = self._make_teacher_nll(), self._train_rows
+
+      def first_micro_batch_nll(teacher_state, batch):
+        return nll(teacher_state, {k: v[:rows] for k, v in batch.items()})
+
+      self._teacher_train_nll = jax.jit(first_micro_batch_nll).lower(teacher_state, batch).compile()
+    return self._teacher_train_nll
 
   def eval_metrics(self, state, teacher_state, batch, rows_scored: int | None) -> dict:
     """``eval/teacher_nll_of_student_samples``: the teacher's per-token NLL of the student's greedy completions."""

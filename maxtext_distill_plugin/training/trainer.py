@@ -179,7 +179,7 @@ def train(configs) -> TrainResult:
     with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):
       for step in range(start_step, options.total_steps):
         timed = _ends_log_window(step, student_config.log_period, options.total_steps)
-        state, metrics = _fetch_and_train(data.train, train_step, state, teacher_state, timed=timed)
+        state, metrics = data.train.step(train_step, state, teacher_state, timed=timed)
         logger.add(metrics)
         guard.add(step, metrics)
         last_step = step
@@ -225,25 +225,6 @@ def _ends_log_window(step: int, log_period: int, total_steps: int) -> bool:
 
 def _eval_due(config, eval_iterator, step: int) -> bool:
   return eval_iterator is not None and config.eval_interval > 0 and (step + 1) % config.eval_interval == 0
-
-
-def _fetch_and_train(source, train_step, state, teacher_state, *, timed: bool):
-  """The next batch of ``source`` and the train step on it; ``(state, metrics)``, the source's metrics included.
-
-  A source that ``times_train_step`` (on-policy: to set sampling against the update) also logs
-  ``perf/step_seconds``. Only a ``timed`` step waits for the device to measure it; the others dispatch and return at
-  once, as a step without sampling does.
-  """
-  batch, source_metrics = source.next(state, teacher_state, timed=timed)
-  started = time.perf_counter()
-  state, metrics = train_step(state, teacher_state, batch)
-  if not source.times_train_step:
-    return state, {**metrics, **source_metrics}
-  step_seconds = (0.0, 0.0)  # every step logs the same keys; only timed steps count
-  if timed:
-    state, metrics = jax.block_until_ready((state, metrics))
-    step_seconds = (time.perf_counter() - started, 1.0)
-  return state, {**metrics, **source_metrics, "perf/step_seconds": step_seconds}
 
 
 def _evaluate(eval_step, state, teacher_state, data, config, logger, step, rows: int | None) -> None:

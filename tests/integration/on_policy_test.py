@@ -311,31 +311,43 @@ def test_on_policy_refusals_exit_2_before_anything_is_built(tmp_path, sft_yaml, 
 def test_only_the_step_that_ends_a_logging_window_waits(tmp_path, sft_yaml, teacher_checkpoint, monkeypatch):
   """A sampled step dispatches and returns like a plain one; the last step of each window is timed.
 
-  Counts the plugin's own waits (``jax.block_until_ready`` and ``jax.device_get`` called from the on-policy sampler or
-  the trainer loop): 4 sampled steps with ``log_period=2`` wait at steps 1 and 3 only (the sampler once, the step
-  once), and the logged window means still count every sampled row.
+  Records the step of each of the plugin's own waits (``jax.block_until_ready`` and ``jax.device_get`` called from the
+  on-policy step or the trainer loop): 4 sampled steps with ``log_period=2`` wait at steps 1 and 3 only, where the
+  sampling, the teacher's scoring and the update are timed apart, and the logged window means still count every
+  sampled row.
   """
-  waits = []
+  waits, current = [], [None]
+  original_step = on_policy.OnPolicy.run_step
+
+  def stepping(self, train_step, step, *args, **kwargs):
+    current[0] = step
+    return original_step(self, train_step, step, *args, **kwargs)
 
   def counting(original):
     def wrapper(*args, **kwargs):
       caller = sys._getframe(1).f_globals.get("__name__", "")  # pylint: disable=protected-access
       if caller.endswith(("training.on_policy", "training.trainer")):
-        waits.append(caller.rsplit(".", 1)[-1])
+        waits.append(current[0])
       return original(*args, **kwargs)
 
     return wrapper
 
+  monkeypatch.setattr(on_policy.OnPolicy, "run_step", stepping)
   monkeypatch.setattr(jax, "block_until_ready", counting(jax.block_until_ready))
   monkeypatch.setattr(jax, "device_get", counting(jax.device_get))
   result = _train(
       sft_yaml, tmp_path, teacher_checkpoint, *_ON_POLICY, "steps=4", "log_period=2", "enable_checkpointing=False"
   )
-  assert sorted(waits) == ["on_policy", "on_policy", "trainer", "trainer"]
+  assert waits and set(waits) == {1, 3}, waits
   logged = _by_step(result.history)
   assert sorted(logged) == [2, 4]
   for record in logged.values():
     assert record["distill/on_policy_step"] == 1.0
     assert 1.0 <= record["sample/completion_length"] <= _NEW
-    assert record["perf/step_seconds"] > 0 and record["perf/sample_seconds"] > 0
-    assert record["sample/tokens_per_second"] > 0
+    assert record["sample/tokens_per_second"] > 0 and record["sample/teacher_nll"] > 0
+    parts = [record[f"perf/{name}_seconds"] for name in ("sample", "teacher", "step", "dispatch")]
+    assert all(p > 0 for p in parts), parts
+    # The step is the teacher's scoring and the update; the host's dispatch is a part of each step's wall time.
+    update = max(record["perf/step_seconds"] - record["perf/teacher_seconds"], 0.0)
+    assert record["perf/update_seconds"] == pytest.approx(update)
+    assert record["perf/dispatch_seconds"] <= record["perf/step_time_s"]

@@ -66,7 +66,7 @@ def _assert_same_batches(straight: list[dict], resumed: list[dict]) -> None:
 
 def _run(source: base.BatchSource, start: int, *, state=None) -> list[dict]:
   source.skip_to(start)
-  return [_host(source.next(state, None, timed=False)[0]) for _ in range(start, _STEPS)]
+  return [_host(source.next(state, None)[0]) for _ in range(start, _STEPS)]
 
 
 class _Loader:
@@ -159,8 +159,8 @@ class _Sampler:
 
   seed, fraction = 5, 0.5
 
-  def batch_for_step(self, step, state, teacher_state, data_batch, *, timed):
-    del teacher_state, timed
+  def batch_for_step(self, step, state, teacher_state, data_batch):
+    del teacher_state
     used = on_policy.uses_samples(self.seed, step, self.fraction)
     batch = dict(data_batch)
     if used:
@@ -188,8 +188,6 @@ def test_on_policy_source_resumes_its_prompts_and_its_draws():
 class _PromptListSource:
   """CONTRIBUTING.md's worked example of a prompt source, verbatim: fixed token prompts, cycled in order."""
 
-  times_train_step = False
-
   def __init__(self, prompts: list[list[int]], *, global_batch: int, length: int, pad_id: int, data_sharding):
     self._prompts, self._rows, self._length, self._pad = prompts, global_batch, length, pad_id
     self._sharding, self._step = data_sharding, 0
@@ -197,8 +195,8 @@ class _PromptListSource:
   def skip_to(self, step: int) -> None:
     self._step = step  # the batch of a step is a function of the step: nothing else to restore
 
-  def next(self, state, teacher_state, *, timed: bool = False) -> tuple[dict, dict]:
-    del state, teacher_state, timed
+  def next(self, state, teacher_state) -> tuple[dict, dict]:
+    del state, teacher_state
     first = self._step * self._rows
     rows = [self._prompts[(first + i) % len(self._prompts)][-self._length :] for i in range(self._rows)]
     inputs = np.full((self._rows, self._length), self._pad, np.int32)

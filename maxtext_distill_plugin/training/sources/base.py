@@ -14,8 +14,8 @@
 
 """The seam between the trainer loop and its data: a :class:`BatchSource` gives the batch of each optimizer step.
 
-The loop reads ``batch, metrics = source.next(state, teacher_state, timed=...)`` and never asks where the batch came
-from. Implementations:
+The loop runs ``state, metrics = source.step(train_step, state, teacher_state, timed=...)`` and never asks where the
+batch came from. Implementations:
 
 * :class:`dataset.DatasetSource`: MaxText's input pipeline (``setup_train_loop``'s ``DataLoader``).
 * :class:`cache.CacheSource`: an offline teacher cache, the teacher's top-k carried with each batch.
@@ -35,19 +35,15 @@ class BatchSource(Protocol):
   MaxText restores with the checkpoint is that position already).
   """
 
-  # Whether the loop also times the train step on the steps it asks to be ``timed`` (logged as perf/step_seconds).
-  times_train_step: bool
-
   def skip_to(self, step: int) -> None:
     """Positions the source at the batch of optimizer ``step``; called once, before the first :meth:`next`."""
 
-  def next(self, state, teacher_state, *, timed: bool = False) -> tuple[dict, dict]:
+  def next(self, state, teacher_state) -> tuple[dict, dict]:
     """``(batch, metrics)`` of the next optimizer step.
 
     Args:
       state: the student's train state (``nnx.split``), for sources that sample from the student.
       teacher_state: the teacher's state, or None without a teacher in memory.
-      timed: this step ends a logging window; a source may then wait for the device to time its own work.
 
     Returns:
       The batch the compiled step reads (MaxText's keys, plus the cached teacher's offline) and the source's own
@@ -56,3 +52,25 @@ class BatchSource(Protocol):
 
   def eval_metrics(self, state, teacher_state, batch: dict, rows: int | None) -> dict:
     """Metrics the source adds to an eval on the held-out ``batch`` (its first ``rows`` rows scored); often none."""
+
+
+class TrainingSource(BatchSource, Protocol):
+  """A :class:`BatchSource` the trainer loop trains on: it also runs the optimizer step on its batch.
+
+  The source runs the step so that one whose batches cost device work of their own (on-policy sampling) can time
+  that work against the update on a ``timed`` step; a prompt source wrapped by another needs only
+  :class:`BatchSource`.
+  """
+
+  def step(self, train_step, state, teacher_state, *, timed: bool) -> tuple[object, dict]:
+    """``(state, metrics)`` after ``train_step`` on :meth:`next`'s batch, the source's metrics included.
+
+    ``timed``: this step ends a logging window; only then may the source wait for the device to time its work.
+    """
+
+
+def train_on_next(source: BatchSource, train_step, state, teacher_state) -> tuple[object, dict]:
+  """:meth:`TrainingSource.step` of a source whose batches need no timing of their own: dispatch and return."""
+  batch, source_metrics = source.next(state, teacher_state)
+  state, metrics = train_step(state, teacher_state, batch)
+  return state, {**metrics, **source_metrics}

@@ -28,12 +28,11 @@ import numpy as np
 
 from maxtext_distill_plugin.teacher_cache import any_format
 from maxtext_distill_plugin.teacher_cache import format as cache_format
+from maxtext_distill_plugin.training.sources import base
 
 
 class CacheSource:
-  """A :class:`base.BatchSource` over a cache: host-local rows stitched into global arrays on the data sharding."""
-
-  times_train_step = False
+  """A :class:`base.TrainingSource` over a cache: host-local rows stitched into global arrays on the data sharding."""
 
   def __init__(self, cache: any_format.CacheReader, *, global_batch: int, data_sharding, shuffle_seed: int | None):
     processes, index = jax.process_count(), jax.process_index()
@@ -85,11 +84,15 @@ class CacheSource:
   def skip_to(self, step: int) -> None:
     self._step = step
 
-  def next(self, state, teacher_state, *, timed: bool = False) -> tuple[dict, dict]:
-    del state, teacher_state, timed  # the cache was written before the run
+  def next(self, state, teacher_state) -> tuple[dict, dict]:
+    del state, teacher_state  # the cache was written before the run
     batch = self.load(self._step)
     self._step += 1
     return batch, {}
+
+  def step(self, train_step, state, teacher_state, *, timed: bool) -> tuple[object, dict]:
+    del timed  # nothing of its own to time: the loop's window timing covers the step
+    return base.train_on_next(self, train_step, state, teacher_state)
 
   def eval_metrics(self, state, teacher_state, batch: dict, rows: int | None) -> dict:
     del state, teacher_state, batch, rows

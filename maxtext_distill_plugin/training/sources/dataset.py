@@ -20,12 +20,11 @@ iterator with the checkpoint, otherwise the batches of the steps already trained
 """
 
 from maxtext_distill_plugin.training import data_resume
+from maxtext_distill_plugin.training.sources import base
 
 
 class DatasetSource:
-  """A :class:`base.BatchSource` over MaxText's ``DataLoader``."""
-
-  times_train_step = False
+  """A :class:`base.TrainingSource` over MaxText's ``DataLoader``."""
 
   def __init__(self, config, data_loader):
     """``config``: the student's MaxText config; ``data_loader``: MaxText's ``DataLoader`` of it."""
@@ -39,10 +38,14 @@ class DatasetSource:
     self._started = True
     data_resume.continue_data(self._config, self._loader, step)
 
-  def next(self, state, teacher_state, *, timed: bool = False) -> tuple[dict, dict]:
-    del state, teacher_state, timed  # the data does not depend on the models
+  def next(self, state, teacher_state) -> tuple[dict, dict]:
+    del state, teacher_state  # the data does not depend on the models
     self._started = True
     return self._loader.load_next_batch(), {}
+
+  def step(self, train_step, state, teacher_state, *, timed: bool) -> tuple[object, dict]:
+    del timed  # nothing of its own to time: the loop's window timing covers the step
+    return base.train_on_next(self, train_step, state, teacher_state)
 
   def eval_metrics(self, state, teacher_state, batch: dict, rows: int | None) -> dict:
     del state, teacher_state, batch, rows

@@ -24,13 +24,11 @@ from maxtext_distill_plugin.training.sources import base
 
 
 class SampledSource:
-  """A :class:`base.BatchSource`: ``prompts``' batches, replaced by ``sampler``'s completions on the drawn steps.
+  """A :class:`base.TrainingSource`: ``prompts``' batches, replaced by ``sampler``'s completions on the drawn steps.
 
-  ``sampler`` is an :class:`on_policy.OnPolicy` (or anything with its ``batch_for_step`` and ``eval_metrics``).
+  ``sampler`` is an :class:`on_policy.OnPolicy` (or anything with its ``batch_for_step``, ``run_step`` and
+  ``eval_metrics``).
   """
-
-  # The loop times the train step on the steps whose sampling is timed, so the two can be set against each other.
-  times_train_step = True
 
   def __init__(self, prompts: base.BatchSource, sampler):
     self.prompts = prompts
@@ -41,11 +39,19 @@ class SampledSource:
     self.prompts.skip_to(step)
     self._step = step
 
-  def next(self, state, teacher_state, *, timed: bool = False) -> tuple[dict, dict]:
-    prompt_batch, metrics = self.prompts.next(state, teacher_state, timed=timed)
-    batch, sample_metrics = self._sampler.batch_for_step(self._step, state, teacher_state, prompt_batch, timed=timed)
+  def next(self, state, teacher_state) -> tuple[dict, dict]:
+    prompt_batch, metrics = self.prompts.next(state, teacher_state)
+    batch, sample_metrics = self._sampler.batch_for_step(self._step, state, teacher_state, prompt_batch)
     self._step += 1
     return batch, {**metrics, **sample_metrics}
+
+  def step(self, train_step, state, teacher_state, *, timed: bool) -> tuple[object, dict]:
+    """Samples (on the drawn steps) and trains; a ``timed`` step times sampling, the teacher's scoring and the update
+    apart (:meth:`on_policy.OnPolicy.run_step`)."""
+    prompt_batch, metrics = self.prompts.next(state, teacher_state)
+    state, step_metrics = self._sampler.run_step(train_step, self._step, state, teacher_state, prompt_batch, timed=timed)
+    self._step += 1
+    return state, {**metrics, **step_metrics}
 
   def eval_metrics(self, state, teacher_state, batch: dict, rows: int | None) -> dict:
     """The teacher's NLL of the student's greedy completions of the held-out prompts (:meth:`OnPolicy.eval_metrics`)."""
