@@ -25,9 +25,11 @@ searches) and peak host memory of the planner run.
 
 import json
 import pathlib
+import re
 import sys
 
 GIB = 1024**3
+_TEMPORARIES = re.compile(r"required for HLO temporaries \(([\d.]+)G\)")
 
 
 def _memory(report: dict, path: str) -> str:
@@ -38,7 +40,10 @@ def _memory(report: dict, path: str) -> str:
   if found.get("failed"):
     return "failed to compile"
   if not found["fits"] and "collectives" not in found:
-    return f"OOM ({memory['total'] / GIB:.1f})" if memory["total"] else "OOM"
+    if memory["total"]:
+      return f"OOM ({memory['total'] / GIB:.1f})"
+    refused = _TEMPORARIES.search(found.get("error") or "")  # libtpu's early refusal names the temporaries
+    return f"OOM (temp {refused.group(1)}G)" if refused else "OOM"
   return f"{memory['total'] / GIB:.2f} / {memory['temp'] / GIB:.2f}"
 
 

@@ -27,6 +27,11 @@ import jax
 
 _OOM_MARKERS = ("resource_exhausted", "out of memory", "exceeds the hbm", " hbm")
 _USED = re.compile(r"[Uu]sed\s+([\d.]+)([KMGT]?)i?B?\s+of\s+([\d.]+)([KMGT]?)i?B?\s+hbm")
+# libtpu 0.0.50.1 refuses early, before buffer assignment, naming the temporaries alone: "the total memory required
+# for HLO temporaries (197.77G) exceeds available HBM (95.73G)".
+_TEMPORARIES = re.compile(
+    r"required for HLO temporaries\s*\(([\d.]+)([KMGT]?)i?B?\)\s*exceeds available HBM\s*\(([\d.]+)([KMGT]?)"
+)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
@@ -61,14 +66,22 @@ def is_out_of_memory(error: Exception) -> bool:
   return any(marker in message for marker in _OOM_MARKERS)
 
 
+def _bytes(number: str, unit: str) -> int:
+  return int(float(number) * _UNITS[unit])
+
+
 def used_of_hbm(message: str) -> tuple[int, int] | None:
   """``(used, available)`` bytes from libtpu's "Used X of Y hbm" message, when it names them."""
   match = _USED.search(message)
   if not match:
     return None
-  used = float(match.group(1)) * _UNITS[match.group(2)]
-  available = float(match.group(3)) * _UNITS[match.group(4)]
-  return int(used), int(available)
+  return _bytes(match.group(1), match.group(2)), _bytes(match.group(3), match.group(4))
+
+
+def temporaries_over_hbm(message: str) -> int | None:
+  """The temporaries' bytes from libtpu's early refusal ("required for HLO temporaries (X) exceeds available HBM")."""
+  match = _TEMPORARIES.search(message)
+  return _bytes(match.group(1), match.group(2)) if match else None
 
 
 def compile_program(name: str, jitted, args, *, mesh, rules, hbm_bytes: int) -> ProgramResult:
@@ -87,7 +100,10 @@ def compile_program(name: str, jitted, args, *, mesh, rules, hbm_bytes: int) -> 
     figures = used_of_hbm(str(e))
     used = figures[0] if figures else 0
     first_line = str(e).strip().splitlines()[0][:500]
-    return ProgramResult(name, False, seconds, total_bytes=used, error=first_line)
+    # The early refusal names only the temporaries: kept as temp, the total left for the caller (it knows the state).
+    return ProgramResult(
+        name, False, seconds, temp_bytes=temporaries_over_hbm(str(e)) or 0, total_bytes=used, error=first_line
+    )
   seconds = time.perf_counter() - started
   stats = compiled.memory_analysis()
   argument, output = int(stats.argument_size_in_bytes), int(stats.output_size_in_bytes)

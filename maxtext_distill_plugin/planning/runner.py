@@ -143,7 +143,8 @@ def largest_batch(request: PlanRequest, path: str, start: int, start_report: dic
   ``exact`` when the bracket closed."""
   memory = start_report["memory"]
   fixed = sum(memory.get(k, 0) for k in ("student_params", "student_other", "optimizer_state", "teacher_params"))
-  points = [search.Point(start, start_report["fits"], memory["total"], fixed)]
+  start_total = memory["total"] or (memory["temp"] + fixed if memory["temp"] else 0)
+  points = [search.Point(start, start_report["fits"], start_total, fixed)]
   budget = request.target.hbm_bytes
   while len(points) - 1 < request.max_search_compiles:
     size = search.next_batch(points, budget)
@@ -155,13 +156,17 @@ def largest_batch(request: PlanRequest, path: str, start: int, start_report: dic
     if found.get("failed"):
       logging.error("planner: %s at per_device_batch_size=%d failed to compile; search stopped", path, size)
       break
-    points.append(search.Point(size, found["fits"], found["memory"]["total"], sum(parts.values())))
+    fixed = sum(parts.values())
+    memory = found["memory"]
+    # An early refusal names the temporaries alone: the state (fixed) comes on top of them.
+    total = memory["total"] or (memory["temp"] + fixed if memory["temp"] else 0)
+    points.append(search.Point(size, found["fits"], total, fixed))
     logging.info(
         "planner: %s at per_device_batch_size=%d %s (%.2f GiB)",
         path,
         size,
         "fits" if found["fits"] else "does not fit",
-        found["memory"]["total"] / 1024**3,
+        total / 1024**3,
     )
   low, high = search.bracket(points)
   return {

@@ -82,3 +82,20 @@ def test_nothing_fits_closes_at_zero():
   points = [search.Point(2, False, 50, 40), search.Point(1, False, 45, 40)]
   assert search.next_batch(points, 30) is None
   assert search.bracket(points) == (0, 1)
+
+
+def test_libtpu_early_refusal_gives_the_temporaries_and_a_point_for_the_search():
+  from maxtext_distill_plugin.planning import compiler  # pylint: disable=import-outside-toplevel
+
+  # libtpu 0.0.50.1's words for row 01's dense step at per_device_batch_size=64 on a v5p-8 (docs/scale).
+  message = (
+      "RESOURCE_EXHAUSTED: E1000: CompileTimeHbmOom: Ran out of memory on HBM, the total memory required for HLO"
+      " temporaries (197.77G) exceeds available HBM (95.73G). HLO module: jit_train_step."
+  )
+  assert compiler.is_out_of_memory(RuntimeError(message))
+  assert compiler.temporaries_over_hbm(message) == int(197.77 * GIB)
+  assert compiler.used_of_hbm(message) is None and compiler.temporaries_over_hbm("Used 1G of 2G hbm") is None
+  # With the state (8 GiB) on top of those temporaries, the line from that refusal alone lands inside (0, 64).
+  fixed = 8 * GIB
+  guess = search.next_batch([search.Point(64, False, int(197.77 * GIB) + fixed, fixed)], 95 * GIB)
+  assert guess == int(87 * GIB // ((197.77 * GIB) / 64))
