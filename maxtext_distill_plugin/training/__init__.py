@@ -14,7 +14,7 @@
 
 """Orchestration over MaxText.
 
-``loss_paths`` (which loss path runs, and the ``auto`` policy), ``step`` (the compiled train and eval steps),
+``step`` (the compiled train and eval steps, and the ``auto`` policy of the student's head),
 ``on_policy`` and ``on_policy_data`` (sampled batches), ``trainer`` (the loop), ``metrics_logger``, ``run_guard``
 (preemption, non-finite losses), ``run_record``, ``data_resume`` and ``offline_data`` (batches from a teacher cache).
 """

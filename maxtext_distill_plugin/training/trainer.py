@@ -38,6 +38,7 @@ from flax import nnx
 from flax.linen import partitioning as nn_partitioning
 import jax
 
+from maxtext_distill_plugin.configuration import multi_teacher
 from maxtext_distill_plugin.model import checkpoint_aux
 from maxtext_distill_plugin.model import features
 from maxtext_distill_plugin.student import freezing
@@ -72,6 +73,15 @@ def build_teacher(teacher_config, mesh):
   checkpoint_aux.restore_extras(teacher, path)
   checkpoint_aux.check_materialized(teacher, "teacher", path)
   return nnx.split(teacher)
+
+
+def build_teachers(configs, mesh):
+  """``(graphdef, state)`` of the frozen teacher, or of several (``teachers:``) as a tuple of graphdefs and one of
+  states in ``teachers:`` order."""
+  if not configs.teachers:
+    return build_teacher(configs.teacher, mesh)
+  built = [build_teacher(config, mesh) for _, config in configs.teachers]
+  return tuple(graphdef for graphdef, _ in built), tuple(state for _, state in built)
 
 
 def _without_parameters_path(config):
@@ -121,8 +131,10 @@ def step_options(configs, offline_tail: str | None, chunked_loss: bool | None = 
   """The compiled step's settings for ``configs`` (the planner compiles with the same ones); ``chunked_loss`` None
   resolves ``distill_loss_impl`` as a run does."""
   student_config, settings = configs.student, configs.settings
+  teacher_configs = [config for _, config in configs.teachers] or [configs.teacher]
   if chunked_loss is None:
-    chunked_loss = step_lib.use_chunked_loss(settings, student_config, configs.teacher)
+    chunked_loss = step_lib.use_chunked_loss(settings, student_config, *teacher_configs)
+  names = tuple(name for name, _ in configs.teachers)
   return step_lib.StepOptions(
       settings=settings,
       total_steps=int(student_config.steps),
@@ -135,6 +147,8 @@ def step_options(configs, offline_tail: str | None, chunked_loss: bool | None = 
       eval_rows=int(student_config.micro_batch_size_to_eval_on),
       trainable_patterns=freezing.trainable_patterns(student_config),
       diagnostics_every=int(student_config.log_period),  # the diagnostics of the step that ends each logging window
+      teacher_names=names,
+      teacher_weights=multi_teacher.weights(names, settings) if names else (),
   )
 
 
@@ -169,9 +183,10 @@ def train(configs) -> TrainResult:
     eval_iterator = offline_eval_iterator(configs, mesh)
   else:
     with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):
-      teacher_graphdef, teacher_state = build_teacher(configs.teacher, mesh)
+      teacher_graphdef, teacher_state = build_teachers(configs, mesh)
   run_record.write(configs, configs.argv)
-  param_counts = student_init.apply_at_start(configs, state, teacher_state, start_step)
+  first_teacher = teacher_state[0] if configs.teachers else teacher_state  # the one student_init copies from
+  param_counts = student_init.apply_at_start(configs, state, first_teacher, start_step)
 
   options = step_options(configs, offline_tail)
   logging.info("Distillation loss: %s", "chunked (from hidden states)" if options.chunked_loss else "dense (full logits)")
