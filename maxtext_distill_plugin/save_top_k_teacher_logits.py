@@ -156,17 +156,17 @@ class TeacherRunner:
 
     from maxtext_distill_plugin.configuration.settings import DistillSettings  # pylint: disable=import-outside-toplevel
     from maxtext_distill_plugin.loss import sparse_tail  # pylint: disable=import-outside-toplevel
-    from maxtext_distill_plugin.training import step as step_lib  # pylint: disable=import-outside-toplevel
+    from maxtext_distill_plugin.teachers import kinds  # pylint: disable=import-outside-toplevel
     from maxtext_distill_plugin.training import trainer  # pylint: disable=import-outside-toplevel
 
     self.configs, self.top_k = configs, top_k
     self.mesh = maxtext_utils.get_mesh_from_config(configs.teacher)
     with self._context():
       graphdef, self.state = trainer.build_teacher(configs.teacher, self.mesh)
-    logits_only = DistillSettings()  # no feature extraction: only the logits are cached
+    teacher = kinds.FrozenModel(graphdef, DistillSettings())  # no feature extraction: only the logits are cached
 
     def log_probs(state, batch):
-      logits = step_lib.teacher_outputs(graphdef, state, batch, logits_only).logits_BxSxV
+      logits = teacher.head(state, batch, lean=False).logits_BxSxV
       return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
 
     def top_k_of(state, batch):

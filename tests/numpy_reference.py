@@ -158,3 +158,24 @@ def finite_difference(fn, x, eps=1e-6):
     minus[index] -= eps
     grad[index] = (fn(plus) - fn(minus)) / (2 * eps)
   return grad
+
+
+def mixture_log_probs(teacher_logits, weights, temperature):
+  """``log sum_i w_i softmax(z_i / T)`` of K teachers' logits ``[K, ..., V]``: the per-token mixture, ``[..., V]``."""
+  logp = np.stack([log_softmax(np.asarray(z, np.float64) / temperature) for z in teacher_logits])
+  terms = logp + np.log(np.asarray(weights, np.float64)).reshape((-1,) + (1,) * (logp.ndim - 1))
+  top = np.max(terms, axis=0)
+  return top + np.log(np.sum(np.exp(terms - top), axis=0))
+
+
+def distillation_objective(
+    teacher_logp_T, student_logits, labels, mask, alpha, temperature, name="forward_kl", param=None
+):
+  """``sum over valid tokens of alpha T^2 D(p_T, q_T) + (1 - alpha) CE`` divided by their count (the spec's
+  objective without features or z-loss), from the teacher's log-probabilities at T."""
+  student = np.asarray(student_logits, np.float64)
+  soft = divergence(name, teacher_logp_T, log_softmax(student / temperature), param) * temperature**2
+  ce = -np.take_along_axis(log_softmax(student), np.asarray(labels)[..., None], axis=-1)[..., 0]
+  per_token = alpha * soft + (1.0 - alpha) * ce
+  mask = np.asarray(mask, np.float64)
+  return np.sum(per_token * mask) / np.sum(mask)

@@ -44,6 +44,7 @@ from maxtext_distill_plugin import errors
 from maxtext_distill_plugin.configuration import cache_checks
 from maxtext_distill_plugin.configuration import checkpoint_checks
 from maxtext_distill_plugin.configuration import data_sources
+from maxtext_distill_plugin.configuration import multi_teacher
 from maxtext_distill_plugin.configuration import on_policy_checks
 from maxtext_distill_plugin.configuration.settings import DISTILL_KEYS, DistillSettings
 from maxtext_distill_plugin.model import features
@@ -59,7 +60,7 @@ TEACHER_SHARED_KEYS = BATCH_SHAPE_KEYS + (
     "compile_topology_num_slices",
 )
 # Keys that describe the whole run; inside student_overrides/teacher_overrides they would silently split it.
-_RUN_LEVEL_KEYS = DISTILL_KEYS | {"student_overrides", "teacher_overrides", "offline_data_dir"}
+_RUN_LEVEL_KEYS = DISTILL_KEYS | {"student_overrides", "teacher_overrides", "offline_data_dir", "teachers"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +76,8 @@ class DistillConfigs:
   # Upstream's student-side keys resolved (student_init): teacher weights to copy, trainable counts.
   student_init: Any | None = None
   argv: tuple[str, ...] = ()  # the command line the configs were built from (written into the run directory)
+  # Several teachers (multi_teacher): ((name, config), ...) in teachers: order; ``teacher`` is then the first one's.
+  teachers: tuple[tuple[str, Any], ...] = ()
 
   @property
   def offline(self) -> bool:
@@ -96,6 +99,8 @@ def config_class():
     extra_fields["teacher_overrides"] = (dict[str, Any], pydantic.Field(default_factory=dict))
   if "offline_data_dir" not in host_fields:
     extra_fields["offline_data_dir"] = (str | None, pydantic.Field(None))
+  if "teachers" not in host_fields:
+    extra_fields["teachers"] = (list[dict[str, Any]], pydantic.Field(default_factory=list))
 
   def route_distill_keys(cls, data):
     del cls
@@ -354,6 +359,14 @@ def build(argv: list[str], *, plan: bool = False) -> DistillConfigs:
   teacher_overrides = _empty_strings_kept(global_config.teacher_overrides)
   _check_override_keys("student_overrides", student_overrides)
   _check_override_keys("teacher_overrides", teacher_overrides)
+  teacher_entries = multi_teacher.entries(getattr(global_config, "teachers", None), teacher_overrides)
+  for name, overrides in teacher_entries:
+    _check_override_keys(f"teachers.{name}.overrides", overrides)
+  multi_teacher.check_settings(
+      tuple(n for n, _ in teacher_entries), settings, offline=bool(global_config.offline_data_dir)
+  )
+  if teacher_entries:  # the first teacher stands for "the teacher" where one is needed (student initialisation)
+    teacher_overrides = teacher_entries[0][1]
   student_init.check_teacher_overrides(teacher_overrides)
   offline = bool(global_config.offline_data_dir)
   if offline:
@@ -394,6 +407,16 @@ def build(argv: list[str], *, plan: bool = False) -> DistillConfigs:
     if storage != teacher.weight_dtype:  # the frozen teacher keeps no float32 master copy it would never update
       teacher = _initialize(base, log_config=False, **{**teacher_keys, "weight_dtype": storage.name})
     _check_checkpoint_path("teacher_overrides.load_parameters_path", teacher.load_parameters_path, plan)
+    teachers = []
+    for name, overrides in teacher_entries:
+      member = _initialize(base, log_config=False, **{**inert_data, **shared, **overrides, **run_level})
+      storage = _teacher_weight_dtype(settings, member, overrides)
+      if storage != member.weight_dtype:
+        member = _initialize(
+            base, log_config=False, **{**inert_data, **shared, **overrides, **run_level, "weight_dtype": storage.name}
+        )
+      _check_checkpoint_path(f"teachers.{name}.overrides.load_parameters_path", member.load_parameters_path, plan)
+      teachers.append((name, member))
   if student.load_parameters_path:
     _check_checkpoint_path("load_parameters_path", student.load_parameters_path, plan)
   offline_eval = None
@@ -405,6 +428,10 @@ def build(argv: list[str], *, plan: bool = False) -> DistillConfigs:
       lambda extra: _initialize(base + cli_args, log_config=False, **{**student_overrides, **offline_data, **extra}),
   )
   configs = DistillConfigs(global_config, student, teacher, settings, offline_eval, init, tuple(argv))
+  if not offline and teacher_entries:
+    configs = dataclasses.replace(configs, teacher=teachers[0][1], teachers=tuple(teachers))
+  for _, member in configs.teachers[1:]:
+    cross_check(dataclasses.replace(configs, teacher=member))
   cross_check(configs)
   if plan:  # the planner compiles on abstract batches: no data or cache is read
     return configs

@@ -88,6 +88,20 @@ class DistillSettings(pydantic.BaseModel):
       ),
   )
 
+  distill_teacher_mixture: Literal["distribution", "loss", "route"] = Field(
+      "distribution",
+      description=(
+          "Several teachers (teachers:): distribution mixes their distributions per token (log sum_i w_i p_i);"
+          " loss weighs their losses (sum_i w_i L_i); route scores each example by the teacher its data names."
+      ),
+  )
+  distill_teacher_weights: dict[str, float] | None = Field(
+      None, description="Several teachers: {name: weight}, non-negative, summing to 1; None weighs them equally."
+  )
+  distill_teacher_route_column: str = Field(
+      "teacher_id", description="distill_teacher_mixture=route: the batch column holding each example's teacher index."
+  )
+
   distill_top_k: int = Field(128, gt=0, description="Offline: teacher logits kept per token by the caching tool.")
   distill_offline_tail: Literal["auto", "bucket", "renormalize"] = Field(
       "auto",
@@ -239,6 +253,20 @@ class DistillSettings(pydantic.BaseModel):
           " lengths differ. Fix: list one teacher layer per student layer."
       )
     return self
+
+  @pydantic.field_validator("distill_teacher_weights")
+  @classmethod
+  def _weights_are_a_distribution(cls, value):
+    if value is None:
+      return value
+    negative = {name: w for name, w in value.items() if w < 0.0}
+    if negative:
+      raise ValueError(f"distill_teacher_weights={value} has negative weights {negative}. Fix: use weights >= 0.")
+    if abs(sum(value.values()) - 1.0) > 1e-6:
+      raise ValueError(
+          f"distill_teacher_weights={value} sums to {sum(value.values())}, not 1. Fix: scale the weights to sum to 1."
+      )
+    return value
 
   @pydantic.model_validator(mode="after")
   def _teacher_generated_samples(self):

@@ -27,6 +27,7 @@ from maxtext_distill_plugin.demo import data as demo_data
 from maxtext_distill_plugin.demo import plan as plan_lib
 from maxtext_distill_plugin.demo import scoring
 from maxtext_distill_plugin.demo import teacher
+from maxtext_distill_plugin.loss import metric_names
 
 
 def recipe_argv(paths: plan_lib.Paths, data, teacher_items: str, student_items: str, plan: plan_lib.Plan) -> list[str]:
@@ -118,7 +119,7 @@ def run(output_dir: str, plan: plan_lib.Plan) -> dict:
     trained = distill(paths, configs)
   with timer.stage("eval after"):
     student_items, ce["distilled_student"] = evaluate_distilled(argv, data, trained, batches)
-  evals = [h for h in trained.history if "eval/hard_loss" in h]
+  evals = [h for h in trained.history if metric_names.EVAL_HARD_LOSS in h]
   results = {
       "cross_entropy": ce,
       "eval_files": data.stats["eval_files"],

@@ -76,9 +76,9 @@ def forward_logits(graphdef, state, batch):
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
   from maxtext_distill_plugin.configuration.settings import DistillSettings  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin.training import step  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.model import forward as model_forward  # pylint: disable=import-outside-toplevel
 
-  logits, _ = step.forward(nnx.merge(graphdef, state), batch, settings=DistillSettings(), enable_dropout=False)
+  logits, _ = model_forward.forward(nnx.merge(graphdef, state), batch, settings=DistillSettings(), enable_dropout=False)
   return logits
 
 
@@ -86,10 +86,10 @@ def _ce_sum(graphdef, state, batch):
   """Summed next-token cross-entropy over the valid targets of ``batch``, and their count."""
   from maxtext_distill_plugin.loss import losses  # pylint: disable=import-outside-toplevel
   from maxtext_distill_plugin.loss import reductions  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin.training import step  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.model import forward as model_forward  # pylint: disable=import-outside-toplevel
 
   logits = forward_logits(graphdef, state, batch)
-  return reductions.masked_sum_count(losses.cross_entropy(logits, batch["targets"]), step.token_mask(batch))
+  return reductions.masked_sum_count(losses.cross_entropy(logits, batch["targets"]), model_forward.token_mask(batch))
 
 
 def held_out_cross_entropy(cfg, batches: list[dict]) -> float:
@@ -136,10 +136,10 @@ def score_sums(graphdef, state, batch, teacher_logp_BxSxV):
 
   from maxtext_distill_plugin.loss import losses  # pylint: disable=import-outside-toplevel
   from maxtext_distill_plugin.loss import reductions  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin.training import step  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.model import forward as model_forward  # pylint: disable=import-outside-toplevel
 
   logp = log_probs(graphdef, state, batch)
-  mask = step.token_mask(batch)
+  mask = model_forward.token_mask(batch)
   agree = jnp.argmax(logp, axis=-1) == jnp.argmax(teacher_logp_BxSxV, axis=-1)
   return {
       "ce": reductions.masked_sum_count(losses.cross_entropy_from_log_probs(logp, batch["targets"]), mask),

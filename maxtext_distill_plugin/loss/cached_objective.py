@@ -77,7 +77,7 @@ def cached_teacher_terms(
     divergence_param: float | None = None,
 ):
   """Per-token ``(divergence_at_T, kl_at_T, kl_at_1, student_ce, extra)`` against a cached top-k teacher
-  (an :class:`objective.TeacherOutputs` with ``topk_*`` fields).
+  (a :class:`heads.CachedTopK`).
 
   The one formula of the offline loss, whether the stats come from full logits or from tiles. The divergence
   is the registry's over the k+1 buckets (``tail="bucket"``) or the k renormalised ids (``"renormalize"``); see

@@ -63,6 +63,7 @@ from maxtext_distill_plugin.loss import divergences
 from maxtext_distill_plugin.loss import metric_names
 from maxtext_distill_plugin.loss import objective
 from maxtext_distill_plugin.loss import reductions
+from maxtext_distill_plugin.loss import teacher_mixture
 from maxtext_distill_plugin.loss import tiles
 
 DEFAULT_SEQ_CHUNK = tiles.DEFAULT_SEQ_CHUNK
@@ -89,18 +90,69 @@ class _Options:
   diagnostics: bool = False
   top_k: int | None = None
   gated: bool = False  # the diagnostics are computed only where the traced flag ``diagnose`` is true
+  # Several teachers mixed per token (teacher_mixture): their weights and soft caps; None: one teacher.
+  teacher_weights: tuple[float, ...] | None = None
+  member_softcaps: tuple[float | None, ...] | None = None
 
 
-def _tile_logits(tiling: tiles.Tiling, hs_BxCxD, ht_BxCxD, ws_DxK, wt_DxK, offset):
-  """Capped student logits, both models' logits with padded columns masked, the column ids and their validity."""
+def _tile_logits(options: _Options, hs_BxCxD, ht_BxCxD, ws_DxK, wt_DxK, offset, temperature=None, members=None):
+  """Capped student logits, the teacher's logits with padded columns masked, the column ids and their validity.
+
+  The teacher's logits come twice, ``(zt1, ztT)``: ``softmax(zt1)`` is the teacher at T = 1 and ``softmax(ztT / T)``
+  the teacher at T. One teacher: both are its logits (the same array). A mixture (``members``: each member's
+  ``(lse at 1, lse at T)``, ``[B, C, 1]``): its normalised log-probabilities at 1, and T times those at T.
+  """
+  tiling = options.tiling
   zs_capped, columns = tiles.tile_logits(hs_BxCxD, ws_DxK, offset, tiling.student_softcap)
-  zt, _ = tiles.tile_logits(ht_BxCxD, wt_DxK, offset, tiling.teacher_softcap)
   valid = columns < tiling.vocab_size
-  zs, zt = jnp.where(valid, zs_capped, tiles.PADDED_LOGIT), jnp.where(valid, zt, tiles.PADDED_LOGIT)
-  return zs_capped, zs, zt, columns, valid
+  zs = jnp.where(valid, zs_capped, tiles.PADDED_LOGIT)
+  if options.teacher_weights is None:
+    zt, _ = tiles.tile_logits(ht_BxCxD, wt_DxK, offset, tiling.teacher_softcap)
+    zt = jnp.where(valid, zt, tiles.PADDED_LOGIT)
+    return zs_capped, zs, zt, zt, columns, valid
+  member_logits = [
+      tiles.tile_logits(h, w, offset, cap)[0] for h, w, cap in zip(ht_BxCxD, wt_DxK, options.member_softcaps)
+  ]
+  at_1 = teacher_mixture.mix(
+      jnp.stack([z - lse_1 for z, (lse_1, _) in zip(member_logits, members)]), options.teacher_weights
+  )
+  at_T = teacher_mixture.mix(
+      jnp.stack([z / temperature - lse_T for z, (_, lse_T) in zip(member_logits, members)]), options.teacher_weights
+  )
+  return (
+      zs_capped,
+      zs,
+      jnp.where(valid, at_1, tiles.PADDED_LOGIT),
+      jnp.where(valid, temperature * at_T, tiles.PADDED_LOGIT),
+      columns,
+      valid,
+  )
+
+
+def _member_lses(options: _Options, temperature, teacher_tiles, ht_BxCxD):
+  """Each mixed teacher's ``(lse at 1, lse at T)`` ``[B, C, 1]`` over the vocabulary, one sweep over its tiles; ``()``
+  for one teacher."""
+  if options.teacher_weights is None:
+    return ()
+  shape = ht_BxCxD[0].shape[:2]
+
+  def body(carry, tile):
+    wt_tiles, offset = tile
+    valid = offset + jnp.arange(wt_tiles[0].shape[-1]) < options.tiling.vocab_size
+    new = []
+    for (at_1, at_T), h, w, cap in zip(carry, ht_BxCxD, wt_tiles, options.member_softcaps):
+      z = jnp.where(valid, tiles.tile_logits(h, w, offset, cap)[0], tiles.PADDED_LOGIT)
+      new.append((tiles.online_update(at_1, z), tiles.online_update(at_T, z / temperature)))
+    return tuple(new), None
+
+  offsets = jnp.arange(teacher_tiles[0].shape[0]) * options.tiling.vocab_chunk
+  init = tuple((tiles.empty_online_state(shape), tiles.empty_online_state(shape)) for _ in ht_BxCxD)
+  found, _ = jax.lax.scan(body, init, (teacher_tiles, offsets))
+  return tuple((tiles.online_lse(a)[..., None], tiles.online_lse(b)[..., None]) for a, b in found)
 
 
 def _partials(options: _Options, zs, zt, lse_st, lse_tt, temperature, valid):
+  # zt: the teacher's logits at T times T (ztT of _tile_logits).
   """``(e_v, g_v)`` of the chosen divergence on one tile, 0 on padded columns; lses are ``[B, C, 1]``."""
   elementwise = divergences.lookup(options.divergence).elementwise
   teacher_logp, student_logp = zt / temperature - lse_tt, zs / temperature - lse_st
@@ -114,17 +166,19 @@ def _forward_rows(options: _Options, temperature, student_tiles, teacher_tiles, 
   empty = tiles.empty_online_state(shape)
   zeros = jnp.zeros(shape, jnp.float32)
   diagnostics = options.diagnostics
+  members = _member_lses(options, temperature, teacher_tiles, ht_BxCxD)
 
   def body(carry, tile):
     ws_DxK, wt_DxK, offset = tile
-    _, zs, zt, columns, _ = _tile_logits(options.tiling, hs_BxCxD, ht_BxCxD, ws_DxK, wt_DxK, offset)
+    _, zs, zt, zt_T, columns, _ = _tile_logits(options, hs_BxCxD, ht_BxCxD, ws_DxK, wt_DxK, offset, temperature, members)
     hit = columns == labels_BxC[..., None]
     diff = zt - zs
+    diff_T = diff if zt_T is zt else zt_T - zs
     new = {
         "s1": tiles.online_update(carry["s1"], zs, zs if diagnostics else None),
         "st": tiles.online_update(carry["st"], zs / temperature),
         "t1": tiles.online_update(carry["t1"], zt, (diff, zt) if diagnostics else diff),
-        "tt": tiles.online_update(carry["tt"], zt / temperature, diff / temperature),
+        "tt": tiles.online_update(carry["tt"], zt_T / temperature, diff_T / temperature),
         "label_s": carry["label_s"] + jnp.sum(jnp.where(hit, zs, 0.0), axis=-1),
         "label_t": carry["label_t"] + jnp.sum(jnp.where(hit, zt, 0.0), axis=-1),
     }
@@ -159,23 +213,24 @@ def _forward_rows(options: _Options, temperature, student_tiles, teacher_tiles, 
     terms["entropy_s"] = lse_s1 - s1[2] / s1[1]
   if options.top_k:
     terms["coverage"] = jnp.sum(jnp.exp(out["top_t"] - lse_t1[..., None]), axis=-1)
-  residuals = (lse_s1, lse_st, lse_t1, lse_tt)
+  sum_g = ()
   if options.divergence is not None:
     terms["div"], sum_g = _divergence_rows(
-        options, temperature, student_tiles, teacher_tiles, hs_BxCxD, ht_BxCxD, lse_st, lse_tt
+        options, temperature, student_tiles, teacher_tiles, hs_BxCxD, ht_BxCxD, lse_st, lse_tt, members
     )
-    residuals = residuals + (sum_g,)
-  return terms, residuals
+  return terms, (lse_s1, lse_st, lse_t1, lse_tt, sum_g, members)
 
 
-def _divergence_rows(options: _Options, temperature, student_tiles, teacher_tiles, hs_BxCxD, ht_BxCxD, lse_st, lse_tt):
+def _divergence_rows(
+    options: _Options, temperature, student_tiles, teacher_tiles, hs_BxCxD, ht_BxCxD, lse_st, lse_tt, members
+):
   """Sweep 2 of one sequence chunk: ``(D, G)``, each ``[B, C]``: the clamped ``sum_v e_v`` and ``sum_v g_v``."""
   lse_st, lse_tt = lse_st[..., None], lse_tt[..., None]
 
   def body(carry, tile):
     ws_DxK, wt_DxK, offset = tile
-    _, zs, zt, _, valid = _tile_logits(options.tiling, hs_BxCxD, ht_BxCxD, ws_DxK, wt_DxK, offset)
-    e, g = _partials(options, zs, zt, lse_st, lse_tt, temperature, valid)
+    _, zs, _, zt_T, _, valid = _tile_logits(options, hs_BxCxD, ht_BxCxD, ws_DxK, wt_DxK, offset, temperature, members)
+    e, g = _partials(options, zs, zt_T, lse_st, lse_tt, temperature, valid)
     return (carry[0] + jnp.sum(e, axis=-1), carry[1] + jnp.sum(g, axis=-1)), None
 
   offsets = jnp.arange(student_tiles.shape[0]) * options.tiling.vocab_chunk
@@ -190,20 +245,23 @@ def _backward_rows(options: _Options, temperature, student_tiles, teacher_tiles,
   tiling = options.tiling
   hs_BxCxD, ht_BxCxD, labels_BxC, lses, cotangents = rows
   lse_s1, lse_st, lse_t1, lse_tt = (lse[..., None] for lse in lses[:4])
+  sum_g, members = lses[4:]
   cot_kl_t, cot_kl_1, cot_ce, cot_lse = (cotangents[name][..., None] for name in ("kl_t", "kl_1", "ce_s", "lse_s"))
 
   def body(d_hidden, tile):
     ws_DxK, wt_DxK, offset = tile
-    zs_capped, zs, zt, columns, valid = _tile_logits(tiling, hs_BxCxD, ht_BxCxD, ws_DxK, wt_DxK, offset)
+    zs_capped, zs, zt, zt_T, columns, valid = _tile_logits(
+        options, hs_BxCxD, ht_BxCxD, ws_DxK, wt_DxK, offset, temperature, members
+    )
     p_s1, p_st = jnp.exp(zs - lse_s1), jnp.exp(zs / temperature - lse_st)
-    p_t1, p_tt = jnp.exp(zt - lse_t1), jnp.exp(zt / temperature - lse_tt)
+    p_t1, p_tt = jnp.exp(zt - lse_t1), jnp.exp(zt_T / temperature - lse_tt)
     onehot = (columns == labels_BxC[..., None]).astype(jnp.float32)
     d_logits = cot_kl_t / temperature * (p_st - p_tt) + cot_kl_1 * (p_s1 - p_t1) + cot_ce * (p_s1 - onehot)
     d_logits = d_logits + cot_lse * p_s1
     if options.divergence is not None:
       # dD/dz_v = (g_v - q_v sum_u g_u) / T through log q = z / T - lse(z / T); G = sum_u g_u from the forward.
-      _, g = _partials(options, zs, zt, lse_st, lse_tt, temperature, valid)
-      d_logits = d_logits + cotangents["div"][..., None] / temperature * (g - p_st * lses[4][..., None])
+      _, g = _partials(options, zs, zt_T, lse_st, lse_tt, temperature, valid)
+      d_logits = d_logits + cotangents["div"][..., None] / temperature * (g - p_st * sum_g[..., None])
     if tiling.student_softcap:
       d_logits = d_logits * (1.0 - jnp.square(zs_capped / tiling.student_softcap))
     d_hidden = d_hidden + jnp.einsum("bck,dk->bcd", d_logits, ws_DxK, preferred_element_type=jnp.float32)
@@ -220,8 +278,11 @@ def _vocab_terms_fwd(
 ):
   seq = labels.shape[1]
   student_tiles = tiles.vocab_tiles(student_unembed, options.tiling.vocab_chunk)
-  teacher_tiles = tiles.vocab_tiles(teacher_unembed, options.tiling.vocab_chunk)
-  rows = tuple(tiles.seq_tiles(x, options.tiling.seq_chunk) for x in (student_hidden, teacher_hidden, labels))
+  teacher_tiles = jax.tree.map(lambda w: tiles.vocab_tiles(w, options.tiling.vocab_chunk), teacher_unembed)
+  rows = tuple(
+      jax.tree.map(lambda x: tiles.seq_tiles(x, options.tiling.seq_chunk), x)
+      for x in (student_hidden, teacher_hidden, labels)
+  )
 
   def sweep(sweep_options: _Options):
     step = functools.partial(_forward_rows, sweep_options, temp, student_tiles, teacher_tiles)
@@ -255,8 +316,10 @@ def _vocab_terms_bwd(options: _Options, residuals, cotangents):
       if name not in _GRADIENT_FREE
   }
   student_tiles = tiles.vocab_tiles(student_unembed, tiling.vocab_chunk)
-  teacher_tiles = tiles.vocab_tiles(teacher_unembed, tiling.vocab_chunk)
-  rows = tuple(tiles.seq_tiles(x, tiling.seq_chunk) for x in (student_hidden, teacher_hidden, labels))
+  teacher_tiles = jax.tree.map(lambda w: tiles.vocab_tiles(w, tiling.vocab_chunk), teacher_unembed)
+  rows = tuple(
+      jax.tree.map(lambda x: tiles.seq_tiles(x, tiling.seq_chunk), x) for x in (student_hidden, teacher_hidden, labels)
+  )
 
   def body(d_unembed_tiles, row):
     d_hidden, d_tiles = _backward_rows(options, temp, student_tiles, teacher_tiles, row)
@@ -288,8 +351,8 @@ _vocab_terms.defvjp(_vocab_terms_fwd, _vocab_terms_bwd)
 def distillation_terms_from_hidden(
     student_hidden_BxSxD: jnp.ndarray,
     student_unembed_DxV: jnp.ndarray,
-    teacher_hidden_BxSxD: jnp.ndarray,
-    teacher_unembed_DxV: jnp.ndarray,
+    teacher_hidden_BxSxD: jnp.ndarray | tuple[jnp.ndarray, ...],
+    teacher_unembed_DxV: jnp.ndarray | tuple[jnp.ndarray, ...],
     labels_BxS: jnp.ndarray,
     mask_BxS: jnp.ndarray,
     weights: objective.LossWeights,
@@ -300,7 +363,8 @@ def distillation_terms_from_hidden(
     seq_chunk: int = DEFAULT_SEQ_CHUNK,
     vocab_chunk: int | None = None,
     student_logit_softcap: float | None = None,
-    teacher_logit_softcap: float | None = None,
+    teacher_logit_softcap: float | None | tuple[float | None, ...] = None,
+    teacher_weights: tuple[float, ...] | None = None,
     z_loss_multiplier: float = 0.0,
     divergence: str = "forward_kl",
     divergence_param: float | None = None,
@@ -330,6 +394,10 @@ def distillation_terms_from_hidden(
     student_logit_softcap: ``c`` of ``c * tanh(z / c)`` on the student's logits
       (MaxText's ``final_logits_soft_cap``), or None.
     teacher_logit_softcap: the same for the teacher.
+    teacher_weights: several teachers mixed per token (:mod:`teacher_mixture`): their static weights (positive,
+      summing to 1), with ``teacher_hidden_BxSxD``, ``teacher_unembed_DxV`` and ``teacher_logit_softcap`` tuples of
+      as many entries (widths may differ); the teacher is then ``p_T = sum_i w_i softmax(z_i / T)`` at T and likewise
+      at 1, at the cost of one more sweep over each teacher's vocabulary tiles (its log-sum-exps). None: one teacher.
     z_loss_multiplier: MaxText's z-loss on the student (:func:`objective.combine_terms`).
     divergence: the optimised divergence at T, a name in :data:`divergences.DIVERGENCES` (static). Forward KL
       takes one sweep over the vocabulary per token tile; any other takes a second one.
@@ -348,23 +416,39 @@ def distillation_terms_from_hidden(
   """
   batch, seq, _ = student_hidden_BxSxD.shape
   vocab = student_unembed_DxV.shape[1]
-  if teacher_unembed_DxV.shape[1] != vocab:
-    raise ValueError(f"student vocabulary {vocab} != teacher vocabulary {teacher_unembed_DxV.shape[1]}")
-  for name, hidden, unembed in (
-      ("student", student_hidden_BxSxD, student_unembed_DxV),
-      ("teacher", teacher_hidden_BxSxD, teacher_unembed_DxV),
+  mixed = teacher_weights is not None
+  members = (
+      tuple(zip(teacher_hidden_BxSxD, teacher_unembed_DxV)) if mixed else ((teacher_hidden_BxSxD, teacher_unembed_DxV),)
+  )
+  if any(unembed.shape[1] != vocab for _, unembed in members):
+    raise ValueError(f"student vocabulary {vocab} != teacher vocabulary {[u.shape[1] for _, u in members]}")
+  if mixed and not len(members) == len(teacher_weights) == len(teacher_logit_softcap):
+    raise ValueError(f"teacher_weights={teacher_weights}: one weight and soft cap per teacher ({len(members)})")
+  for name, hidden, unembed in (("student", student_hidden_BxSxD, student_unembed_DxV),) + tuple(
+      ("teacher", hidden, unembed) for hidden, unembed in members
   ):
     if hidden.shape[:2] != (batch, seq) or hidden.shape[2] != unembed.shape[0]:
       raise ValueError(f"{name} hidden {hidden.shape} does not match [B={batch}, S={seq}, D] @ {unembed.shape}")
   if labels_BxS.shape != (batch, seq) or mask_BxS.shape != (batch, seq):
     raise ValueError(f"labels {labels_BxS.shape} and mask {mask_BxS.shape} must be [B={batch}, S={seq}]")
-  tiling = tiles.make_tiling(seq, vocab, seq_chunk, vocab_chunk, student_logit_softcap, teacher_logit_softcap)
+  tiling = tiles.make_tiling(
+      seq, vocab, seq_chunk, vocab_chunk, student_logit_softcap, None if mixed else teacher_logit_softcap
+  )
   param = divergences.lookup(divergence).check_param(divergence_param)
   if coverage_top_k is not None and coverage_top_k < 1:
     raise ValueError(f"coverage_top_k={coverage_top_k} must be positive or None")
   top_k = None if coverage_top_k is None else min(coverage_top_k, vocab)  # a k-cache with k >= V keeps all of it
   gated = diagnose is not None
-  options = _Options(tiling, None if divergence == "forward_kl" else divergence, param, diagnostics, top_k, gated)
+  options = _Options(
+      tiling,
+      None if divergence == "forward_kl" else divergence,
+      param,
+      diagnostics,
+      top_k,
+      gated,
+      tuple(float(w) for w in teacher_weights) if mixed else None,
+      tuple(float(c) if c else None for c in teacher_logit_softcap) if mixed else None,
+  )
   diagnose = jnp.asarray(True if diagnose is None else diagnose, bool)
   temperature = jnp.asarray(weights.temperature, jnp.float32)
   terms = _vocab_terms(

@@ -29,7 +29,7 @@ every metric then follow from :func:`cached_objective.cached_teacher_terms`, the
 the dense offline loss applies to full logits, so
 :func:`offline_distillation_terms_from_hidden` returns exactly what
 :func:`objective.distillation_terms` returns for ``logits = cap(hidden @ W)`` and a
-top-k :class:`objective.TeacherOutputs`.
+top-k teacher (:class:`heads.CachedTopK`).
 
 A ``jax.custom_vjp`` keeps only the inputs and the two ``[B, S]`` log-sum-exps; the
 backward recomputes each tile's logits and applies
@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 
 from maxtext_distill_plugin.loss import cached_objective
+from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import objective
 from maxtext_distill_plugin.loss import reductions
 from maxtext_distill_plugin.loss import sparse_losses
@@ -203,7 +204,7 @@ def student_head_stats_from_hidden(
 def offline_distillation_terms_from_hidden(
     student_hidden_BxSxD: jnp.ndarray,
     student_unembed_DxV: jnp.ndarray,
-    teacher: objective.TeacherOutputs,
+    teacher: heads.CachedTopK,
     labels_BxS: jnp.ndarray,
     mask_BxS: jnp.ndarray,
     weights: objective.LossWeights,
@@ -223,8 +224,7 @@ def offline_distillation_terms_from_hidden(
   Args:
     student_hidden_BxSxD: ``[B, S, D]`` student final hidden states (after the final norm); gradients flow here.
     student_unembed_DxV: ``[D, V]`` student output projection; gradients flow here.
-    teacher: the cached teacher: ``topk_ids_BxSxK``, ``topk_logprobs_BxSxK``, ``tail_logmass_BxS``,
-      optionally ``tail_renyi_BxSxR``, and ``tail`` (its ``logits_BxSxV`` must be None), optionally ``features_LxBxSxD``.
+    teacher: the cached top-k teacher.
     labels_BxS: ``[B, S]`` integer targets in ``[0, V)``.
     mask_BxS: ``[B, S]`` validity (padding is false).
     weights: scheduled alpha, temperature and beta.
@@ -242,8 +242,8 @@ def offline_distillation_terms_from_hidden(
     ``(objective_sum, count, metrics)`` with the same meaning, names and
     gradients as :func:`objective.distillation_terms`.
   """
-  if teacher.logits_BxSxV is not None or teacher.topk_ids_BxSxK is None:
-    raise ValueError("the teacher must be a cached top-k (TeacherOutputs with topk_ids and no logits)")
+  if not isinstance(teacher, heads.CachedTopK):
+    raise ValueError(f"the teacher must be a cached top-k (heads.CachedTopK), got a {type(teacher).__name__}")
   batch, seq, _ = student_hidden_BxSxD.shape
   vocab = student_unembed_DxV.shape[1]
   sparse_losses.check_teacher(

@@ -57,15 +57,33 @@ ALPHA = "distill/alpha"
 TEMPERATURE = "distill/temperature"
 BETA_FEATURE = "distill/beta_feature"
 STUDENT_PERPLEXITY = "distill/student_perplexity"
+TEACHER_PERPLEXITY = "distill/teacher_perplexity"  # exp of the mean TEACHER_LOSS (metrics_logger)
+
+# On-policy steps (training/on_policy.py): the scheduled share and whether the step sampled, (value, 1) pairs.
+ON_POLICY_FRACTION = "distill/on_policy_fraction"
+ON_POLICY_STEP = "distill/on_policy_step"
 
 # What an evaluation step reports, under eval/ (step.make_eval_step).
 EVAL_METRICS = (HARD_LOSS, KL_DIV_T1, TEACHER_LOSS, TOPK_COVERAGE)
 EVAL_HARD_LOSS = "eval/hard_loss"
+EVAL_STUDENT_PERPLEXITY = "eval/student_perplexity"
+EVAL_TEACHER_NLL_OF_SAMPLES = "eval/teacher_nll_of_student_samples"  # on-policy evals
+
+# Several teachers in one run (loss.teacher_combination): each teacher's own terms under its name.
+_TEACHER = "distill/teacher/{}/{}"
+TEACHER_SOFT_LOSS = "soft_loss"  # T^2 * the divergence to this teacher, on the tokens it scored
+TEACHER_NLL = "teacher_nll"  # this teacher's CE on the labels, on the tokens it scored
+TEACHER_TOKEN_FRACTION = "token_fraction"  # the share of valid tokens this teacher scored (routing), 1 when mixed
 
 
 def feature_layer(layer: int) -> str:
   """The name of the feature distance of the student's layer ``layer``."""
   return _FEATURE_LAYER.format(int(layer))
+
+
+def per_teacher(teacher: str, metric: str) -> str:
+  """``distill/teacher/<teacher>/<metric>``, ``metric`` one of the ``TEACHER_*`` suffixes above."""
+  return _TEACHER.format(teacher, metric)
 
 
 def eval_name(name: str) -> str:

@@ -30,10 +30,12 @@ import jax.numpy as jnp
 
 from maxtext_distill_plugin.loss import cached_objective
 from maxtext_distill_plugin.loss import divergences
+from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import losses
 from maxtext_distill_plugin.loss import metric_names
 from maxtext_distill_plugin.loss import reductions
 from maxtext_distill_plugin.loss import sparse_losses
+from maxtext_distill_plugin.loss import teacher_mixture
 
 
 @jax.tree_util.register_dataclass
@@ -46,52 +48,6 @@ class LossWeights:
   beta: jnp.ndarray
 
 
-@dataclasses.dataclass(frozen=True)
-class TeacherOutputs:
-  """What the objective needs from the teacher for one batch: dense logits (online) or a top-k cache (offline).
-
-  Attributes:
-    logits_BxSxV: teacher logits, or None for a cached teacher.
-    features_LxBxSxD: teacher out_projection activations of the chosen layers, or None.
-    topk_ids_BxSxK: cached teacher top-k ids (offline).
-    topk_logprobs_BxSxK: their log-probabilities at T = 1 (offline).
-    tail_logmass_BxS: log of the teacher mass outside the top-k (offline).
-    tail_renyi_BxSxR: Renyi entropies of that tail at ``sparse_losses.TAIL_RENYI_ORDERS`` (offline, cache
-      format 2), which make the tail bucket exact at T != 1; None assumes a uniform tail (exact at T = 1 only).
-    tail: how the sparse KL treats that mass, ``"bucket"`` or ``"renormalize"`` (static).
-    moe_lb_loss: the teacher's MoE load-balance loss (a metric only), or None.
-  """
-
-  logits_BxSxV: jnp.ndarray | None = None
-  features_LxBxSxD: jnp.ndarray | None = None
-  topk_ids_BxSxK: jnp.ndarray | None = None
-  topk_logprobs_BxSxK: jnp.ndarray | None = None
-  tail_logmass_BxS: jnp.ndarray | None = None
-  tail_renyi_BxSxR: jnp.ndarray | None = None
-  tail: str = "bucket"
-  moe_lb_loss: jnp.ndarray | None = None
-
-
-# The offline terms live in cached_objective; these names stay importable here.
-StudentHeadStats = cached_objective.StudentHeadStats
-student_head_stats = cached_objective.student_head_stats
-cached_teacher_terms = cached_objective.cached_teacher_terms
-
-jax.tree_util.register_dataclass(
-    TeacherOutputs,
-    data_fields=[
-        "logits_BxSxV",
-        "features_LxBxSxD",
-        "topk_ids_BxSxK",
-        "topk_logprobs_BxSxK",
-        "tail_logmass_BxS",
-        "tail_renyi_BxSxR",
-        "moe_lb_loss",
-    ],
-    meta_fields=["tail"],
-)
-
-
 def _divergence_terms(divergence: str, divergence_param, teacher_logp, student_logp, kl: jnp.ndarray) -> jnp.ndarray:
   """The optimised divergence per token: ``kl`` itself for forward KL (today's numbers bit for bit), else the
   registry's divergence of the same log-probabilities."""
@@ -100,9 +56,40 @@ def _divergence_terms(divergence: str, divergence_param, teacher_logp, student_l
   return divergences.lookup(divergence)(teacher_logp, student_logp, param=divergence_param)
 
 
-def _logit_terms(
+def _cached_logit_terms(student_logits_BxSxV, teacher: heads.CachedTopK, labels_BxS, temperature, **options):
+  """Per-token terms against a cached top-k: :func:`cached_objective.cached_teacher_terms` of full logits."""
+  *batch_shape, vocab_size = student_logits_BxSxV.shape
+  sparse_losses.check_teacher(
+      tuple(batch_shape),
+      teacher.topk_ids_BxSxK,
+      teacher.topk_logprobs_BxSxK,
+      teacher.tail_logmass_BxS,
+      teacher.tail,
+      vocab_size,
+      teacher.tail_renyi_BxSxR,
+  )
+  stats = cached_objective.student_head_stats(student_logits_BxSxV, teacher.topk_ids_BxSxK, labels_BxS, temperature)
+  return cached_objective.cached_teacher_terms(
+      stats,
+      teacher,
+      temperature,
+      vocab_size,
+      divergence=options["divergence"],
+      divergence_param=options["divergence_param"],
+  )
+
+
+def _teacher_log_probs(teacher: heads.TeacherLogits | heads.TeacherMixture, temperature):
+  """The online teacher's log-probabilities at T and (gradient-stopped) at 1, ``[B, S, V]`` each."""
+  if isinstance(teacher, heads.TeacherMixture):
+    return teacher_mixture.dense_log_probs(teacher, temperature)
+  teacher_logp_T = losses.log_softmax_at(teacher.logits_BxSxV, temperature)
+  return teacher_logp_T, jax.lax.stop_gradient(losses.log_softmax_at(teacher.logits_BxSxV, 1.0))
+
+
+def _online_logit_terms(
     student_logits_BxSxV,
-    teacher: TeacherOutputs,
+    teacher: heads.TeacherLogits | heads.TeacherMixture,
     labels_BxS,
     temperature,
     *,
@@ -111,30 +98,14 @@ def _logit_terms(
     top_k: int | None,
     diagnose=None,
 ):
-  """Per-token ``(divergence_at_T, kl_at_T, kl_at_1, student_ce, extra)``; ``extra`` holds the teacher's CE or
-  top-k coverage and the diagnostics (online: zeros where ``diagnose`` is given and false)."""
-  if teacher.logits_BxSxV is None:
-    *batch_shape, vocab_size = student_logits_BxSxV.shape
-    sparse_losses.check_teacher(
-        tuple(batch_shape),
-        teacher.topk_ids_BxSxK,
-        teacher.topk_logprobs_BxSxK,
-        teacher.tail_logmass_BxS,
-        teacher.tail,
-        vocab_size,
-        teacher.tail_renyi_BxSxR,
-    )
-    stats = cached_objective.student_head_stats(student_logits_BxSxV, teacher.topk_ids_BxSxK, labels_BxS, temperature)
-    return cached_objective.cached_teacher_terms(
-        stats, teacher, temperature, vocab_size, divergence=divergence, divergence_param=divergence_param
-    )
+  """Per-token ``(divergence_at_T, kl_at_T, kl_at_1, student_ce, extra)`` against full teacher log-probabilities;
+  ``extra`` holds the teacher's CE and the diagnostics (zeros where ``diagnose`` is given and false)."""
   student_logp = losses.log_softmax_at(student_logits_BxSxV, 1.0)
   student_ce = losses.cross_entropy_from_log_probs(student_logp, labels_BxS)
   student_logp_T = losses.log_softmax_at(student_logits_BxSxV, temperature)
-  teacher_logp_T = losses.log_softmax_at(teacher.logits_BxSxV, temperature)
+  teacher_logp_T, teacher_logp = _teacher_log_probs(teacher, temperature)
   kl_at_T = losses.kl_from_log_probs(teacher_logp_T, student_logp_T)
   divergence_at_T = _divergence_terms(divergence, divergence_param, teacher_logp_T, student_logp_T, kl_at_T)
-  teacher_logp = jax.lax.stop_gradient(losses.log_softmax_at(teacher.logits_BxSxV, 1.0))
   kl_at_1 = losses.kl_from_log_probs(teacher_logp, student_logp)
   # Diagnostics from the log-probabilities at T = 1 already computed: no further softmax over [B, S, V].
   frozen_student_logp = jax.lax.stop_gradient(student_logp)
@@ -163,6 +134,15 @@ def _logit_terms(
   return divergence_at_T, kl_at_T, kl_at_1, student_ce, jax.lax.stop_gradient(extra)
 
 
+# The per-token terms of each teacher head on the dense path, and whether its diagnostics can be gated (online: they
+# cost full-vocabulary passes; offline they come from the cache and the student's statistics, always computed).
+_PER_TOKEN = {
+    heads.TeacherLogits: (_online_logit_terms, True),
+    heads.TeacherMixture: (_online_logit_terms, True),
+    heads.CachedTopK: (_cached_logit_terms, False),
+}
+
+
 def topk_mass(logp_BxSxV: jnp.ndarray, top_k: int) -> jnp.ndarray:
   """The mass of the ``min(top_k, V)`` most probable entries per token, ``[B, S]``: what a k-cache keeps."""
   values = losses.top_k_values(logp_BxSxV, min(int(top_k), logp_BxSxV.shape[-1]))
@@ -171,7 +151,7 @@ def topk_mass(logp_BxSxV: jnp.ndarray, top_k: int) -> jnp.ndarray:
 
 def distillation_terms(
     student_logits_BxSxV: jnp.ndarray,
-    teacher: TeacherOutputs,
+    teacher: heads.TeacherLogits | heads.TeacherMixture | heads.CachedTopK,
     labels_BxS: jnp.ndarray,
     mask_BxS: jnp.ndarray,
     weights: LossWeights,
@@ -189,7 +169,7 @@ def distillation_terms(
 
   Args:
     student_logits_BxSxV: ``[B, S, V]`` student logits.
-    teacher: teacher logits ``[B, S, V]`` (online) or its cached top-k (offline), and optional features.
+    teacher: the teacher's logits ``[B, S, V]`` or a mixture of several (online), or its cached top-k (offline).
     labels_BxS: ``[B, S]`` integer targets.
     mask_BxS: ``[B, S]`` validity (padding is false).
     weights: scheduled alpha, temperature and beta.
@@ -211,7 +191,9 @@ def distillation_terms(
     tokens, the number of valid tokens, and a dict of (sum, count) metrics
     named as in the spec's Monitoring table (:mod:`metric_names`).
   """
-  divergence_at_T, kl_at_T, kl_at_1, student_ce, extra = _logit_terms(
+  per_token, gated = _PER_TOKEN[type(teacher)]
+  diagnose = diagnose if gated else None
+  divergence_at_T, kl_at_T, kl_at_1, student_ce, extra = per_token(
       student_logits_BxSxV,
       teacher,
       labels_BxS,
@@ -219,7 +201,7 @@ def distillation_terms(
       divergence=divergence,
       divergence_param=divergence_param,
       top_k=top_k,
-      diagnose=None if teacher.logits_BxSxV is None else diagnose,
+      diagnose=diagnose,
   )
   student_lse = None
   if z_loss_multiplier:
@@ -239,7 +221,7 @@ def distillation_terms(
       z_loss_multiplier=z_loss_multiplier,
       feature_layers=feature_layers,
   )
-  if diagnose is not None and teacher.logits_BxSxV is not None:
+  if diagnose is not None:
     metrics = reductions.gate_pairs(metrics, metric_names.ONLINE_DIAGNOSTICS, diagnose)
   return objective_sum, count, metrics
 

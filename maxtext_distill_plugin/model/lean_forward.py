@@ -89,7 +89,7 @@ def forward_hidden(model: nnx.Module, batch: dict, *, enable_dropout: bool):
     batch: MaxText batch with ``inputs``, ``inputs_position`` and
       ``inputs_segmentation`` ``[B, S]`` (and ``targets``, ``targets_segmentation``
       for the MTP block).
-    enable_dropout: as in :func:`step.forward`.
+    enable_dropout: as in :func:`forward.forward`.
 
   Returns:
     ``(hidden_BxSxD, unembed_DxV, softcap)``: the projection inputs, such that
@@ -98,7 +98,7 @@ def forward_hidden(model: nnx.Module, batch: dict, *, enable_dropout: bool):
     through both arrays. Intermediates the decoder sows (the feature loss's
     ``out_projection_activations``, ``moe_lb_loss``, the MTP losses; ``hidden_states`` when
     ``num_vocab_tiling > 1``) stay on the model for
-    :func:`sown.pop_sown`, as after :func:`step.forward`.
+    :func:`sown.pop_sown`, as after :func:`forward.forward`.
   """
   from maxtext.common.common_types import MODEL_MODE_TRAIN, ShardMode  # pylint: disable=import-outside-toplevel
   from maxtext.utils.sharding import create_sharding  # pylint: disable=import-outside-toplevel

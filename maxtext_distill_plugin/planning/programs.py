@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
+from maxtext_distill_plugin.model import forward as model_forward
 from maxtext_distill_plugin.training import step as step_lib
 from maxtext_distill_plugin.training import trainer
 
@@ -99,7 +100,7 @@ def floor(configs, run):
     if teacher_graphdef is None:
       return outputs, jnp.zeros(())
     teacher = nnx.merge(teacher_graphdef, teacher_state)
-    logits, _ = step_lib.forward(teacher, batch, settings=settings, enable_dropout=False, teacher=True)
+    logits, _ = model_forward.forward(teacher, batch, settings=settings, enable_dropout=False, teacher=True)
     return outputs, jnp.sum(logits.astype(jnp.float32))
 
   jitted = jax.jit(floor_step, donate_argnums=(0,), out_shardings=(out_shardings, None))

@@ -14,8 +14,8 @@
 
 """Orchestration over MaxText.
 
-``loss_paths`` (which loss path runs, and the ``auto`` policy), ``step`` (the compiled train and eval steps),
-``sources`` (where each step's batch comes from: the dataset, a teacher cache, on-policy samples), ``on_policy`` and
-``on_policy_data`` (sampled batches), ``trainer`` (the loop), ``metrics_logger``, ``run_guard`` (preemption,
-non-finite losses), ``run_record`` and ``data_resume`` (the dataset's position on resume).
+``step`` (the compiled train and eval steps, and the ``auto`` policy of the student's head), ``sources`` (where each
+step's batch comes from: the dataset, a teacher cache, on-policy samples), ``on_policy`` and ``on_policy_data``
+(sampled batches), ``trainer`` (the loop), ``metrics_logger``, ``run_guard`` (preemption, non-finite losses),
+``run_record`` and ``data_resume`` (the dataset's position on resume).
 """

@@ -36,7 +36,6 @@ from maxtext_distill_plugin.loss import metric_names
 from maxtext_distill_plugin.loss import objective
 from maxtext_distill_plugin.loss import reductions
 
-TEACHER_PERPLEXITY = "distill/teacher_perplexity"
 TFLOPS = "perf/per_device_tflops"
 TFLOPS_STUDENT = "perf/per_device_tflops_student"
 TFLOPS_TEACHER = "perf/per_device_tflops_teacher"
@@ -148,11 +147,11 @@ class MetricsLogger:
     means.update(objective.derived_metrics(means))
     if metric_names.TOTAL_LOSS in means:
       means.update({name: 0.0 for name in metric_names.ZERO_WHEN_ABSENT if name not in means})
-    tokens = float(summed["distill/total_loss"][1]) if "distill/total_loss" in summed else 0.0
+    tokens = float(summed[metric_names.TOTAL_LOSS][1]) if metric_names.TOTAL_LOSS in summed else 0.0
     means["perf/step_time_s"] = elapsed / steps_in_window
     means["perf/tokens_per_s"] = tokens / max(elapsed, 1e-9)
-    if "distill/teacher_loss" in means:
-      means[TEACHER_PERPLEXITY] = math.exp(min(means["distill/teacher_loss"], _PPL_CE_CAP))
+    if metric_names.TEACHER_LOSS in means:
+      means[metric_names.TEACHER_PERPLEXITY] = math.exp(min(means[metric_names.TEACHER_LOSS], _PPL_CE_CAP))
     if self.constants is not None:
       means.update(self.constants.metrics(means["perf/step_time_s"]))
     self._write(step, means)
@@ -164,16 +163,16 @@ class MetricsLogger:
         " lr %.2e | %.0f tok/s | eta %s",
         done,
         self.total_steps,
-        means.get("distill/total_loss", math.nan),
-        means.get("distill/soft_loss", math.nan),
-        means.get("distill/hard_loss", math.nan),
+        means.get(metric_names.TOTAL_LOSS, math.nan),
+        means.get(metric_names.SOFT_LOSS, math.nan),
+        means.get(metric_names.HARD_LOSS, math.nan),
         # Online the teacher's CE is the more telling number; offline (no teacher CE) the cache's coverage.
-        "teacher" if "distill/teacher_loss" in means else "coverage",
-        means.get("distill/teacher_loss", means.get("distill/topk_coverage", math.nan)),
-        means.get("distill/out_proj_feature_loss", math.nan),
-        means.get("distill/alpha", math.nan),
-        means.get("distill/temperature", math.nan),
-        means.get("distill/beta_feature", math.nan),
+        "teacher" if metric_names.TEACHER_LOSS in means else "coverage",
+        means.get(metric_names.TEACHER_LOSS, means.get(metric_names.TOPK_COVERAGE, math.nan)),
+        means.get(metric_names.FEATURE_LOSS, math.nan),
+        means.get(metric_names.ALPHA, math.nan),
+        means.get(metric_names.TEMPERATURE, math.nan),
+        means.get(metric_names.BETA_FEATURE, math.nan),
         means.get("learning_rate", math.nan),
         means["perf/tokens_per_s"],
         _format_eta(eta),
@@ -182,8 +181,8 @@ class MetricsLogger:
 
   def write_eval(self, step: int, summed: dict) -> dict[str, float]:
     means = reductions.means(jax.device_get(summed))
-    if "eval/hard_loss" in means:
-      means["eval/student_perplexity"] = math.exp(min(means["eval/hard_loss"], 80.0))
+    if metric_names.EVAL_HARD_LOSS in means:
+      means[metric_names.EVAL_STUDENT_PERPLEXITY] = math.exp(min(means[metric_names.EVAL_HARD_LOSS], 80.0))
     self._write(step, means)
     logging.info("eval at step %d: %s", step + 1, " ".join(f"{k}={v:.4f}" for k, v in sorted(means.items())))
     return means

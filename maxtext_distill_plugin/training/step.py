@@ -30,16 +30,18 @@ import jax.numpy as jnp
 from maxtext_distill_plugin.configuration.settings import DistillSettings
 from maxtext_distill_plugin.loss import aux_terms
 from maxtext_distill_plugin.loss import chunked_sparse
+from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import losses
 from maxtext_distill_plugin.loss import metric_names
 from maxtext_distill_plugin.loss import objective
+from maxtext_distill_plugin.loss import paths
 from maxtext_distill_plugin.loss import reductions
 from maxtext_distill_plugin.loss.schedules import schedule_value
-from maxtext_distill_plugin.model import features
+from maxtext_distill_plugin.model import forward as model_forward
 from maxtext_distill_plugin.model import lean_forward
-from maxtext_distill_plugin.model import sown
 from maxtext_distill_plugin.student import freezing
-from maxtext_distill_plugin.training import loss_paths
+from maxtext_distill_plugin.teachers import ensemble
+from maxtext_distill_plugin.teachers import kinds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,11 +64,35 @@ class StepOptions:
   # only where step + 1 is a multiple of this (the trainer passes log_period: the step that ends a logging window)
   # or the last step; 1: every step.
   diagnostics_every: int = 1
+  # Several teachers (teachers.ensemble): their names and weights, in the order of the tuple of teacher states.
+  teacher_names: tuple[str, ...] = ()
+  teacher_weights: tuple[float, ...] = ()
 
 
-# The auto policy lives with the loss paths; these names stay importable here (trainer, tools, tests).
-AUTO_CHUNKED_MIN_LOGITS = loss_paths.AUTO_CHUNKED_MIN_LOGITS
-use_chunked_loss = loss_paths.use_chunked_loss
+# "auto" picks the chunked loss from this many student logits per micro-batch on a device (256 MiB in float32).
+AUTO_CHUNKED_MIN_LOGITS = 1 << 26
+
+
+def use_chunked_loss(settings: DistillSettings, student_config, *teacher_configs) -> bool:
+  """Resolves ``distill_loss_impl``: whether the step computes the loss from hidden states, tile by tile."""
+  if settings.distill_loss_impl == "dense":
+    return False
+  configs = [student_config, *teacher_configs]
+  reasons = [r for r in map(lean_forward.unsupported_reason, filter(None, configs)) if r]
+  if settings.distill_loss_impl == "chunked":
+    if reasons:
+      raise ValueError(f"distill_loss_impl=chunked: {reasons[0]}. Fix: set distill_loss_impl=dense.")
+    return True
+  # A model with num_vocab_tiling > 1 returns no logits in training: only the chunked loss can run.
+  if any(c.num_vocab_tiling > 1 for c in filter(None, configs)):
+    return not reasons
+  c = student_config
+  if c.hardware == "cpu":
+    # Measured in docs/benchmarks.md: on the CPU the tiled loss was faster and leaner at every vocabulary size.
+    return not reasons
+  # per_device_batch_size is already per micro-batch (MaxText loads gradient_accumulation_steps of them per step).
+  logits = c.per_device_batch_size * c.max_target_length * c.vocab_size
+  return not reasons and logits >= AUTO_CHUNKED_MIN_LOGITS
 
 
 def scheduled_weights(settings: DistillSettings, step, total_steps: int) -> objective.LossWeights:
@@ -81,97 +107,34 @@ def scheduled_weights(settings: DistillSettings, step, total_steps: int) -> obje
   )
 
 
-def forward_sown(
-    model: nnx.Module, batch: dict, *, settings: DistillSettings, enable_dropout: bool, teacher: bool = False
-):
-  """Logits ``[B, S, V]`` and what the forward sowed (:class:`sown.Sown`, features narrowed to the chosen layers).
-
-  ``teacher`` selects the teacher's layer indices (``distill_teacher_layer_indices``) for the features.
-  """
-  logits = model(
-      decoder_input_tokens=batch["inputs"],
-      decoder_positions=batch["inputs_position"],
-      decoder_segment_ids=batch["inputs_segmentation"],
-      enable_dropout=enable_dropout,
-      decoder_target_tokens=batch["targets"],
-      decoder_target_mask=batch["targets_segmentation"],
-  )
-  return logits, _pop_features(model, settings, teacher)
-
-
-def forward(model: nnx.Module, batch: dict, *, settings: DistillSettings, enable_dropout: bool, teacher: bool = False):
-  """Logits ``[B, S, V]`` and the chosen layers' features ``[L, B, S, D]`` (or None); see :func:`forward_sown`."""
-  logits, sown_values = forward_sown(model, batch, settings=settings, enable_dropout=enable_dropout, teacher=teacher)
-  return logits, sown_values.features_LxBxSxD
-
-
-def forward_hidden(
-    model: nnx.Module, batch: dict, *, settings: DistillSettings, enable_dropout: bool, teacher: bool = False
-):
-  """Like :func:`forward_sown` without logits: ``((hidden [B, S, D], unembed [D, V], softcap), sown.Sown)``."""
-  head = lean_forward.forward_hidden(model, batch, enable_dropout=enable_dropout)
-  return head, _pop_features(model, settings, teacher)
-
-
-def _pop_features(model: nnx.Module, settings: DistillSettings, teacher: bool) -> sown.Sown:
-  """Everything ``model`` sowed (:func:`sown.pop_sown`), its features narrowed to the chosen layers (or None when
-  the feature loss is off)."""
-  values = sown.pop_sown(model, role="teacher" if teacher else "student", want_features=settings.extract_features)
-  if not settings.extract_features:
-    return values
-  found, layers = values.features_LxBxSxD, int(model.config.num_decoder_layers)
-  if found is None or found.shape[0] != layers:
-    block = getattr(model.config.decoder_block, "value", model.config.decoder_block)
-    raise ValueError(
-        f"distill_beta={settings.distill_beta} (end {settings.distill_beta_end}) needs the attention"
-        f" {features.SOW_NAME} of all {layers} layers, but the {type(model).__name__} (decoder_block={block}) sowed"
-        f" {0 if found is None else found.shape[0]}. Fix: use a decoder_block of {sorted(features.SOWING_DECODERS)}"
-        " with scan_layers=True, or set distill_beta=0.0."
+def teacher_kind(teacher_graphdef, options: StepOptions) -> kinds.Teacher:
+  """The teacher the step scores against: the cache's top-k (offline), the frozen model of ``teacher_graphdef``, or
+  several (``options.teacher_names``; ``teacher_graphdef`` a tuple of graphdefs)."""
+  if options.offline_tail is not None:
+    return kinds.CachedTeacher(options.offline_tail)
+  settings = options.settings
+  if options.teacher_names:
+    return ensemble.Ensemble(
+        tuple(kinds.FrozenModel(graphdef, settings) for graphdef in teacher_graphdef),
+        options.teacher_names,
+        options.teacher_weights,
+        settings.distill_teacher_mixture,
+        settings.distill_teacher_route_column,
     )
-  indices = settings.teacher_layer_indices if teacher else settings.distill_layer_indices
-  return values._replace(features_LxBxSxD=features.select_layers(found, indices))
+  return kinds.FrozenModel(teacher_graphdef, settings)
 
 
-def token_mask(batch: dict) -> jnp.ndarray:
-  """Valid target tokens ``[B, S]``: padding has segment id 0."""
-  return batch["targets_segmentation"] != 0
-
-
-def teacher_outputs(teacher_graphdef, teacher_state, batch, settings: DistillSettings) -> objective.TeacherOutputs:
-  """Frozen teacher forward in inference mode; no gradient flows into it."""
-  teacher = nnx.merge(teacher_graphdef, jax.lax.stop_gradient(teacher_state))
-  logits, values = forward_sown(teacher, batch, settings=settings, enable_dropout=False, teacher=True)
-  return jax.lax.stop_gradient(
-      objective.TeacherOutputs(
-          logits_BxSxV=logits, features_LxBxSxD=values.features_LxBxSxD, moe_lb_loss=values.moe_lb_loss
-      )
-  )
-
-
-def cached_teacher(batch: dict, tail: str) -> objective.TeacherOutputs:
-  """The offline teacher: its top-k as read from the cache with the batch."""
-  return objective.TeacherOutputs(
-      topk_ids_BxSxK=batch["teacher_topk_ids"],
-      topk_logprobs_BxSxK=batch["teacher_topk_logprobs"],
-      tail_logmass_BxS=batch["teacher_tail_logmass"],
-      tail_renyi_BxSxR=batch.get("teacher_tail_renyi"),  # absent from format-1 and upstream caches
-      tail=tail,
-  )
-
-
-def teacher_for_loss(teacher_graphdef, teacher_state, batch, settings: DistillSettings, chunked: bool, tail=None):
-  """What the loss needs from the teacher (:mod:`loss_paths`): the cached top-k (offline, ``tail`` set; dense or
-  chunked), its logits (online dense) or a :class:`loss_paths.HiddenTeacher` (online chunked)."""
-  if tail is not None:  # the chunked loss gathers the student's logits at the cached ids tile by tile
-    return cached_teacher(batch, tail)
-  if not chunked:
-    return teacher_outputs(teacher_graphdef, teacher_state, batch, settings)
-  teacher = nnx.merge(teacher_graphdef, jax.lax.stop_gradient(teacher_state))
-  (hidden, unembed, softcap), values = forward_hidden(
-      teacher, batch, settings=settings, enable_dropout=False, teacher=True
-  )
-  return jax.lax.stop_gradient(
-      loss_paths.HiddenTeacher(hidden, unembed, values.features_LxBxSxD, values.moe_lb_loss, softcap=softcap)
+def loss_options(settings: DistillSettings) -> heads.LossOptions:
+  """The static numbers the loss takes from the settings."""
+  layers = settings.distill_layer_indices
+  return heads.LossOptions(
+      divergence=settings.distill_divergence,
+      divergence_param=settings.divergence_param,
+      feature_loss_type=settings.distill_feature_loss_type,
+      feature_layers=None if layers is None else tuple(layers),
+      top_k=settings.distill_top_k,
+      seq_chunk=settings.distill_seq_chunk,
+      vocab_chunk=settings.distill_vocab_chunk,
   )
 
 
@@ -185,28 +148,30 @@ def diagnostics_due(step, options: StepOptions):
 def student_terms(
     model, teacher, batch, weights, settings: DistillSettings, *, chunked: bool, enable_dropout: bool, diagnose=None
 ):
-  """``(objective_sum, count, metrics)`` of the student ``model`` against ``teacher_for_loss``'s output.
+  """``(objective_sum, count, metrics)`` of the student ``model`` against a teacher's head (:mod:`loss.heads`).
 
-  The student's forward gives full logits or (``chunked``) hidden states; :func:`loss_paths.distillation_terms`
-  picks the loss from the two outputs. Besides the distillation terms, the student keeps MaxText's own training
+  The student's forward gives full logits or (``chunked``) hidden states; :func:`paths.distillation_terms`
+  picks the loss from the two heads. Besides the distillation terms, the student keeps MaxText's own training
   terms where its config sets them: the z-loss (``z_loss_multiplier``), the MoE load balance
   (``load_balance_loss_weight``) and the multi-token prediction (``mtp_num_layers``); see :mod:`aux_terms` for how
-  the per-batch ones are weighted. ``diagnose``: see :func:`loss_paths.distillation_terms`.
+  the per-batch ones are weighted. ``diagnose``: see :func:`paths.distillation_terms`.
   """
   z_loss = float(getattr(model.config, "z_loss_multiplier", 0.0) or 0.0)
   if chunked:
-    (hidden, unembed, softcap), values = forward_hidden(model, batch, settings=settings, enable_dropout=enable_dropout)
-    student = loss_paths.HiddenStudent(hidden, unembed, softcap=softcap)
+    (hidden, unembed, softcap), values = model_forward.forward_hidden(
+        model, batch, settings=settings, enable_dropout=enable_dropout
+    )
+    student = heads.StudentHidden(hidden, unembed, softcap=softcap)
   else:
-    logits, values = forward_sown(model, batch, settings=settings, enable_dropout=enable_dropout)
-    student = loss_paths.DenseStudent(logits)
-  terms = loss_paths.distillation_terms(
+    logits, values = model_forward.forward_sown(model, batch, settings=settings, enable_dropout=enable_dropout)
+    student = heads.StudentLogits(logits)
+  terms = paths.distillation_terms(
       student,
       teacher,
       batch["targets"],
-      token_mask(batch),
+      model_forward.token_mask(batch),
       weights,
-      settings,
+      loss_options(settings),
       student_features_LxBxSxD=values.features_LxBxSxD,
       z_loss_multiplier=z_loss,
       diagnose=diagnose,
@@ -220,7 +185,7 @@ def student_cross_entropy(model, batch, settings: DistillSettings, *, chunked: b
   """(sum, count) of the student's CE on the labels of ``batch``; tiled from hidden states when ``chunked``."""
   labels = batch["targets"]
   if chunked:
-    (hidden, unembed, softcap), _ = forward_hidden(model, batch, settings=settings, enable_dropout=False)
+    (hidden, unembed, softcap), _ = model_forward.forward_hidden(model, batch, settings=settings, enable_dropout=False)
     stats = chunked_sparse.student_head_stats_from_hidden(
         hidden,
         unembed,
@@ -233,9 +198,9 @@ def student_cross_entropy(model, batch, settings: DistillSettings, *, chunked: b
     )
     per_token = stats.lse_BxS - stats.logit_at_label_BxS
   else:
-    logits, _ = forward(model, batch, settings=settings, enable_dropout=False)
+    logits, _ = model_forward.forward(model, batch, settings=settings, enable_dropout=False)
     per_token = losses.cross_entropy_from_log_probs(losses.log_softmax_at(logits, 1.0), labels)
-  return reductions.masked_sum_count(per_token, token_mask(batch))
+  return reductions.masked_sum_count(per_token, model_forward.token_mask(batch))
 
 
 def _split_micro_batches(batch: dict, k: int) -> dict:
@@ -264,11 +229,10 @@ def _first_rows(batch: dict, rows: int | None, axis: int = 0) -> dict:
 def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, learning_rate_schedule):
   """Returns ``train_step(state, teacher_state, batch) -> (state, metrics)``."""
   settings = options.settings
+  teacher_model = teacher_kind(teacher_graphdef, options)
 
   def micro_step(model_graphdef, params, rest, teacher_state, micro_batch, weights, diagnose):
-    teacher = teacher_for_loss(
-        teacher_graphdef, teacher_state, micro_batch, settings, options.chunked_loss, options.offline_tail
-    )
+    teacher = teacher_model.head(teacher_state, micro_batch, lean=options.chunked_loss)
 
     def objective_sum_fn(p):
       model = nnx.merge(model_graphdef, p, rest, copy=True)  # fresh Variables at this trace level (MoE bias state)
@@ -327,6 +291,7 @@ def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, lear
 def make_eval_step(state_graphdef, teacher_graphdef, options: StepOptions):
   """Returns ``eval_step(state, teacher_state, batch) -> metrics`` (no update)."""
   settings = options.settings
+  teacher_model = teacher_kind(teacher_graphdef, options)
 
   def eval_step(state, teacher_state, batch):
     train_state = nnx.merge(state_graphdef, state)
@@ -338,9 +303,7 @@ def make_eval_step(state_graphdef, teacher_graphdef, options: StepOptions):
           )
       }
     weights = scheduled_weights(settings, train_state.optimizer.step.get_value(), options.total_steps)
-    teacher = teacher_for_loss(
-        teacher_graphdef, teacher_state, batch, settings, options.chunked_loss, options.offline_tail
-    )
+    teacher = teacher_model.head(teacher_state, batch, lean=options.chunked_loss)
     _, _, metrics = student_terms(
         train_state.model, teacher, batch, weights, settings, chunked=options.chunked_loss, enable_dropout=False
     )

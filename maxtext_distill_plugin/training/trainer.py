@@ -40,6 +40,7 @@ from flax import nnx
 from flax.linen import partitioning as nn_partitioning
 import jax
 
+from maxtext_distill_plugin.configuration import multi_teacher
 from maxtext_distill_plugin.model import checkpoint_aux
 from maxtext_distill_plugin.model import features
 from maxtext_distill_plugin.student import freezing
@@ -76,6 +77,15 @@ def build_teacher(teacher_config, mesh):
   return nnx.split(teacher)
 
 
+def build_teachers(configs, mesh):
+  """``(graphdef, state)`` of the frozen teacher, or of several (``teachers:``) as a tuple of graphdefs and one of
+  states in ``teachers:`` order."""
+  if not configs.teachers:
+    return build_teacher(configs.teacher, mesh)
+  built = [build_teacher(config, mesh) for _, config in configs.teachers]
+  return tuple(graphdef for graphdef, _ in built), tuple(state for _, state in built)
+
+
 def _without_parameters_path(config):
   """``config`` with ``load_parameters_path=""``: MaxText builds a fresh student and the trainer loads the weights."""
   from maxtext.configs import pyconfig  # pylint: disable=import-outside-toplevel
@@ -88,8 +98,10 @@ def step_options(configs, offline_tail: str | None, chunked_loss: bool | None = 
   """The compiled step's settings for ``configs`` (the planner compiles with the same ones); ``chunked_loss`` None
   resolves ``distill_loss_impl`` as a run does."""
   student_config, settings = configs.student, configs.settings
+  teacher_configs = [config for _, config in configs.teachers] or [configs.teacher]
   if chunked_loss is None:
-    chunked_loss = step_lib.use_chunked_loss(settings, student_config, configs.teacher)
+    chunked_loss = step_lib.use_chunked_loss(settings, student_config, *teacher_configs)
+  names = tuple(name for name, _ in configs.teachers)
   return step_lib.StepOptions(
       settings=settings,
       total_steps=int(student_config.steps),
@@ -102,6 +114,8 @@ def step_options(configs, offline_tail: str | None, chunked_loss: bool | None = 
       eval_rows=int(student_config.micro_batch_size_to_eval_on),
       trainable_patterns=freezing.trainable_patterns(student_config),
       diagnostics_every=int(student_config.log_period),  # the diagnostics of the step that ends each logging window
+      teacher_names=names,
+      teacher_weights=multi_teacher.weights(names, settings) if names else (),
   )
 
 
@@ -132,7 +146,7 @@ def train(configs) -> TrainResult:
     teacher_graphdef = teacher_state = None
   else:
     with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):
-      teacher_graphdef, teacher_state = build_teacher(configs.teacher, mesh)
+      teacher_graphdef, teacher_state = build_teachers(configs, mesh)
   data = sources.open_sources(
       configs,
       mesh,
@@ -145,7 +159,8 @@ def train(configs) -> TrainResult:
   )
   data.train.skip_to(start_step)
   run_record.write(configs, configs.argv)
-  param_counts = student_init.apply_at_start(configs, state, teacher_state, start_step)
+  first_teacher = teacher_state[0] if configs.teachers else teacher_state  # the one student_init copies from
+  param_counts = student_init.apply_at_start(configs, state, first_teacher, start_step)
 
   options = step_options(configs, data.offline_tail)
   logging.info("Distillation loss: %s", "chunked (from hidden states)" if options.chunked_loss else "dense (full logits)")

@@ -93,7 +93,7 @@ def test_distilled_student_loads_through_maxtext_load_parameters_path(tmp_path, 
 
   from maxtext_distill_plugin.configuration import config  # pylint: disable=import-outside-toplevel
   from maxtext_distill_plugin.loss import losses  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin.training import step  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.model import forward as model_forward  # pylint: disable=import-outside-toplevel
 
   result = train_in_process(
       tmp_path, teacher_checkpoint, "steps=8", "distill_alpha=0.0", "learning_rate=3e-3", run_name="student"
@@ -113,7 +113,7 @@ def test_distilled_student_loads_through_maxtext_load_parameters_path(tmp_path, 
   mesh = maxtext_utils.get_mesh_from_config(cfgs.student)
   model = model_creation_utils.from_pretrained(cfgs.student, mesh=mesh)
   batch = next(create_data_iterator(cfgs.student, mesh)[0])
-  logits, _ = step.forward(model, batch, settings=cfgs.settings, enable_dropout=False)
+  logits, _ = model_forward.forward(model, batch, settings=cfgs.settings, enable_dropout=False)
   loaded_ce = float(losses.cross_entropy(logits, batch["targets"]).mean())
   assert loaded_ce < first_ce - 1.0, (loaded_ce, first_ce)
 

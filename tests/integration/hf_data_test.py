@@ -29,6 +29,7 @@ import pytest
 from maxtext_distill_plugin import errors
 from maxtext_distill_plugin.configuration import config, data_sources
 from maxtext_distill_plugin.model import features
+from maxtext_distill_plugin.teachers import kinds
 from maxtext_distill_plugin.training import step as step_lib
 from tests.conftest import TINY_YAML, read_metrics, run_cli
 from tests.integration import data_testing
@@ -146,7 +147,7 @@ def test_completion_only_prompt_tokens_carry_no_weight(tmp_path, teacher_checkpo
 
   def objective_and_metrics(p, batch, chunked):
     model = nnx.merge(model_graphdef, p, rest)
-    teacher = step_lib.teacher_for_loss(teacher_graphdef, teacher_state, batch, settings, chunked)
+    teacher = kinds.FrozenModel(teacher_graphdef, settings).head(teacher_state, batch, lean=chunked)
     total, count, metrics = step_lib.student_terms(
         model, teacher, batch, weights, settings, chunked=chunked, enable_dropout=False
     )

@@ -21,6 +21,8 @@ import pytest
 
 from maxtext_distill_plugin.configuration import config
 from maxtext_distill_plugin.loss import objective
+from maxtext_distill_plugin.model import forward as model_forward
+from maxtext_distill_plugin.teachers import kinds
 from maxtext_distill_plugin.training import step
 from tests.conftest import TINY_YAML
 
@@ -59,7 +61,7 @@ def _paired(tmp_path, teacher_checkpoint):
 def _all_layers(model, batch, settings):
   """Every scanned layer's sown activations, ``[L, B, S, D]``."""
   every = settings.model_copy(update={"distill_layer_indices": None, "distill_teacher_layer_indices": None})
-  return np.asarray(step.forward(model, batch, settings=every, enable_dropout=False, teacher=True)[1])
+  return np.asarray(model_forward.forward(model, batch, settings=every, enable_dropout=False, teacher=True)[1])
 
 
 def test_teacher_features_come_from_the_paired_layer(paired):
@@ -69,15 +71,15 @@ def test_teacher_features_come_from_the_paired_layer(paired):
   assert teacher_all.shape[0] == 2 and student_all.shape[0] == 1
   assert not np.allclose(teacher_all[0], teacher_all[1])  # the pairing is observable
 
-  _, teacher_feats = step.forward(teacher, batch, settings=cfgs.settings, enable_dropout=False, teacher=True)
-  _, student_feats = step.forward(student, batch, settings=cfgs.settings, enable_dropout=False)
+  _, teacher_feats = model_forward.forward(teacher, batch, settings=cfgs.settings, enable_dropout=False, teacher=True)
+  _, student_feats = model_forward.forward(student, batch, settings=cfgs.settings, enable_dropout=False)
   np.testing.assert_array_equal(np.asarray(teacher_feats), teacher_all[1:2])
   np.testing.assert_array_equal(np.asarray(student_feats), student_all[0:1])
 
 
 def test_feature_loss_uses_the_pairing_against_a_numpy_reference(paired):
   cfgs, student, teacher, batch = paired
-  teacher_out = step.teacher_outputs(*nnx.split(teacher), batch, cfgs.settings)
+  teacher_out = kinds.FrozenModel(nnx.graphdef(teacher), cfgs.settings).head(nnx.state(teacher), batch, lean=False)
   weights = objective.LossWeights(alpha=jnp.float32(0.5), temperature=jnp.float32(1.0), beta=jnp.float32(1.0))
   _, _, metrics = step.student_terms(
       student, teacher_out, batch, weights, cfgs.settings, chunked=False, enable_dropout=False

@@ -86,9 +86,9 @@ def models(tmp_path_factory, teacher_checkpoint) -> _Models:
 
 
 def _dense_logits(graphdef, state, batch, settings):
-  from maxtext_distill_plugin.training import step  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.model import forward as model_forward  # pylint: disable=import-outside-toplevel
 
-  return step.forward(nnx.merge(graphdef, state), batch, settings=settings, enable_dropout=False)[0]
+  return model_forward.forward(nnx.merge(graphdef, state), batch, settings=settings, enable_dropout=False)[0]
 
 
 def _lean_logits(graphdef, state, batch):
@@ -127,11 +127,12 @@ def test_vocab_tiling_config_gives_the_same_hidden_states(models):
 
 
 def test_lean_loss_matches_dense_loss_and_never_builds_full_logits(models):
-  """Objective, metrics and parameter gradients of the whole student: dense step.forward path vs lean path."""
+  """Objective, metrics and parameter gradients of the whole student: dense forward path vs lean path."""
   from maxtext_distill_plugin.loss import chunked_objective  # pylint: disable=import-outside-toplevel
   from maxtext_distill_plugin.loss import objective  # pylint: disable=import-outside-toplevel
   from maxtext_distill_plugin.model import lean_forward  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin.training import step  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.model import forward as model_forward  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.teachers import kinds  # pylint: disable=import-outside-toplevel
 
   settings, batch = models.configs.settings, models.batch
   weights = objective.LossWeights(alpha=jnp.float32(0.4), temperature=jnp.float32(2.0), beta=jnp.float32(0.0))
@@ -140,9 +141,11 @@ def test_lean_loss_matches_dense_loss_and_never_builds_full_logits(models):
   student_params, student_rest = nnx.split_state(student_state, nnx.Param, ...)
 
   def dense_sum(params):
-    teacher = step.teacher_outputs(teacher_graphdef, teacher_state, batch, settings)
+    teacher = kinds.FrozenModel(teacher_graphdef, settings).head(teacher_state, batch, lean=False)
     logits = _dense_logits(student_graphdef, nnx.merge_state(params, student_rest), batch, settings)
-    total, _, metrics = objective.distillation_terms(logits, teacher, batch["targets"], step.token_mask(batch), weights)
+    total, _, metrics = objective.distillation_terms(
+        logits, teacher, batch["targets"], model_forward.token_mask(batch), weights
+    )
     return total, metrics
 
   def lean_sum(params):
@@ -156,7 +159,7 @@ def test_lean_loss_matches_dense_loss_and_never_builds_full_logits(models):
         teacher_hidden,
         teacher_unembed,
         batch["targets"],
-        step.token_mask(batch),
+        model_forward.token_mask(batch),
         weights,
         seq_chunk=8,
         vocab_chunk=128,

@@ -29,9 +29,11 @@ import numpy as np
 import pytest
 
 from maxtext_distill_plugin.configuration.settings import DistillSettings
+from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import objective
 from maxtext_distill_plugin.model import features
-from maxtext_distill_plugin.training import loss_paths, step
+from maxtext_distill_plugin.model import forward as model_forward
+from maxtext_distill_plugin.training import step
 from tests.conftest import CPU_RUN_ARGS, TINY_SHAPE_ARGS, maxtext_base_yml
 
 RTOL = 1e-5
@@ -88,8 +90,8 @@ def _deepseek(tmp_path_factory):
   teacher_hidden = jnp.asarray(rng.normal(size=(batch_size, seq, cfg.emb_dim)), jnp.float32)
   teacher_unembed = jnp.asarray(rng.normal(size=(cfg.emb_dim, cfg.vocab_size)) / 8.0, jnp.float32)
   teachers = {
-      False: objective.TeacherOutputs(logits_BxSxV=teacher_logits),
-      True: loss_paths.HiddenTeacher(teacher_hidden, teacher_unembed),
+      False: heads.TeacherLogits(logits_BxSxV=teacher_logits),
+      True: heads.TeacherHidden(teacher_hidden, teacher_unembed),
   }
   return cfg, mesh, model, batch, teachers
 
@@ -149,7 +151,7 @@ def test_z_loss_against_a_numpy_reference(deepseek):
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
   def logits_and_metrics(p, r):
-    logits, _ = step.forward(
+    logits, _ = model_forward.forward(
         nnx.merge(graphdef, p, r, copy=True), batch, settings=DistillSettings(), enable_dropout=False
     )
     return logits, _plugin_loss(graphdef, p, r, teachers[False], batch, False)[1]
@@ -170,7 +172,9 @@ def test_mla_features_of_both_layer_groups_in_depth_order(deepseek):
   graphdef, _, rest = nnx.split(model, nnx.Param, ...)
   settings = DistillSettings(distill_beta=1.0)
   every_layer = jax.jit(
-      lambda p, r: step.forward(nnx.merge(graphdef, p, r, copy=True), batch, settings=settings, enable_dropout=False)[1]
+      lambda p, r: model_forward.forward(
+          nnx.merge(graphdef, p, r, copy=True), batch, settings=settings, enable_dropout=False
+      )[1]
   )
 
   def features_of_model():

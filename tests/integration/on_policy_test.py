@@ -27,6 +27,8 @@ import pytest
 
 from maxtext_distill_plugin import cli
 from maxtext_distill_plugin.configuration import config
+from maxtext_distill_plugin.model import forward as model_forward
+from maxtext_distill_plugin.teachers import kinds
 from maxtext_distill_plugin.training import on_policy, trainer
 from maxtext_distill_plugin.training import step as step_lib
 from tests.conftest import TINY_YAML, read_metrics, run_cli
@@ -228,12 +230,12 @@ def _jitted_loss_and_logits(settings, weights, models):
 
   def terms(batch, chunked):
     student = nnx.merge(student_graphdef, student_state)
-    teacher = step_lib.teacher_for_loss(teacher_graphdef, teacher_state, batch, settings, chunked)
+    teacher = kinds.FrozenModel(teacher_graphdef, settings).head(teacher_state, batch, lean=chunked)
     return step_lib.student_terms(student, teacher, batch, weights, settings, chunked=chunked, enable_dropout=False)
 
   def logits(batch):
     return tuple(
-        step_lib.forward(nnx.merge(graphdef, state), batch, settings=settings, enable_dropout=False)[0]
+        model_forward.forward(nnx.merge(graphdef, state), batch, settings=settings, enable_dropout=False)[0]
         for graphdef, state in ((student_graphdef, student_state), (teacher_graphdef, teacher_state))
     )
 

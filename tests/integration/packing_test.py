@@ -18,8 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from maxtext_distill_plugin.configuration import config
+from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import objective
-from maxtext_distill_plugin.training import step
+from maxtext_distill_plugin.model import forward as model_forward
 from tests.conftest import TINY_YAML
 
 
@@ -71,10 +72,10 @@ def test_packed_row_equals_two_padded_rows(tmp_path, teacher_checkpoint):
   weights = objective.LossWeights(alpha=jnp.float32(0.4), temperature=jnp.float32(2.0), beta=jnp.float32(0.0))
 
   def terms(batch):
-    s_logits, _ = step.forward(student, batch, settings=cfgs.settings, enable_dropout=False)
-    t_logits, _ = step.forward(teacher, batch, settings=cfgs.settings, enable_dropout=False)
+    s_logits, _ = model_forward.forward(student, batch, settings=cfgs.settings, enable_dropout=False)
+    t_logits, _ = model_forward.forward(teacher, batch, settings=cfgs.settings, enable_dropout=False)
     total, count, metrics = objective.distillation_terms(
-        s_logits, objective.TeacherOutputs(t_logits), batch["targets"], step.token_mask(batch), weights
+        s_logits, heads.TeacherLogits(t_logits), batch["targets"], model_forward.token_mask(batch), weights
     )
     return float(total) / 2, float(count) / 2, {k: float(v[0]) / 2 for k, v in metrics.items()}  # packed: per row
 

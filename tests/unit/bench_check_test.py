@@ -49,10 +49,10 @@ def test_a_ratio_fails_past_the_margin_and_passes_within_it():
 
 def test_the_report_asks_the_plugins_auto_policy(monkeypatch):
   """The report's "auto picks dense here" rows come from the plugin's policy itself, not a copy of its threshold."""
-  from maxtext_distill_plugin.training import loss_paths  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training import step as step_lib  # pylint: disable=import-outside-toplevel
   from tools.bench import tables  # pylint: disable=import-outside-toplevel
 
   at_threshold, below = {"batch": 1, "seq": 2048, "vocab": 32768}, {"batch": 1, "seq": 1024, "vocab": 32768}
   assert tables.auto_picks_chunked(at_threshold) and not tables.auto_picks_chunked(below)
-  monkeypatch.setattr(loss_paths, "AUTO_CHUNKED_MIN_LOGITS", 1 << 20)
+  monkeypatch.setattr(step_lib, "AUTO_CHUNKED_MIN_LOGITS", 1 << 20)
   assert tables.auto_picks_chunked(below)

@@ -23,6 +23,7 @@ import pytest
 
 from maxtext_distill_plugin.loss import chunked_objective
 from maxtext_distill_plugin.loss import divergences
+from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import objective
 from tests.unit import lean_loss_testing
 from tests.unit.lean_loss_testing import GRAD_ATOL, GRAD_RTOL, VALUE_ATOL, VALUE_RTOL
@@ -88,7 +89,7 @@ def _dense(student_hidden, student_unembed, student_features, inputs, weights, l
   teacher_logits = _capped(
       jnp.asarray(inputs["teacher_hidden"]) @ jnp.asarray(inputs["teacher_unembed"]), teacher_softcap
   )
-  teacher = objective.TeacherOutputs(
+  teacher = heads.TeacherLogits(
       logits_BxSxV=jax.lax.stop_gradient(teacher_logits),
       features_LxBxSxD=None if loss_type is None else jnp.asarray(inputs["teacher_features"]),
   )
@@ -246,7 +247,7 @@ def _compiled_value_and_grad(loss_fn, shapes=(MEMORY_B, MEMORY_S, MEMORY_D, MEMO
 
 
 def _dense_objective_sum(student_hidden, student_unembed, teacher_hidden, teacher_unembed, labels, mask, weights):
-  teacher = objective.TeacherOutputs(logits_BxSxV=jax.lax.stop_gradient(teacher_hidden @ teacher_unembed))
+  teacher = heads.TeacherLogits(logits_BxSxV=jax.lax.stop_gradient(teacher_hidden @ teacher_unembed))
   return objective.distillation_terms(student_hidden @ student_unembed, teacher, labels, mask, weights)[0]
 
 

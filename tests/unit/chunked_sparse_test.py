@@ -21,7 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from maxtext_distill_plugin.loss import cached_objective
 from maxtext_distill_plugin.loss import chunked_sparse
+from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import objective
 from maxtext_distill_plugin.loss import sparse_tail
 from tests.unit.lean_loss_testing import GRAD_RTOL, VALUE_ATOL, VALUE_RTOL, assert_same_objective, value_and_grads
@@ -92,7 +94,7 @@ def _inputs(seed, k, mask=MASK, vocab=VOCAB, teacher_logits=None):
 
 
 def _teacher(inputs, tail, with_features):
-  return objective.TeacherOutputs(
+  return heads.CachedTopK(
       features_LxBxSxD=jnp.asarray(inputs["teacher_features"]) if with_features else None,
       topk_ids_BxSxK=jnp.asarray(inputs["ids"]),
       topk_logprobs_BxSxK=jnp.asarray(inputs["logprobs"]),
@@ -205,7 +207,7 @@ def test_head_stats_match_full_logits():
   weights = [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in (labels.shape,) * 3 + (ids.shape,)]
 
   def dense(h, w):
-    return objective.student_head_stats(2.5 * jnp.tanh((h @ w) / 2.5), ids, labels, temperature)
+    return cached_objective.student_head_stats(2.5 * jnp.tanh((h @ w) / 2.5), ids, labels, temperature)
 
   def lean(h, w):
     return chunked_sparse.student_head_stats_from_hidden(
@@ -262,7 +264,7 @@ def test_rejects_mismatched_shapes_and_online_teachers():
   with pytest.raises(ValueError, match="positive"):
     lean(hidden, unembed, teacher, labels, mask, weights, vocab_chunk=0)
   with pytest.raises(ValueError, match="cached top-k"):
-    lean(hidden, unembed, objective.TeacherOutputs(logits_BxSxV=hidden @ unembed), labels, mask, weights)
+    lean(hidden, unembed, heads.TeacherLogits(logits_BxSxV=hidden @ unembed), labels, mask, weights)
 
 
 # ----------------------------------------------------------------------------- Compiled memory, not timing
@@ -287,7 +289,7 @@ def _compiled_value_and_grad(loss_fn):
 
 
 def _cached(ids, logprobs, tail):
-  return objective.TeacherOutputs(topk_ids_BxSxK=ids, topk_logprobs_BxSxK=logprobs, tail_logmass_BxS=tail)
+  return heads.CachedTopK(topk_ids_BxSxK=ids, topk_logprobs_BxSxK=logprobs, tail_logmass_BxS=tail)
 
 
 @pytest.mark.parametrize("seq_chunk,vocab_chunk", ((32, None), (64, 1024)))

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from maxtext_distill_plugin.loss import chunked_objective
+from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import metric_names
 from maxtext_distill_plugin.loss import objective
 from maxtext_distill_plugin.loss import reductions
@@ -72,7 +73,7 @@ def _dense(student_hidden, student_unembed, _, inputs, weights, diagnose):
   teacher_logits = jnp.asarray(inputs["teacher_hidden"]) @ jnp.asarray(inputs["teacher_unembed"])
   return objective.distillation_terms(
       student_hidden @ student_unembed,
-      objective.TeacherOutputs(logits_BxSxV=teacher_logits),
+      heads.TeacherLogits(logits_BxSxV=teacher_logits),
       jnp.asarray(inputs["labels"]),
       jnp.asarray(MASK),
       weights,

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from maxtext_distill_plugin.loss import chunked_sparse
+from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import objective
 from tests import numpy_reference as ref
 
@@ -58,7 +59,7 @@ def _weights():
 
 def _cached(data, tail, with_features=False):
   ids, logprobs, tail_logmass = ref.topk_cache(data["teacher"], K)
-  return objective.TeacherOutputs(
+  return heads.CachedTopK(
       features_LxBxSxD=jnp.asarray(data["teacher_features"]) if with_features else None,
       topk_ids_BxSxK=jnp.asarray(ids, jnp.int32),
       topk_logprobs_BxSxK=jnp.asarray(logprobs, jnp.float32),
@@ -97,7 +98,7 @@ def _assert_diagnostics(metrics, want):
 
 
 def _dense_online(data, logits, **kwargs):
-  teacher = objective.TeacherOutputs(logits_BxSxV=jnp.asarray(data["teacher"], jnp.float32))
+  teacher = heads.TeacherLogits(logits_BxSxV=jnp.asarray(data["teacher"], jnp.float32))
   return objective.distillation_terms(
       logits, teacher, jnp.asarray(data["labels"]), jnp.asarray(MASK), _weights(), **kwargs
   )
@@ -153,7 +154,7 @@ def _want_feature_layers(data, loss_type, names):
 def test_per_layer_feature_loss_dense_online(loss_type):
   data = _data(3)
   logits = jnp.asarray(data["hidden"]) @ jnp.asarray(data["unembed"])
-  teacher = objective.TeacherOutputs(
+  teacher = heads.TeacherLogits(
       logits_BxSxV=jnp.asarray(data["teacher"], jnp.float32), features_LxBxSxD=jnp.asarray(data["teacher_features"])
   )
   _, _, metrics = objective.distillation_terms(
@@ -195,7 +196,7 @@ def test_per_layer_feature_loss_lean_offline_numbers_all_layers_without_indices(
 
 def test_feature_layers_must_name_every_row():
   data = _data(5)
-  teacher = objective.TeacherOutputs(
+  teacher = heads.TeacherLogits(
       logits_BxSxV=jnp.asarray(data["teacher"], jnp.float32), features_LxBxSxD=jnp.asarray(data["teacher_features"])
   )
   with pytest.raises(ValueError, match="feature_layers"):
@@ -213,7 +214,7 @@ def test_feature_layers_must_name_every_row():
 @pytest.mark.parametrize("offline", (False, True), ids=("online", "offline"))
 def test_diagnostics_carry_no_gradient(offline):
   data = _data(6)
-  teacher = _cached(data, "bucket") if offline else objective.TeacherOutputs(logits_BxSxV=jnp.asarray(data["teacher"]))
+  teacher = _cached(data, "bucket") if offline else heads.TeacherLogits(logits_BxSxV=jnp.asarray(data["teacher"]))
 
   def diagnostics_sum(logits):
     _, _, metrics = objective.distillation_terms(

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from maxtext_distill_plugin.loss import chunked_sparse
+from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import objective
 from maxtext_distill_plugin.loss import sparse_tail
 from tests import numpy_reference as ref
@@ -61,7 +62,7 @@ def _weights(temperature):
 
 def _cached(cache, tail, renyi=None):
   ids, logprobs, tail_logmass = cache
-  return objective.TeacherOutputs(
+  return heads.CachedTopK(
       topk_ids_BxSxK=jnp.asarray(ids, jnp.int32),
       topk_logprobs_BxSxK=jnp.asarray(logprobs, jnp.float32),
       tail_logmass_BxS=jnp.asarray(tail_logmass, jnp.float32),
@@ -80,7 +81,7 @@ def _compiled(path, name, param, data_seed=0, k=K):
   def fn(student, temperature):
     weights = _weights(temperature)
     if path == "dense_online":
-      teacher = objective.TeacherOutputs(logits_BxSxV=jnp.asarray(teacher_logits, jnp.float32))
+      teacher = heads.TeacherLogits(logits_BxSxV=jnp.asarray(teacher_logits, jnp.float32))
       out = objective.distillation_terms(student, teacher, labels, mask, weights, **options)
     elif path.startswith("dense_"):
       out = objective.distillation_terms(student, _cached(cache, path[6:]), labels, mask, weights, **options)
@@ -179,7 +180,7 @@ def _identical_teacher_terms(path, name, temperature):
   logits_jnp = jnp.asarray(logits)
   mask, labels = jnp.asarray(MASK), jnp.asarray(labels, jnp.int32)
   if path == "dense_online":
-    teacher = objective.TeacherOutputs(logits_BxSxV=logits_jnp)
+    teacher = heads.TeacherLogits(logits_BxSxV=logits_jnp)
   else:
     cache = ref.topk_cache(logits.astype(np.float64), K)
     logp = jax.nn.log_softmax(logits_jnp, axis=-1)

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import objective
 from maxtext_distill_plugin.loss import reductions
 
@@ -150,7 +151,7 @@ def _f32(x):
 
 
 def _call(inputs, weights, loss_type, student_logits=None, fn=objective.distillation_terms):
-  teacher = objective.TeacherOutputs(
+  teacher = heads.TeacherLogits(
       logits_BxSxV=jnp.asarray(inputs["teacher"]),
       features_LxBxSxD=None if loss_type is None else jnp.asarray(inputs["teacher_features"]),
   )
@@ -197,7 +198,7 @@ def test_matches_reference_with_padding(loss_type, alpha, temperature, beta):
 def test_matches_reference_under_jit(loss_type):
   inputs = _inputs(1)
   fn = jax.jit(functools.partial(objective.distillation_terms, feature_loss_type=loss_type or "cosine"))
-  teacher = objective.TeacherOutputs(
+  teacher = heads.TeacherLogits(
       logits_BxSxV=jnp.asarray(inputs["teacher"]),
       features_LxBxSxD=None if loss_type is None else jnp.asarray(inputs["teacher_features"]),
   )
@@ -219,7 +220,7 @@ def test_matches_reference_under_jit(loss_type):
 def test_features_ignored_unless_both_sides_given():
   inputs = _inputs(2)
   weights = _weights(0.5, 2.0, 0.8)
-  no_teacher_features = objective.TeacherOutputs(logits_BxSxV=jnp.asarray(inputs["teacher"]))
+  no_teacher_features = heads.TeacherLogits(logits_BxSxV=jnp.asarray(inputs["teacher"]))
   total, _, metrics = objective.distillation_terms(
       jnp.asarray(inputs["student"]),
       no_teacher_features,
@@ -371,7 +372,7 @@ def test_feature_gradient_matches_finite_differences(loss_type):
   weights = _weights(0.5, 2.0, 0.7)
 
   def mean_objective(student_features):
-    teacher = objective.TeacherOutputs(
+    teacher = heads.TeacherLogits(
         logits_BxSxV=jnp.asarray(inputs["teacher"]), features_LxBxSxD=jnp.asarray(inputs["teacher_features"])
     )
     total, count, _ = objective.distillation_terms(

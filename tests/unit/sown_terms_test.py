@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import aux_terms, chunked_objective, chunked_sparse, objective
 from maxtext_distill_plugin.model import features
 
@@ -143,14 +144,14 @@ def test_z_loss_value_against_numpy_and_gradient_against_the_dense_path(path):
   top_ids = jnp.argsort(-teacher_logits, axis=-1)[..., :4].astype(jnp.int32)
   logp = jax.nn.log_softmax(teacher_logits, axis=-1)
   top_logp = jnp.take_along_axis(logp, top_ids, axis=-1)
-  cached = objective.TeacherOutputs(
+  cached = heads.CachedTopK(
       topk_ids_BxSxK=top_ids,
       topk_logprobs_BxSxK=top_logp,
       tail_logmass_BxS=jnp.log1p(-jnp.minimum(jnp.sum(jnp.exp(top_logp), -1), 1 - 1e-6)),
   )
 
   def dense(h, w, multiplier, offline):
-    teacher = cached if offline else objective.TeacherOutputs(logits_BxSxV=teacher_logits)
+    teacher = cached if offline else heads.TeacherLogits(logits_BxSxV=teacher_logits)
     logits = jnp.einsum("bsd,dv->bsv", h, w)
     return objective.distillation_terms(logits, teacher, labels, mask, weights, z_loss_multiplier=multiplier)
 

@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 from maxtext_distill_plugin.loss import aux_terms
+from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import objective
 from maxtext_distill_plugin.training import metrics_logger
 
@@ -113,7 +114,7 @@ def _upstream_reference(batch, moe_lb=0.0, teacher_moe_lb=0.0) -> dict[str, floa
 def _step_metrics(batch, moe_lb=None, teacher_moe_lb=None):
   """The plugin's metrics of one online step: the objective, then MaxText's scalar terms, then the schedules."""
   weights = objective.LossWeights(jnp.float32(ALPHA), jnp.float32(TEMPERATURE), jnp.float32(BETA))
-  teacher = objective.TeacherOutputs(
+  teacher = heads.TeacherLogits(
       logits_BxSxV=jnp.asarray(batch["teacher"]), features_LxBxSxD=jnp.asarray(batch["teacher_features"])
   )
   total, count, metrics = objective.distillation_terms(

@@ -18,7 +18,7 @@ import pathlib
 
 from absl import logging
 
-from maxtext_distill_plugin.training import loss_paths
+from maxtext_distill_plugin.training import step as step_lib
 from tools.bench import shapes
 from tools.bench import tables
 
@@ -100,7 +100,7 @@ def _auto_lines(rows: list[dict]) -> list[str]:
     return []
   where = ", ".join(f"{r['shape']['vocab']}/{r['shape']['seq']}" for r in picked)
   return [
-      f"- **Default.** `distill_loss_impl=auto` picks dense below {loss_paths.AUTO_CHUNKED_MIN_LOGITS / 2**20:g} Mi"
+      f"- **Default.** `distill_loss_impl=auto` picks dense below {step_lib.AUTO_CHUNKED_MIN_LOGITS / 2**20:g} Mi"
       f" student logits per micro-batch, so at vocab/seq {where}; yet chunked took {_range(time)} dense's time and"
       f" {_range(temp)} its temp memory there. The targets above are met by `distill_loss_impl=chunked`, not by the"
       " default."

@@ -18,7 +18,7 @@ import math
 import statistics
 import types
 
-from maxtext_distill_plugin.training import loss_paths
+from maxtext_distill_plugin.training import step as step_lib
 from tools.bench import shapes
 
 TIME_VS_UPSTREAM = 0.8
@@ -29,7 +29,7 @@ TEMP_VS_UPSTREAM = 0.25
 def auto_picks_chunked(shape: dict) -> bool:
   """Whether the plugin's ``distill_loss_impl=auto`` picks the chunked loss at a row's shape on an accelerator.
 
-  Asks the plugin's own policy (:func:`loss_paths.use_chunked_loss`) about a plain model of that per-device batch,
+  Asks the plugin's own policy (:func:`step_lib.use_chunked_loss`) about a plain model of that per-device batch,
   sequence and vocabulary; on the CPU the policy always picks chunked.
   """
   student = types.SimpleNamespace(
@@ -43,7 +43,7 @@ def auto_picks_chunked(shape: dict) -> bool:
       max_target_length=shape["seq"],
       vocab_size=shape["vocab"],
   )
-  return loss_paths.use_chunked_loss(types.SimpleNamespace(distill_loss_impl="auto"), student, None)
+  return step_lib.use_chunked_loss(types.SimpleNamespace(distill_loss_impl="auto"), student)
 
 
 def ratio(numerator, denominator):

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""loss_paths picks the loss from the types of the two models' outputs, and returns what that loss returns."""
+"""paths picks the loss from the types of the two models' outputs, and returns what that loss returns."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -21,8 +21,9 @@ import pytest
 from maxtext_distill_plugin.configuration.settings import DistillSettings
 from maxtext_distill_plugin.loss import chunked_objective
 from maxtext_distill_plugin.loss import chunked_sparse
+from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import objective
-from maxtext_distill_plugin.training import loss_paths
+from maxtext_distill_plugin.loss import paths
 from maxtext_distill_plugin.training import step
 
 B, S, D, V, K = 2, 3, 4, 9, 3
@@ -51,7 +52,7 @@ def _cached(a):
   order = jnp.argsort(-logp, axis=-1)[..., :K]
   tail = jnp.log1p(-jnp.sum(jnp.exp(jnp.take_along_axis(logp, order, -1)), -1))
   del a
-  return objective.TeacherOutputs(
+  return heads.CachedTopK(
       topk_ids_BxSxK=order, topk_logprobs_BxSxK=jnp.take_along_axis(logp, order, -1), tail_logmass_BxS=tail
   )
 
@@ -67,9 +68,9 @@ def _assert_same(got, want):
 def test_dense_student_takes_the_dense_objective(offline):
   a, settings = _arrays(), DistillSettings(distill_divergence="jsd", distill_top_k=4)
   logits = a["student_hidden"] @ a["student_unembed"]
-  teacher = _cached(a) if offline else objective.TeacherOutputs(logits_BxSxV=a["teacher_hidden"] @ a["teacher_unembed"])
-  got = loss_paths.distillation_terms(
-      loss_paths.DenseStudent(logits), teacher, a["labels"], a["mask"], _weights(), settings
+  teacher = _cached(a) if offline else heads.TeacherLogits(logits_BxSxV=a["teacher_hidden"] @ a["teacher_unembed"])
+  got = paths.distillation_terms(
+      heads.StudentLogits(logits), teacher, a["labels"], a["mask"], _weights(), step.loss_options(settings)
   )
   want = objective.distillation_terms(
       logits, teacher, a["labels"], a["mask"], _weights(), divergence="jsd", divergence_param=0.5, top_k=4
@@ -79,8 +80,8 @@ def test_dense_student_takes_the_dense_objective(offline):
 
 def test_hidden_student_and_cached_teacher_take_the_lean_offline_loss():
   a, settings = _arrays(2), DistillSettings(distill_divergence="tvd", distill_vocab_chunk=4)
-  student = loss_paths.HiddenStudent(a["student_hidden"], a["student_unembed"], softcap=2.0)
-  got = loss_paths.distillation_terms(student, _cached(a), a["labels"], a["mask"], _weights(), settings)
+  student = heads.StudentHidden(a["student_hidden"], a["student_unembed"], softcap=2.0)
+  got = paths.distillation_terms(student, _cached(a), a["labels"], a["mask"], _weights(), step.loss_options(settings))
   want = chunked_sparse.offline_distillation_terms_from_hidden(
       a["student_hidden"],
       a["student_unembed"],
@@ -105,10 +106,16 @@ def test_hidden_teacher_takes_the_lean_online_loss_with_the_settings_divergence_
       distill_divergence_beta=0.25,
       distill_top_k=3,
   )
-  student = loss_paths.HiddenStudent(a["student_hidden"], a["student_unembed"])
-  teacher = loss_paths.HiddenTeacher(a["teacher_hidden"], a["teacher_unembed"], a["features"][1])
-  got = loss_paths.distillation_terms(
-      student, teacher, a["labels"], a["mask"], _weights(), settings, student_features_LxBxSxD=a["features"][0]
+  student = heads.StudentHidden(a["student_hidden"], a["student_unembed"])
+  teacher = heads.TeacherHidden(a["teacher_hidden"], a["teacher_unembed"], a["features"][1])
+  got = paths.distillation_terms(
+      student,
+      teacher,
+      a["labels"],
+      a["mask"],
+      _weights(),
+      step.loss_options(settings),
+      student_features_LxBxSxD=a["features"][0],
   )
   want = chunked_objective.distillation_terms_from_hidden(
       a["student_hidden"],
@@ -133,12 +140,7 @@ def test_hidden_teacher_takes_the_lean_online_loss_with_the_settings_divergence_
 
 def test_pairs_no_path_takes_are_refused():
   a = _arrays(4)
-  teacher = loss_paths.HiddenTeacher(a["teacher_hidden"], a["teacher_unembed"])
-  dense = loss_paths.DenseStudent(a["student_hidden"] @ a["student_unembed"])
+  teacher = heads.TeacherHidden(a["teacher_hidden"], a["teacher_unembed"])
+  dense = heads.StudentLogits(a["student_hidden"] @ a["student_unembed"])
   with pytest.raises(TypeError, match="no loss path"):
-    loss_paths.distillation_terms(dense, teacher, a["labels"], a["mask"], _weights(), DistillSettings())
-
-
-def test_the_auto_policy_stays_importable_from_step():
-  assert step.use_chunked_loss is loss_paths.use_chunked_loss
-  assert step.AUTO_CHUNKED_MIN_LOGITS == loss_paths.AUTO_CHUNKED_MIN_LOGITS
+    paths.distillation_terms(dense, teacher, a["labels"], a["mask"], _weights(), step.loss_options(DistillSettings()))

@@ -1,0 +1,178 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+
+"""What the two models hand the loss: typed heads, and the few static numbers the loss takes.
+
+The student's head is its full logits (:class:`StudentLogits`) or its final hidden states with the unembedding
+(:class:`StudentHidden`, the memory-lean path). The teacher's is its logits (:class:`TeacherLogits`), its hidden
+states (:class:`TeacherHidden`), a cached top-k with its tail (:class:`CachedTopK`, offline), a per-token mixture of
+several online teachers (:class:`TeacherMixture`) or several teachers scored apart (:class:`TeacherSet`).
+:mod:`paths` picks the loss from the pair of types.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class LossOptions:
+  """The static numbers every loss path takes (no settings object enters ``loss/``).
+
+  Attributes:
+    divergence: the optimised divergence, a :data:`divergences.DIVERGENCES` name.
+    divergence_param: its parameter (JSD's beta, the skew KLs' lambda), or None for the registry's default.
+    feature_loss_type: ``"cosine"`` or ``"l2"``.
+    feature_layers: the student's layer index of each feature row (per-layer metrics), or None.
+    top_k: online: k of ``distill/topk_coverage`` (None: no such metric); offline the coverage is the cache's.
+    seq_chunk: lean path: sequence positions per tile.
+    vocab_chunk: lean path: vocabulary columns per tile (None: all of V).
+  """
+
+  divergence: str = "forward_kl"
+  divergence_param: float | None = None
+  feature_loss_type: str = "cosine"
+  feature_layers: tuple[int, ...] | None = None
+  top_k: int | None = None
+  seq_chunk: int = 128
+  vocab_chunk: int | None = None
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class StudentLogits:
+  """The student's full logits ``[B, S, V]``."""
+
+  logits_BxSxV: jnp.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentHidden:
+  """The student's final hidden states ``[B, S, D]``, its unembedding ``[D, V]`` and soft cap (static)."""
+
+  hidden_BxSxD: jnp.ndarray
+  unembed_DxV: jnp.ndarray
+  softcap: float | None = None
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TeacherLogits:
+  """An online teacher's logits ``[B, S, V]``, the features of the chosen layers (or None) and its MoE load-balance
+  loss (a metric, or None)."""
+
+  logits_BxSxV: jnp.ndarray
+  features_LxBxSxD: jnp.ndarray | None = None
+  moe_lb_loss: jnp.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherHidden:
+  """An online teacher as the memory-lean loss needs it: hidden states, unembedding, soft cap (static), the features
+  of the chosen layers (or None) and its MoE load-balance loss (a metric, or None)."""
+
+  hidden_BxSxD: jnp.ndarray
+  unembed_DxV: jnp.ndarray
+  features_LxBxSxD: jnp.ndarray | None = None
+  moe_lb_loss: jnp.ndarray | None = None
+  softcap: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedTopK:
+  """The offline teacher: its top-k as read from a cache, with the mass outside it.
+
+  Attributes:
+    topk_ids_BxSxK: the teacher's top-k ids.
+    topk_logprobs_BxSxK: their log-probabilities at T = 1.
+    tail_logmass_BxS: log of the teacher mass outside the top-k.
+    tail_renyi_BxSxR: Renyi entropies of that tail at ``sparse_losses.TAIL_RENYI_ORDERS`` (cache format 2), which
+      make the tail bucket exact at T != 1; None assumes a uniform tail (exact at T = 1 only).
+    tail: how the sparse KL treats that mass, ``"bucket"`` or ``"renormalize"`` (static).
+    features_LxBxSxD: always None (a cache stores no features); read like the online teachers'.
+    moe_lb_loss: always None.
+  """
+
+  topk_ids_BxSxK: jnp.ndarray
+  topk_logprobs_BxSxK: jnp.ndarray
+  tail_logmass_BxS: jnp.ndarray
+  tail_renyi_BxSxR: jnp.ndarray | None = None
+  tail: str = "bucket"
+  features_LxBxSxD: jnp.ndarray | None = None
+  moe_lb_loss: jnp.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherMixture:
+  """Several online teachers scored as one: per token, ``p = sum_i w_i p_i`` at each temperature.
+
+  ``members`` are all :class:`TeacherLogits` (the dense path) or all :class:`TeacherHidden` (the lean path);
+  ``weights`` (static) are positive and sum to 1.
+  """
+
+  members: tuple
+  weights: tuple[float, ...]
+  features_LxBxSxD: jnp.ndarray | None = None
+  moe_lb_loss: jnp.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherSet:
+  """Several teachers scored apart: each member's loss on its own, then weighted (``route_BxS`` None) or, with a
+  route, each token scored by the member it names only.
+
+  Attributes:
+    members: one head per teacher (any single-teacher head, all of one kind).
+    names: the teachers' names (static), for the per-teacher metrics.
+    weights: each member's weight in the loss (static; positive, summing to 1); unused with a route.
+    route_BxS: int32 index into ``members`` of the teacher of each token, or None (the weighted sum).
+  """
+
+  members: tuple
+  names: tuple[str, ...]
+  weights: tuple[float, ...]
+  route_BxS: jnp.ndarray | None = None
+  features_LxBxSxD: jnp.ndarray | None = None
+  moe_lb_loss: jnp.ndarray | None = None
+
+
+jax.tree_util.register_dataclass(
+    TeacherSet, data_fields=["members", "route_BxS", "features_LxBxSxD", "moe_lb_loss"], meta_fields=["names", "weights"]
+)
+jax.tree_util.register_dataclass(StudentHidden, data_fields=["hidden_BxSxD", "unembed_DxV"], meta_fields=["softcap"])
+jax.tree_util.register_dataclass(
+    TeacherHidden,
+    data_fields=["hidden_BxSxD", "unembed_DxV", "features_LxBxSxD", "moe_lb_loss"],
+    meta_fields=["softcap"],
+)
+jax.tree_util.register_dataclass(
+    CachedTopK,
+    data_fields=[
+        "topk_ids_BxSxK",
+        "topk_logprobs_BxSxK",
+        "tail_logmass_BxS",
+        "tail_renyi_BxSxR",
+        "features_LxBxSxD",
+        "moe_lb_loss",
+    ],
+    meta_fields=["tail"],
+)
+jax.tree_util.register_dataclass(
+    TeacherMixture, data_fields=["members", "features_LxBxSxD", "moe_lb_loss"], meta_fields=["weights"]
+)
+
+StudentHead = StudentLogits | StudentHidden
+TeacherHead = TeacherLogits | TeacherHidden | CachedTopK | TeacherMixture | TeacherSet
