@@ -67,10 +67,12 @@ def first_line_matches(samples_tokens, completion_mask, batch: dict, rows, decod
   ]
 
 
-class FunctionScorer:
-  """Held-out chats, the teacher, and the study's three scores of any model on them."""
+class SampleScorer:
+  """Held-out chats, the teacher, and the study's scores of any model on them; ``matches`` says which greedy
+  completions count as right (``match_key`` in the scores): ``matches(tokens_BxS, completion_mask_BxS, batch, rows)``
+  gives one bool per scored row."""
 
-  def __init__(self, configs, count: int, sentencepiece_model: str):
+  def __init__(self, configs, count: int, matches, match_key: str):
     """``configs``: an on-policy arm's (λ > 0), whose student is the model whose shape every scored model has."""
     import jax  # pylint: disable=import-outside-toplevel
 
@@ -80,10 +82,7 @@ class FunctionScorer:
     self.configs = configs
     self.batches = collect_eval_batches(configs.student, count)
     self.tokens = scoring.target_count(self.batches)
-    tokenizer = demo_data.load_tokenizer(sentencepiece_model)
-    newline = tokenizer.PieceToId("\n")
-    # Decoded after a newline, as mid-file text: SentencePiece drops the leading space of a text's first piece.
-    self.decode = lambda ids: tokenizer.DecodeIds([newline] + [int(i) for i in ids])[1:]
+    self._matches, self._match_key = matches, match_key
     self._special = on_policy.special_ids(configs.student)
     self._chunked = step.use_chunked_loss(configs.settings, configs.student, configs.teacher)
     self._jax = jax
@@ -120,11 +119,27 @@ class FunctionScorer:
           nll_sum, nll_count = nll_sum + float(total), nll_count + float(count)
           rows = np.asarray(self._jax.device_get(rows))
           length += float(np.asarray(self._jax.device_get(samples.completion_length_B))[rows].sum())
-          matches += first_line_matches(samples.tokens_BxS, samples.completion_mask_BxS, batch, rows, self.decode)
+          matches += self._matches(samples.tokens_BxS, samples.completion_mask_BxS, batch, rows)
     return {
         "ce": ce,
         "teacher_nll": nll_sum / max(nll_count, 1.0),
-        "first_line_match": float(np.mean(matches)) if matches else 0.0,
+        self._match_key: float(np.mean(matches)) if matches else 0.0,
         "completion_length": length / max(len(matches), 1),
         "prompts": len(matches),
     }
+
+
+class FunctionScorer(SampleScorer):
+  """:class:`SampleScorer` of function chats: a completion is right when its first line is the body's."""
+
+  def __init__(self, configs, count: int, sentencepiece_model: str):
+    tokenizer = demo_data.load_tokenizer(sentencepiece_model)
+    newline = tokenizer.PieceToId("\n")
+    # Decoded after a newline, as mid-file text: SentencePiece drops the leading space of a text's first piece.
+    self.decode = lambda ids: tokenizer.DecodeIds([newline] + [int(i) for i in ids])[1:]
+    super().__init__(
+        configs,
+        count,
+        lambda tokens, mask, batch, rows: first_line_matches(tokens, mask, batch, rows, self.decode),
+        "first_line_match",
+    )

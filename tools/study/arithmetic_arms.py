@@ -1,0 +1,83 @@
+# Copyright 2026 The maxtext-distill Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     https://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The six arms of the addition study, each ``configs/study-arith.yml`` plus the overrides listed here.
+
+Every arm trains the same pruned student with the same optimizer, steps, batch, data order (``data_shuffle_seed``)
+and sampling seed (``init_weights_seed``); the sampled arms draw completions of the batch's prompts at temperature 1
+with at most ``distill_sample_max_new_tokens`` tokens. Divergences at T = 1.
+"""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskArm:
+  """One recipe: CLI overrides of the study YAML, and whether its teacher is the uniform one."""
+
+  name: str
+  label: str
+  overrides: tuple[str, ...]
+  samples: bool = False  # some steps train on sampled completions
+  uniform_teacher: bool = False  # the teacher checkpoint's unembedding is zeroed: every position is uniform
+
+
+SFT = TaskArm("sft", "(1) SFT on the reference answers", ("distill_alpha=0.0",))
+# Kim & Rush: the student's CE on the teacher's completions (sampled at T 1) instead of the reference answers.
+SEQ_KD = TaskArm(
+    "seqkd",
+    "(2) sequence-level KD (CE on teacher samples)",
+    ("distill_alpha=0.0", "distill_on_policy_fraction=1.0", "distill_teacher_generated=True"),
+    samples=True,
+)
+OFF_POLICY = TaskArm("offpolicy_kd", "(3) off-policy logit KD (forward KL)", ("distill_divergence=forward_kl",))
+ON_POLICY_1 = TaskArm(
+    "onpolicy_1",
+    "(4) on-policy reverse KL (lambda 1)",
+    ("distill_divergence=reverse_kl", "distill_on_policy_fraction=1.0"),
+    samples=True,
+)
+ON_POLICY_HALF = TaskArm(
+    "onpolicy_0.5",
+    "(5) mixed reverse KL (lambda 0.5)",
+    ("distill_divergence=reverse_kl", "distill_on_policy_fraction=0.5"),
+    samples=True,
+)
+# No teacher signal: reverse KL to a uniform distribution on the student's own samples, i.e. log V minus the
+# student's entropy at every sampled position; its gradient raises entropy and knows nothing of the answers.
+CONTROL = TaskArm(
+    "control_uniform",
+    "(6) no-teacher control: (4) against a uniform teacher",
+    ("distill_divergence=reverse_kl", "distill_on_policy_fraction=1.0"),
+    samples=True,
+    uniform_teacher=True,
+)
+ARMS = (SFT, SEQ_KD, OFF_POLICY, ON_POLICY_1, ON_POLICY_HALF, CONTROL)
+BY_NAME = {arm.name: arm for arm in ARMS}
+
+
+def select(names: str) -> tuple[TaskArm, ...]:
+  """The arms of a comma-separated list of names, in the order given.
+
+  Raises:
+    ValueError: an unknown or repeated name; the message lists the arms there are.
+  """
+  chosen = [n.strip() for n in names.split(",") if n.strip()]
+  unknown = [n for n in chosen if n not in BY_NAME]
+  if unknown or not chosen or len(set(chosen)) != len(chosen):
+    problem = f"unknown arm(s) {', '.join(unknown)}" if unknown else "an empty or repeated arm list"
+    raise ValueError(
+        f"--arms={names!r}: {problem}. Fix: a comma-separated list of distinct arms from {', '.join(BY_NAME)}."
+    )
+  return tuple(BY_NAME[n] for n in chosen)
