@@ -62,6 +62,41 @@ TEACHER_PERPLEXITY = "distill/teacher_perplexity"  # exp of the mean TEACHER_LOS
 # On-policy steps (training/on_policy.py): the scheduled share and whether the step sampled, (value, 1) pairs.
 ON_POLICY_FRACTION = "distill/on_policy_fraction"
 ON_POLICY_STEP = "distill/on_policy_step"
+# What the steps that sample log, (sum, count) pairs; (0, 0) on the others. sample/teacher_nll and the perf/*_seconds
+# below are measured only on the step that ends a logging window (on_policy.OnPolicy.run_step).
+SAMPLE_COMPLETION_LENGTH = "sample/completion_length"
+SAMPLE_EOS_RATE = "sample/eos_rate"
+SAMPLE_PROMPT_TRUNCATED_RATE = "sample/prompt_truncated_rate"
+SAMPLE_TOKENS_PER_SECOND = "sample/tokens_per_second"
+SAMPLE_TEACHER_NLL = "sample/teacher_nll"
+SAMPLE_SECONDS = "perf/sample_seconds"
+TEACHER_SECONDS = "perf/teacher_seconds"
+UPDATE_SECONDS = "perf/update_seconds"
+SAMPLED_ONLY = (
+    SAMPLE_COMPLETION_LENGTH,
+    SAMPLE_EOS_RATE,
+    SAMPLE_PROMPT_TRUNCATED_RATE,
+    SAMPLE_TOKENS_PER_SECOND,
+    SAMPLE_TEACHER_NLL,
+    SAMPLE_SECONDS,
+    TEACHER_SECONDS,
+    UPDATE_SECONDS,
+)
+# Every on-policy step: the train step's seconds (timed steps only) and the host's time dispatching the step's work.
+STEP_SECONDS = "perf/step_seconds"
+DISPATCH_SECONDS = "perf/dispatch_seconds"
+
+# Per logging window (metrics_logger): wall time per step, tokens per second, TFLOPs, the student's parameters.
+STEP_TIME = "perf/step_time_s"
+TOKENS_PER_SECOND = "perf/tokens_per_s"
+TFLOPS = "perf/per_device_tflops"
+TFLOPS_STUDENT = "perf/per_device_tflops_student"
+TFLOPS_TEACHER = "perf/per_device_tflops_teacher"
+TFLOPS_PER_SEC = "perf/per_device_tflops_per_sec"
+TFLOPS_PER_SEC_STUDENT = "perf/per_device_tflops_per_sec_student"
+TFLOPS_PER_SEC_TEACHER = "perf/per_device_tflops_per_sec_teacher"
+PARAMS_TRAINABLE = "params/trainable"
+PARAMS_TOTAL = "params/total"
 
 # What an evaluation step reports, under eval/ (step.make_eval_step).
 EVAL_METRICS = (HARD_LOSS, KL_DIV_T1, TEACHER_LOSS, TOPK_COVERAGE)

@@ -36,16 +36,17 @@ from maxtext_distill_plugin.loss import metric_names
 from maxtext_distill_plugin.loss import objective
 from maxtext_distill_plugin.loss import reductions
 
-TFLOPS = "perf/per_device_tflops"
-TFLOPS_STUDENT = "perf/per_device_tflops_student"
-TFLOPS_TEACHER = "perf/per_device_tflops_teacher"
-TFLOPS_PER_SEC = "perf/per_device_tflops_per_sec"
-TFLOPS_PER_SEC_STUDENT = "perf/per_device_tflops_per_sec_student"
-TFLOPS_PER_SEC_TEACHER = "perf/per_device_tflops_per_sec_teacher"
-PARAMS_TRAINABLE = "params/trainable"
-PARAMS_TOTAL = "params/total"
+# Re-exported: tools and tests read these names from here.
+TFLOPS = metric_names.TFLOPS
+TFLOPS_STUDENT = metric_names.TFLOPS_STUDENT
+TFLOPS_TEACHER = metric_names.TFLOPS_TEACHER
+TFLOPS_PER_SEC = metric_names.TFLOPS_PER_SEC
+TFLOPS_PER_SEC_STUDENT = metric_names.TFLOPS_PER_SEC_STUDENT
+TFLOPS_PER_SEC_TEACHER = metric_names.TFLOPS_PER_SEC_TEACHER
+PARAMS_TRAINABLE = metric_names.PARAMS_TRAINABLE
+PARAMS_TOTAL = metric_names.PARAMS_TOTAL
 # On-policy metrics of the steps that sampled (on_policy.py)
-_SAMPLED_ONLY = ("sample/", "perf/sample_seconds", "perf/teacher_seconds", "perf/update_seconds")
+_SAMPLED_ONLY = metric_names.SAMPLED_ONLY
 # Metrics some steps leave as (0, 0): the on-policy samples, and the online diagnostics (step.StepOptions).
 _SOMETIMES = _SAMPLED_ONLY + metric_names.ONLINE_DIAGNOSTICS
 _PPL_CE_CAP = 80.0  # exp(80) is about 5.5e34: a finite perplexity for any CE a run can log
@@ -148,16 +149,16 @@ class MetricsLogger:
     if metric_names.TOTAL_LOSS in means:
       means.update({name: 0.0 for name in metric_names.ZERO_WHEN_ABSENT if name not in means})
     tokens = float(summed[metric_names.TOTAL_LOSS][1]) if metric_names.TOTAL_LOSS in summed else 0.0
-    means["perf/step_time_s"] = elapsed / steps_in_window
-    means["perf/tokens_per_s"] = tokens / max(elapsed, 1e-9)
+    means[metric_names.STEP_TIME] = elapsed / steps_in_window
+    means[metric_names.TOKENS_PER_SECOND] = tokens / max(elapsed, 1e-9)
     if metric_names.TEACHER_LOSS in means:
       means[metric_names.TEACHER_PERPLEXITY] = math.exp(min(means[metric_names.TEACHER_LOSS], _PPL_CE_CAP))
     if self.constants is not None:
-      means.update(self.constants.metrics(means["perf/step_time_s"]))
+      means.update(self.constants.metrics(means[metric_names.STEP_TIME]))
     self._write(step, means)
     done = step + 1
     remaining = max(self.total_steps - done, 0)
-    eta = remaining * means["perf/step_time_s"]
+    eta = remaining * means[metric_names.STEP_TIME]
     logging.info(
         "step %d/%d | total %.4f soft %.4f hard %.4f %s %.4f feat %.4f | alpha %.3f T %.3f beta %.3g |"
         " lr %.2e | %.0f tok/s | eta %s",
@@ -174,7 +175,7 @@ class MetricsLogger:
         means.get(metric_names.TEMPERATURE, math.nan),
         means.get(metric_names.BETA_FEATURE, math.nan),
         means.get("learning_rate", math.nan),
-        means["perf/tokens_per_s"],
+        means[metric_names.TOKENS_PER_SECOND],
         _format_eta(eta),
     )
     return means

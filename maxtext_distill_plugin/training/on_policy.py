@@ -36,23 +36,13 @@ import jax.numpy as jnp
 
 from maxtext_distill_plugin import errors
 from maxtext_distill_plugin.configuration import on_policy_checks
+from maxtext_distill_plugin.loss import metric_names
 from maxtext_distill_plugin.loss import reductions
 from maxtext_distill_plugin.loss.schedules import schedule_value
 from maxtext_distill_plugin.training import on_policy_data
 from maxtext_distill_plugin.training import step as step_lib
 
-NLL_METRIC = "eval/teacher_nll_of_student_samples"
-# Logged by the steps that sample (and, for the timings, only by the timed ones); (0, 0) on the others.
-_SAMPLED_METRICS = (
-    "sample/completion_length",
-    "sample/eos_rate",
-    "sample/prompt_truncated_rate",
-    "sample/tokens_per_second",
-    "sample/teacher_nll",
-    "perf/sample_seconds",
-    "perf/teacher_seconds",
-    "perf/update_seconds",
-)
+NLL_METRIC = metric_names.EVAL_TEACHER_NLL_OF_SAMPLES
 
 
 def special_ids(config) -> tuple[int, int]:
@@ -206,12 +196,15 @@ class OnPolicy:
         built = {k: v.astype(batch[k].dtype) if k in batch else v for k, v in built.items()}
         count = jnp.sum(has_prompt, dtype=jnp.float32)
         stats = {
-            "sample/completion_length": (
+            metric_names.SAMPLE_COMPLETION_LENGTH: (
                 jnp.sum(jnp.where(has_prompt, samples.completion_length_B, 0), dtype=jnp.float32),
                 count,
             ),
-            "sample/eos_rate": (jnp.sum(has_prompt & samples.hit_eos_B, dtype=jnp.float32), count),
-            "sample/prompt_truncated_rate": (jnp.sum(has_prompt & prompts.truncated_B, dtype=jnp.float32), count),
+            metric_names.SAMPLE_EOS_RATE: (jnp.sum(has_prompt & samples.hit_eos_B, dtype=jnp.float32), count),
+            metric_names.SAMPLE_PROMPT_TRUNCATED_RATE: (
+                jnp.sum(has_prompt & prompts.truncated_B, dtype=jnp.float32),
+                count,
+            ),
         }
         return built, stats
 
@@ -250,9 +243,9 @@ class OnPolicy:
     fraction = scheduled_fraction(self.settings, step, self.total_steps)
     sampled = uses_samples(self.seed, step, fraction)
     metrics = {
-        "distill/on_policy_fraction": (fraction, 1.0),
-        "distill/on_policy_step": (float(sampled), 1.0),
-        **{name: (0.0, 0.0) for name in _SAMPLED_METRICS},
+        metric_names.ON_POLICY_FRACTION: (fraction, 1.0),
+        metric_names.ON_POLICY_STEP: (float(sampled), 1.0),
+        **{name: (0.0, 0.0) for name in metric_names.SAMPLED_ONLY},
     }
     if not sampled:
       return data_batch, metrics
@@ -279,30 +272,31 @@ class OnPolicy:
       jax.block_until_ready(state)
     started = time.perf_counter()
     batch, metrics = self.batch_for_step(step, state, teacher_state, data_batch)
-    sampled = metrics["distill/on_policy_step"][0] == 1.0
+    sampled = metrics[metric_names.ON_POLICY_STEP][0] == 1.0
     dispatch = time.perf_counter() - started
     teacher_seconds = None
     if timed and sampled:
       batch = jax.block_until_ready(batch)
       seconds = time.perf_counter() - started
-      lengths = metrics["sample/completion_length"][0]
-      metrics.update({"sample/tokens_per_second": (lengths, seconds), "perf/sample_seconds": (seconds, 1.0)})
+      lengths = metrics[metric_names.SAMPLE_COMPLETION_LENGTH][0]
+      metrics[metric_names.SAMPLE_TOKENS_PER_SECOND] = (lengths, seconds)
+      metrics[metric_names.SAMPLE_SECONDS] = (seconds, 1.0)
       scoring = self._teacher_scoring(teacher_state, batch)  # compiled before the clock starts
       teacher_started = time.perf_counter()
       nll = jax.block_until_ready(scoring(teacher_state, batch))
       teacher_seconds = (time.perf_counter() - teacher_started) * self._accumulation
-      metrics.update({"sample/teacher_nll": nll, "perf/teacher_seconds": (teacher_seconds, 1.0)})
+      metrics.update({metric_names.SAMPLE_TEACHER_NLL: nll, metric_names.TEACHER_SECONDS: (teacher_seconds, 1.0)})
     started = time.perf_counter()
     state, step_metrics = train_step(state, teacher_state, batch)
     dispatch += time.perf_counter() - started
-    metrics["perf/step_seconds"] = (0.0, 0.0)  # every step logs the same keys; only timed steps count
+    metrics[metric_names.STEP_SECONDS] = (0.0, 0.0)  # every step logs the same keys; only timed steps count
     if timed:
       state, step_metrics = jax.block_until_ready((state, step_metrics))
       step_seconds = time.perf_counter() - started
-      metrics["perf/step_seconds"] = (step_seconds, 1.0)
+      metrics[metric_names.STEP_SECONDS] = (step_seconds, 1.0)
       if teacher_seconds is not None:
-        metrics["perf/update_seconds"] = (max(step_seconds - teacher_seconds, 0.0), 1.0)
-    metrics["perf/dispatch_seconds"] = (dispatch, 1.0)
+        metrics[metric_names.UPDATE_SECONDS] = (max(step_seconds - teacher_seconds, 0.0), 1.0)
+    metrics[metric_names.DISPATCH_SECONDS] = (dispatch, 1.0)
     return state, {**step_metrics, **metrics}
 
   def _teacher_scoring(self, teacher_state, batch):
