@@ -18,6 +18,7 @@ refusals; and (slow) the whole ``--quick`` study."""
 
 import json
 import math
+import types
 
 import numpy as np
 import pytest
@@ -155,13 +156,32 @@ def test_every_arm_trains_the_same_student_and_only_the_control_has_the_uniform_
       "onpolicy_1",
       "onpolicy_0.5",
       "control_uniform",
+      "sft_then_onpolicy",
   ]
   assert [a.name for a in arithmetic_arms.ARMS if a.uniform_teacher] == ["control_uniform"]
   assert arithmetic_arms.CONTROL.overrides == arithmetic_arms.ON_POLICY_1.overrides
+  assert arithmetic_arms.SFT_THEN_ON_POLICY.overrides == arithmetic_arms.ON_POLICY_1.overrides
+  assert [a.after for a in arithmetic_arms.ARMS if a.after] == ["sft"]
 
 
-@pytest.mark.slow  # trains a teacher and six tiny arms, and scores them (several minutes): make test-slow
-def test_the_quick_study_trains_and_scores_all_six_arms(tmp_path):
+def test_the_two_stage_arm_takes_the_steps_its_first_stage_left():
+  from tools.study import arithmetic_study  # pylint: disable=import-outside-toplevel
+
+  plan = arithmetic_cli.plan_from_args(arithmetic_cli.parse_args([]))
+  period = plan.steps // plan.curve_points  # MaxText saves at step indices 0, period, 2 * period, ...
+  first = arithmetic_study.first_stage_steps(plan)
+  assert first == 2 * period + 1  # the checkpoint at step index 2 * period holds that many steps
+  inputs = types.SimpleNamespace(
+      uniform_items="/u", teacher_items="/t", data=types.SimpleNamespace(maxtext_args=lambda: [])
+  )
+  staged = arithmetic_study.arm_argv(arithmetic_arms.SFT_THEN_ON_POLICY, inputs, "/r/x", plan, 0, "/sft/100/items")
+  plain = arithmetic_study.arm_argv(arithmetic_arms.ON_POLICY_1, inputs, "/r/x", plan, 0, "/pruned")
+  assert f"steps={plan.steps - first}" in staged and f"steps={plan.steps}" in plain
+  assert "student_overrides.load_parameters_path=/sft/100/items" in staged
+
+
+@pytest.mark.slow  # trains a teacher and seven tiny arms, and scores them (several minutes): make test-slow
+def test_the_quick_study_trains_and_scores_every_arm(tmp_path):
   from tools.study import arithmetic_study  # pylint: disable=import-outside-toplevel
 
   plan = arithmetic_cli.plan_from_args(arithmetic_cli.parse_args(["--quick"]))
@@ -175,7 +195,7 @@ def test_the_quick_study_trains_and_scores_all_six_arms(tmp_path):
     # The sampled arms' steps are on-policy per their lambda; the others never sample.
     assert (run["sampled_steps"] > 0) == (arm.samples and arm.name != "onpolicy_0.5") or arm.name == "onpolicy_0.5"
   table = arithmetic_report.markdown_report(results)
-  assert table.count("\n| ") == 2 + 6 + 1  # header, references, arms
+  assert table.count("\n| ") == 2 + len(arithmetic_arms.ARMS) + 1  # header, references, arms
   assert results["plots"] and all(p.endswith(".png") for p in results["plots"])
 
 

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The six arms of the addition study, each ``configs/study-arith.yml`` plus the overrides listed here.
+"""The arms of the addition study (the six of issue 20 and a two-stage one), each ``configs/study-arith.yml`` plus
+the overrides listed here.
 
 Every arm trains the same pruned student with the same optimizer, steps, batch, data order (``data_shuffle_seed``)
 and sampling seed (``init_weights_seed``); the sampled arms draw completions of the batch's prompts at temperature 1
@@ -31,6 +32,9 @@ class TaskArm:
   overrides: tuple[str, ...]
   samples: bool = False  # some steps train on sampled completions
   uniform_teacher: bool = False  # the teacher checkpoint's unembedding is zeroed: every position is uniform
+  # Two stages in one budget: start from this arm's checkpoint after its second curve point (same seed) and run the
+  # steps left of the plan's budget (arithmetic_study.first_stage_steps).
+  after: str | None = None
 
 
 SFT = TaskArm("sft", "(1) SFT on the reference answers", ("distill_alpha=0.0",))
@@ -63,7 +67,16 @@ CONTROL = TaskArm(
     samples=True,
     uniform_teacher=True,
 )
-ARMS = (SFT, SEQ_KD, OFF_POLICY, ON_POLICY_1, ON_POLICY_HALF, CONTROL)
+# The usual recipe (GKD, Qwen3): on-policy distillation of a student already fine-tuned on the task. SFT for two thirds
+# of the budget (arm 1's own checkpoint), then (4) for the rest, so optimizer steps and student tokens match the others.
+SFT_THEN_ON_POLICY = TaskArm(
+    "sft_then_onpolicy",
+    "(7) SFT for 2/3 of the steps, then (4)",
+    ON_POLICY_1.overrides,
+    samples=True,
+    after=SFT.name,
+)
+ARMS = (SFT, SEQ_KD, OFF_POLICY, ON_POLICY_1, ON_POLICY_HALF, CONTROL, SFT_THEN_ON_POLICY)
 BY_NAME = {arm.name: arm for arm in ARMS}
 
 

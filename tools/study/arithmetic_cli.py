@@ -29,7 +29,7 @@ from tools.study import cli as study_cli
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description="On-policy distillation on addition: six arms, one pruned student.")
+  parser = argparse.ArgumentParser(description="On-policy distillation on addition: seven arms, one pruned student.")
   parser.add_argument("--output-dir", default=None, help="data, teacher, runs and results (default demo_output/arith)")
   parser.add_argument("--quick", action="store_true", help="2-digit problems, a few steps, one seed (smoke test)")
   parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (the same for every arm)")

@@ -38,17 +38,23 @@ from tools.study import inputs as inputs_lib
 from tools.study import on_policy_scoring
 
 
+def first_stage_steps(plan) -> int:
+  """Optimizer steps a two-stage arm takes from its first arm: through the checkpoint at its second curve point."""
+  return 2 * max(1, plan.steps // plan.curve_points) + 1
+
+
 def arm_argv(arm, inputs, run_dir: str, plan, seed: int, student_items: str) -> list[str]:
   """``config.build`` arguments of one arm and seed (``arm.overrides`` last)."""
   teacher = inputs.uniform_items if arm.uniform_teacher else inputs.teacher_items
+  steps = plan.steps - first_stage_steps(plan) if arm.after else plan.steps
   return [
       "study",
       config_lib.resolve_yaml(arithmetic_inputs.STUDY_YAML),
       f"run_name={os.path.basename(run_dir)}",
       f"base_output_directory={os.path.dirname(run_dir)}",
-      f"steps={plan.steps}",
+      f"steps={steps}",
       "eval_interval=-1",  # scored afterwards, every arm by the same code on the same batches
-      f"log_period={max(1, plan.steps // 20)}",
+      f"log_period={max(1, steps // 20)}",
       f"checkpoint_period={max(1, plan.steps // plan.curve_points)}",
       f"data_shuffle_seed={seed}",
       f"init_weights_seed={seed}",  # the on-policy draws and samples follow from it (the loaded weights do not)
@@ -94,7 +100,15 @@ def train_and_score(arm, seed: int, inputs, scorer, runs_dir: str, plan, fingerp
   from maxtext_distill_plugin.training import trainer  # pylint: disable=import-outside-toplevel
 
   run_dir = os.path.join(runs_dir, f"{arm.name}-seed{seed}")
-  argv = arm_argv(arm, inputs, run_dir, plan, seed, inputs.pruned_items)
+  start_items, offset = inputs.pruned_items, 0
+  if arm.after:  # the first stage is the other arm's run of this seed (trained here if it has not been)
+    first = train_and_score(arithmetic_arms.BY_NAME[arm.after], seed, inputs, scorer, runs_dir, plan, fingerprint)
+    if first is None:
+      return None
+    offset = first_stage_steps(plan)
+    start_items = os.path.join(runs_dir, f"{arm.after}-seed{seed}", "checkpoints", str(offset - 1), "items")
+    fingerprint = json.dumps([fingerprint, first["key"]])
+  argv = arm_argv(arm, inputs, run_dir, plan, seed, start_items)
   key = hashlib.sha256(json.dumps([argv, fingerprint]).encode()).hexdigest()[:16]
   done = demo_plan_lib.read_json(os.path.join(run_dir, "result.json"))
   if done and done.get("key") == key:
@@ -117,13 +131,13 @@ def train_and_score(arm, seed: int, inputs, scorer, runs_dir: str, plan, fingerp
     items = os.path.join(checkpoints, str(step), "items")
     scores = scorer.score(config_lib.build(arm_argv(arm, inputs, run_dir, plan, seed, items)).student)
     for name, values in curve.items():
-      values.append(step + 1 if name == "step" else scores[name])
+      values.append(offset + step + 1 if name == "step" else scores[name])
   metrics = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
   result = {
       "key": key,
       "arm": arm.name,
       "seed": seed,
-      "steps": trained.last_step + 1,
+      "steps": offset + trained.last_step + 1,
       "train_seconds": seconds,
       "scores": scores,
       "curve": curve,
