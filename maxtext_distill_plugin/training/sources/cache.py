@@ -31,7 +31,7 @@ from maxtext_distill_plugin.teacher_cache import format as cache_format
 from maxtext_distill_plugin.training.sources import base
 
 
-class CacheSource:
+class CacheSource(base.Dispatched):
   """A :class:`base.TrainingSource` over a cache: host-local rows stitched into global arrays on the data sharding."""
 
   def __init__(self, cache: any_format.CacheReader, *, global_batch: int, data_sharding, shuffle_seed: int | None):
@@ -89,11 +89,3 @@ class CacheSource:
     batch = self.load(self._step)
     self._step += 1
     return batch, {}
-
-  def step(self, train_step, state, teacher_state, *, timed: bool) -> tuple[object, dict]:
-    del timed  # nothing of its own to time: the loop's window timing covers the step
-    return base.train_on_next(self, train_step, state, teacher_state)
-
-  def eval_metrics(self, state, teacher_state, batch: dict, rows: int | None) -> dict:
-    del state, teacher_state, batch, rows
-    return {}

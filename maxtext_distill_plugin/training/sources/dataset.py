@@ -23,7 +23,7 @@ from maxtext_distill_plugin.training import data_resume
 from maxtext_distill_plugin.training.sources import base
 
 
-class DatasetSource:
+class DatasetSource(base.Dispatched):
   """A :class:`base.TrainingSource` over MaxText's ``DataLoader``."""
 
   def __init__(self, config, data_loader):
@@ -42,11 +42,3 @@ class DatasetSource:
     del state, teacher_state  # the data does not depend on the models
     self._started = True
     return self._loader.load_next_batch(), {}
-
-  def step(self, train_step, state, teacher_state, *, timed: bool) -> tuple[object, dict]:
-    del timed  # nothing of its own to time: the loop's window timing covers the step
-    return base.train_on_next(self, train_step, state, teacher_state)
-
-  def eval_metrics(self, state, teacher_state, batch: dict, rows: int | None) -> dict:
-    del state, teacher_state, batch, rows
-    return {}
