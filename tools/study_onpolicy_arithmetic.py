@@ -15,13 +15,15 @@
 """Does on-policy distillation pay on a task the teacher solves? Six arms on multi-digit addition, on a CPU.
 
   .venv/bin/python tools/study_onpolicy_arithmetic.py [--output-dir demo_output/arith] [--quick] [--steps N]
-      [--seeds N] [--arms sft,seqkd,offpolicy_kd,onpolicy_1,onpolicy_0.5,control_uniform,sft_then_onpolicy] [--plots-dir docs]
+      [--seeds N] [--arms sft,seqkd,offpolicy_kd,onpolicy_1,onpolicy_0.5,control_uniform,sft_then_onpolicy]
+      [--plots-dir docs]
 
 Made locally, nothing downloaded: addition chats with a character-level tokenizer
 (:mod:`tools.study.arithmetic_data`), a 4-layer teacher trained on them by MaxText's own ``pre_train.train``, and a
-2-layer student pruned from it; then the arms (the six of issue 20 and SFT then on-policy) of :mod:`tools.study.arithmetic_arms`, each trained by the
-plugin's trainer for every seed with the same steps, batch and data order, and scored on the held-out problems
-(greedy exact match, the teacher's NLL of the greedy answers, held-out CE; :mod:`tools.study.arithmetic_study`).
+2-layer student pruned from it; then the arms (the six of issue 20 and SFT then on-policy) of
+:mod:`tools.study.arithmetic_arms`, each trained by the plugin's trainer for every seed with the same steps, batch
+and data order, and scored on the held-out problems (greedy exact match, the teacher's NLL of the greedy answers,
+held-out CE; :mod:`tools.study.arithmetic_study`).
 Writes ``<output-dir>/results.json``, ``results.md`` and ``onpolicy_arithmetic.png``.
 """
 

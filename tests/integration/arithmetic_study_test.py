@@ -168,9 +168,12 @@ def test_the_two_stage_arm_takes_the_steps_its_first_stage_left():
   from tools.study import arithmetic_study  # pylint: disable=import-outside-toplevel
 
   plan = arithmetic_cli.plan_from_args(arithmetic_cli.parse_args([]))
-  period = plan.steps // plan.curve_points  # MaxText saves at step indices 0, period, 2 * period, ...
+  period = plan.steps // plan.curve_points  # MaxText saves at step indices 0, period, 2 * period, ... and the last
   first = arithmetic_study.first_stage_steps(plan)
-  assert first == 2 * period + 1  # the checkpoint at step index 2 * period holds that many steps
+  assert (plan.steps, plan.curve_points, first) == (150, 3, 101)  # the checkpoint at step index 100 holds 101 steps
+  assert first == (plan.curve_points - 1) * period + 1
+  quick = arithmetic_cli.plan_from_args(arithmetic_cli.parse_args(["--quick"]))
+  assert 0 < arithmetic_study.first_stage_steps(quick) < quick.steps  # the second stage has steps left to run
   inputs = types.SimpleNamespace(
       uniform_items="/u", teacher_items="/t", data=types.SimpleNamespace(maxtext_args=lambda: [])
   )

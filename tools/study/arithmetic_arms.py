@@ -32,7 +32,7 @@ class TaskArm:
   overrides: tuple[str, ...]
   samples: bool = False  # some steps train on sampled completions
   uniform_teacher: bool = False  # the teacher checkpoint's unembedding is zeroed: every position is uniform
-  # Two stages in one budget: start from this arm's checkpoint after its second curve point (same seed) and run the
+  # Two stages in one budget: start from this arm's last checkpoint before its final one (same seed) and run the
   # steps left of the plan's budget (arithmetic_study.first_stage_steps).
   after: str | None = None
 

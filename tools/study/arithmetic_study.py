@@ -39,8 +39,9 @@ from tools.study import on_policy_scoring
 
 
 def first_stage_steps(plan) -> int:
-  """Optimizer steps a two-stage arm takes from its first arm: through the checkpoint at its second curve point."""
-  return 2 * max(1, plan.steps // plan.curve_points) + 1
+  """Optimizer steps a two-stage arm takes from its first arm: through the last checkpoint before the final one
+  (MaxText saves at step indices 0, p, 2p, ... with p = ``plan.steps // plan.curve_points``, and at the last step)."""
+  return (plan.curve_points - 1) * max(1, plan.steps // plan.curve_points) + 1
 
 
 def arm_argv(arm, inputs, run_dir: str, plan, seed: int, student_items: str) -> list[str]:
