@@ -71,7 +71,8 @@ def _model(section: dict) -> str:
 
 def row(name: str, report: dict) -> str:
   target, flops = report["target"], report["flops_per_device"]
-  teacher = _model(report["teacher"]) if report["teacher"] else "offline cache"
+  members = report.get("teachers") or ([report["teacher"]] if report["teacher"] else [])
+  teacher = " + ".join(_model(m) for m in members) if members else "offline cache"
   bound = report["step_seconds_lower_bound"]
   cells = [
       name,

@@ -41,8 +41,11 @@ class AbstractRun:
   batch: dict
   data_sharding: Any
   learning_rate_schedule: Any
+  # One teacher: its graphdef and state; several (``teachers:``): tuples of them in ``teachers:`` order, as the
+  # trainer's ``build_teachers`` hands them to the step.
   teacher_graphdef: Any = None
   teacher_state: Any = None
+  teacher_names: tuple[str, ...] = ()
 
 
 def build(configs, mesh, offline_tail: str | None) -> AbstractRun:
@@ -67,9 +70,17 @@ def build(configs, mesh, offline_tail: str | None) -> AbstractRun:
   if offline_tail is not None:
     run.batch.update(offline_fields(run.batch["inputs"], configs.settings, offline_tail))
   elif configs.teacher is not None:
+    members = configs.teachers or (("teacher", configs.teacher),)
+    split = []
     with jax.set_mesh(mesh), nn_partitioning.axis_rules(student.logical_axis_rules):
-      _, teacher = model_creation_utils.create_nnx_abstract_model(configs.teacher, mesh)
-      run.teacher_graphdef, run.teacher_state = nnx.split(teacher)
+      for _, teacher_config in members:
+        _, teacher = model_creation_utils.create_nnx_abstract_model(teacher_config, mesh)
+        split.append(nnx.split(teacher))
+    run.teacher_names = tuple(name for name, _ in members)
+    if configs.teachers:
+      run.teacher_graphdef, run.teacher_state = tuple(g for g, _ in split), tuple(s for _, s in split)
+    else:
+      run.teacher_graphdef, run.teacher_state = split[0]
   return run
 
 
@@ -108,16 +119,24 @@ def per_device_bytes(tree) -> int:
   return total
 
 
+def teacher_params(run: AbstractRun) -> dict[str, int]:
+  """Per-device bytes of each teacher's parameters, by name in ``teachers:`` order (``teacher`` for the one teacher;
+  empty offline). Their RNG state is left out: a few bytes."""
+  if run.teacher_state is None:
+    return {}
+  states = run.teacher_state if isinstance(run.teacher_state, tuple) else (run.teacher_state,)
+  return {name: per_device_bytes(nnx.filter_state(s, nnx.Param)) for name, s in zip(run.teacher_names, states)}
+
+
 def state_parts(run: AbstractRun) -> dict[str, int]:
-  """Per-device bytes of the student's parameters, its optimizer state (with the step counter), and the teacher's
-  parameters (its RNG state is left out: a few bytes)."""
+  """Per-device bytes of the student's parameters, its optimizer state (with the step counter), and the teachers'
+  parameters (all of them: every teacher is an argument of the step)."""
   state = run.state
   params = nnx.filter_state(state["model"], nnx.Param) if "model" in state else state
   model = per_device_bytes(state["model"]) if "model" in state else 0
-  teacher_params = None if run.teacher_state is None else nnx.filter_state(run.teacher_state, nnx.Param)
   return {
       "student_params": per_device_bytes(params),
       "student_other": model - per_device_bytes(params),  # non-parameter model state (e.g. MoE router biases)
       "optimizer_state": per_device_bytes(state) - model,
-      "teacher_params": per_device_bytes(teacher_params) if teacher_params is not None else 0,
+      "teacher_params": sum(teacher_params(run).values()),
   }

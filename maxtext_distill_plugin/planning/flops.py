@@ -21,14 +21,23 @@ counts; MaxText's calculator counts the model's matmuls and attention from its c
 
 def per_device(configs) -> dict:
   """Per-device FLOPs of one optimizer step: the student's forward and backward (MaxText's training count, which
-  includes gradient accumulation) and the teacher's forward (a third of its training count)."""
+  includes gradient accumulation) and every teacher's forward (a third of its training count each: with
+  ``teachers:`` each runs on the whole batch, whatever the mixture)."""
   from maxtext.utils import maxtext_utils  # pylint: disable=import-outside-toplevel
 
-  student = maxtext_utils.calculate_tflops_training_per_device(configs.student, log=False)[0] * 1e12
-  teacher = 0.0
-  if configs.teacher is not None:
-    teacher = maxtext_utils.calculate_tflops_training_per_device(configs.teacher, log=False)[0] * 1e12 / 3
-  return {"student_fwd_bwd": student, "teacher_fwd": teacher, "total": student + teacher}
+  def training(config) -> float:
+    return maxtext_utils.calculate_tflops_training_per_device(config, log=False)[0] * 1e12
+
+  student = training(configs.student)
+  members = configs.teachers or ((("teacher", configs.teacher),) if configs.teacher is not None else ())
+  by_teacher = {name: training(config) / 3 for name, config in members}
+  teacher = sum(by_teacher.values())
+  return {
+      "student_fwd_bwd": student,
+      "teacher_fwd": teacher,
+      "teacher_fwd_by_name": by_teacher,
+      "total": student + teacher,
+  }
 
 
 def step_seconds_lower_bound(total_flops: float, peak_flops: float) -> float | None:

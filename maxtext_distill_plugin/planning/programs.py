@@ -79,8 +79,8 @@ def sampler(configs, run):
 
 
 def floor(configs, run):
-  """MaxText's pre-training step of the student and a teacher forward, in one program: what any distillation step
-  must at least do. The teacher's logits are reduced to a scalar, so no program needs to keep them."""
+  """MaxText's pre-training step of the student and a forward of each teacher, in one program: what any distillation
+  step must at least do. The teachers' logits are reduced to a scalar, so no program needs to keep them."""
   from maxtext.trainers.pre_train import train as pre_train  # pylint: disable=import-outside-toplevel
   from maxtext.utils import maxtext_utils  # pylint: disable=import-outside-toplevel
   from maxtext.utils import sharding  # pylint: disable=import-outside-toplevel
@@ -95,13 +95,20 @@ def floor(configs, run):
   settings = configs.settings
   teacher_graphdef = run.teacher_graphdef
 
+  # Several teachers (``teachers:``): every one runs its forward on the whole batch, as in the step.
+  several = isinstance(teacher_graphdef, tuple)
+
   def floor_step(state, teacher_state, batch):
     outputs = pre_train_step(state, batch)
     if teacher_graphdef is None:
       return outputs, jnp.zeros(())
-    teacher = nnx.merge(teacher_graphdef, teacher_state)
-    logits, _ = model_forward.forward(teacher, batch, settings=settings, enable_dropout=False, teacher=True)
-    return outputs, jnp.sum(logits.astype(jnp.float32))
+    members = zip(teacher_graphdef, teacher_state) if several else ((teacher_graphdef, teacher_state),)
+    reduced = jnp.zeros((), jnp.float32)
+    for graphdef, member_state in members:
+      teacher = nnx.merge(graphdef, member_state)
+      logits, _ = model_forward.forward(teacher, batch, settings=settings, enable_dropout=False, teacher=True)
+      reduced += jnp.sum(logits.astype(jnp.float32))
+    return outputs, reduced
 
   jitted = jax.jit(floor_step, donate_argnums=(0,), out_shardings=(out_shardings, None))
   return jitted, (run.state, run.teacher_state, tokens)

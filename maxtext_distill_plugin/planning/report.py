@@ -66,6 +66,9 @@ def table(plan: dict) -> str:
 
   for label, key in rows:
     lines.append(line(label, lambda r, key=key: _size(r["memory"].get(key), unit)))
+    if key == "teacher_params" and len(plan.get("teachers", ())) > 1:  # several teachers: each one's share
+      for member in plan["teachers"]:
+        lines.append(line(f"  {member['name']}", lambda r, b=member["params_bytes"]: _size(b, unit)))
   if hbm < 2**60:
     lines.append(line("HBM margin", lambda r: _size(hbm - r["memory"]["total"], unit)))
   lines.append(line("fits", lambda r: "yes" if r["fits"] else "NO"))
@@ -78,6 +81,11 @@ def table(plan: dict) -> str:
   lines.append(
       f"FLOPs per step per device (MaxText's calculator): {f['total']:.3e} = student fwd+bwd {f['student_fwd_bwd']:.3e}"
       f" + teacher fwd {f['teacher_fwd']:.3e}"
+      + (
+          " (" + ", ".join(f"{name} {v:.3e}" for name, v in f["teacher_fwd_by_name"].items()) + ")"
+          if len(f.get("teacher_fwd_by_name", {})) > 1
+          else ""
+      )
   )
   if plan["step_seconds_lower_bound"] is not None:
     lines.append(f"step time lower bound at the device's peak: {plan['step_seconds_lower_bound'] * 1e3:.1f} ms")

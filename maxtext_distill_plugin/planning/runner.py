@@ -79,21 +79,29 @@ def _program(configs, run, path: str):
 
 def _shape_sets(configs, num_devices: int) -> tuple[set, set, set]:
   """Vocabulary widths (V and V over each device-count divisor), whole-sequence row counts, and model widths."""
-  student, teacher = configs.student, configs.teacher
+  student = configs.student
   vocab = int(student.vocab_size)
   vocab_sizes = {vocab} | {vocab // n for n in range(2, num_devices + 1) if vocab % n == 0 and num_devices % n == 0}
   seq = int(student.max_target_length)
   rows = int(student.global_batch_size_to_load)
-  widths = {int(c.emb_dim) for c in (student, teacher) if c is not None}
+  widths = {int(c.emb_dim) for c in (student, *_teacher_configs(configs).values())}
   return vocab_sizes, {b * seq for b in range(1, rows + 1)}, widths
 
 
+def _teacher_configs(configs) -> dict:
+  """Each teacher's MaxText config by name, in ``teachers:`` order (``teacher`` for the one teacher; none offline)."""
+  if configs.teachers:
+    return dict(configs.teachers)
+  return {} if configs.teacher is None else {"teacher": configs.teacher}
+
+
 def compile_paths(configs, target: targets.Target, paths, hlo_dir: str | None = None) -> tuple[dict, dict]:
-  """Compiles each program in ``paths``; returns per-path reports and the per-device state parts."""
+  """Compiles each program in ``paths``; returns per-path reports, the per-device state parts, and each teacher's
+  parameters per device by name."""
   mesh = targets.mesh(target, configs.student)
   tail = programs.offline_tail(configs.settings) if configs.offline else None
   run = abstract.build(configs, mesh, tail)
-  parts = abstract.state_parts(run)
+  parts, teacher_parts = abstract.state_parts(run), abstract.teacher_params(run)
   vocab_sizes, seq_rows, widths = _shape_sets(configs, target.num_devices)
   reports = {}
   for path in paths:
@@ -134,7 +142,7 @@ def compile_paths(configs, target: targets.Target, paths, hlo_dir: str | None = 
       report["collectives"]["loops_with_unknown_trip_count"] = unknown_loops
       report["sequence_vocab_buffers"] = hlo.sequence_vocab_buffers(result.hlo_text, seq_rows, vocab_sizes, widths)
     reports[path] = report
-  return reports, parts
+  return reports, parts, teacher_parts
 
 
 def largest_batch(request: PlanRequest, path: str, start: int, start_report: dict) -> dict:
@@ -151,7 +159,7 @@ def largest_batch(request: PlanRequest, path: str, start: int, start_report: dic
     if size is None:
       break
     configs = build_configs(request, size)
-    found, parts = compile_paths(configs, request.target, (path,))
+    found, parts, _ = compile_paths(configs, request.target, (path,))
     found = found[path]
     if found.get("failed"):
       logging.error("planner: %s at per_device_batch_size=%d failed to compile; search stopped", path, size)
@@ -189,7 +197,7 @@ def plan(request: PlanRequest) -> dict:
   student, teacher, target = configs.student, configs.teacher, request.target
   paths = request.paths or default_paths(configs)
   own = run_path(configs)
-  reports, parts = compile_paths(configs, target, paths, request.hlo_dir)
+  reports, parts, teacher_parts = compile_paths(configs, target, paths, request.hlo_dir)
   for report in reports.values():
     report["memory"].update(parts)
   step_flops = flops.per_device(configs)
@@ -198,6 +206,11 @@ def plan(request: PlanRequest) -> dict:
       "target": dataclasses.asdict(target),
       "student": {**_shape(student), "vocab_size": int(student.vocab_size)},
       "teacher": None if teacher is None else _shape(teacher),
+      # Every teacher, its shape and parameters per device (one entry for the one teacher; none offline).
+      "teachers": [
+          {"name": name, **_shape(config), "params_bytes": teacher_parts[name]}
+          for name, config in _teacher_configs(configs).items()
+      ],
       "per_device_batch_size": float(student.per_device_batch_size),
       "max_target_length": int(student.max_target_length),
       "gradient_accumulation_steps": int(student.gradient_accumulation_steps),

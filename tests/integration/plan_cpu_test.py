@@ -21,7 +21,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, subprocess_env
+from tests.integration import plan_testing
 
 # Tiny student (1 layer) and teacher (2 layers) with sizes that collide with nothing: V=1000, S=192, D=64.
 TINY = (
@@ -37,19 +40,10 @@ TINY = (
 BUDGET_GIB = 0.012
 
 
-def _params_per_device(layers: int, vocab=1000, emb=64, mlp=128, devices=4) -> int:
-  """float32 bytes per device of a MaxText llama2-block decoder: matrices sharded 4 ways, norm scales replicated."""
-  matrices = 2 * vocab * emb + layers * (4 * emb * emb + 3 * emb * mlp)
-  norms = (2 * layers + 1) * emb
-  return 4 * (matrices // devices + norms)
-
-
 def test_plan_reports_does_not_fit_and_the_largest_batch_that_does(tmp_path):
   out = tmp_path / "plan.json"
-  args = [sys.executable, "-m", "maxtext_distill_plugin.plan", *TINY, "compile_topology=cpu-4"]
-  args += ["--paths", "dense", "--search", "dense", "--max-search-compiles", "2", "--hbm-gib", str(BUDGET_GIB)]
-  args += ["--json", str(out)]
-  done = subprocess.run(args, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, check=False)
+  args = [*TINY, "compile_topology=cpu-4", "--paths", "dense", "--search", "dense", "--max-search-compiles", "2"]
+  done = plan_testing.run_planner(*args, "--hbm-gib", str(BUDGET_GIB), json_path=out)
   assert done.returncode == 3, done.stderr[-3000:]
   assert "does not exist; the planner reads no weights" in done.stderr
   table = done.stdout
@@ -67,8 +61,8 @@ def test_plan_reports_does_not_fit_and_the_largest_batch_that_does(tmp_path):
   memory = dense["memory"]
   assert memory["total"] == memory["argument"] + memory["output"] - memory["alias"] + memory["temp"]
   assert memory["total"] > budget and not dense["fits"] and not plan["fits"]
-  assert memory["student_params"] == _params_per_device(layers=1)
-  assert memory["teacher_params"] == _params_per_device(layers=2)
+  assert memory["student_params"] == plan_testing.params_per_device(layers=1)
+  assert memory["teacher_params"] == plan_testing.params_per_device(layers=2)
   assert 0 <= memory["optimizer_state"] - 2 * memory["student_params"] <= 64  # Adam's two moments and its counts
   search = plan["largest_batch"]["dense"]
   assert (search["largest_fitting"], search["first_not_fitting"], search["exact"]) == (1, 2, True)
@@ -122,3 +116,40 @@ def test_collectives_of_a_jitted_function_with_a_loop():
   result = json.loads(done.stdout.strip().splitlines()[-1])
   # Each device reduces its [8, 24] float32 shard 7 times, then gathers the [32, 24] whole once.
   assert result == {"found": [["all-gather", 1, 32 * 24 * 4, False], ["all-reduce", 7, 8 * 24 * 4, True]], "unknown": 0}
+
+
+@pytest.mark.slow  # compiles of the lean step and the floor with two teachers: minutes on 2 loaded cores
+def test_plan_counts_every_teacher_of_a_teachers_list(tmp_path):
+  yaml_path = plan_testing.teachers_yaml(tmp_path)
+  out = tmp_path / "teachers.json"
+  args = [yaml_path, "vocab_size=1000", "max_target_length=64", "distill_seq_chunk=32", "compile_topology=cpu-4"]
+  done = plan_testing.run_planner(*args, "--paths", "lean,floor", "--search", "none", json_path=out)
+  assert done.returncode == 0, done.stderr[-3000:]
+  plan = json.loads(out.read_text())
+
+  small, deep = (plan_testing.params_per_device(layers) for _, layers in plan_testing.TEACHERS)
+  assert [(t["name"], t["layers"], t["params_bytes"]) for t in plan["teachers"]] == [
+      ("small", 2, small), ("deep", 3, deep)
+  ]  # fmt: skip
+  memory = plan["paths"]["lean"]["memory"]
+  assert memory["teacher_params"] == small + deep
+  # XLA's own count of the step's arguments holds both teachers: beyond the state and the teachers only the batch's
+  # int32 columns ([2, 64] per device each) and a few scalars remain, a few kB where one teacher alone is ~200 kB.
+  # The floor runs every teacher's forward too, so it takes both teachers as well.
+  state = memory["student_params"] + memory["optimizer_state"] + memory["teacher_params"]
+  for path in ("lean", "floor"):
+    assert 2 * 64 * 4 * 2 <= plan["paths"][path]["memory"]["argument"] - state <= 8 * 1024, path
+  lines = done.stdout.splitlines()
+  assert any(line.split()[:2] == ["small", f"{small / 1024**2:.2f}"] for line in lines), done.stdout
+  assert any(line.split()[:2] == ["deep", f"{deep / 1024**2:.2f}"] for line in lines), done.stdout
+
+  # Each teacher's forward on the whole batch: 2 rows of 64 positions per device.
+  flops = plan["flops_per_device"]
+  expected = {name: plan_testing.forward_flops(layers, 2 * 64, 64) for name, layers in plan_testing.TEACHERS}
+  assert flops["teacher_fwd_by_name"] == pytest.approx(expected, rel=1e-9)
+  assert flops["teacher_fwd"] == pytest.approx(sum(expected.values()), rel=1e-9)
+  assert flops["total"] == pytest.approx(flops["student_fwd_bwd"] + flops["teacher_fwd"], rel=1e-12)
+  table = subprocess.run(
+      [sys.executable, "tools/scale_table.py", str(tmp_path)], cwd=REPO, capture_output=True, text=True, check=True
+  ).stdout
+  assert "| default (2x64) + default (3x64) -> default (1x64) | cpu-4 |" in table, table

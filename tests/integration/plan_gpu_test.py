@@ -17,13 +17,9 @@ test-gpu-aot, in .venv-gpu): XLA's GPU compiler plans the run's lean step for th
 carries the H100's memory and peak, and the lean step holds no ``[B, S, V]`` buffer.
 """
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from tests.conftest import REPO, subprocess_env
+from tests.integration import plan_testing
 
 pytestmark = pytest.mark.scale
 
@@ -44,12 +40,7 @@ TINY_GPU = (
 
 @pytest.fixture(scope="module")
 def gpu_plan(tmp_path_factory):
-  out = tmp_path_factory.mktemp("gpu") / "plan.json"
-  args = [sys.executable, "-m", "maxtext_distill_plugin.plan", *TINY_GPU, "--paths", "lean", "--search", "none"]
-  args += ["--json", str(out)]
-  done = subprocess.run(args, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, check=False)
-  assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-  return json.loads(out.read_text())
+  return plan_testing.lean_plan(tmp_path_factory.mktemp("gpu"), TINY_GPU)
 
 
 def test_the_plan_is_for_eight_h100s(gpu_plan):

@@ -17,13 +17,9 @@ lean step must hold no ``[B, S, V]`` buffer and run no vocabulary-sized collecti
 all-gathers of the unembeddings that issue 17 found at real scale).
 """
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from tests.conftest import REPO, subprocess_env
+from tests.integration import plan_testing
 
 pytestmark = pytest.mark.scale
 
@@ -45,12 +41,7 @@ TINY_TPU = (
 
 @pytest.fixture(scope="module")
 def lean_plan(tmp_path_factory):
-  out = tmp_path_factory.mktemp("scale") / "plan.json"
-  args = [sys.executable, "-m", "maxtext_distill_plugin.plan", *TINY_TPU, "--paths", "lean", "--search", "none"]
-  args += ["--json", str(out)]
-  done = subprocess.run(args, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, check=False)
-  assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-  return json.loads(out.read_text())
+  return plan_testing.lean_plan(tmp_path_factory.mktemp("scale"), TINY_TPU)
 
 
 def test_the_plan_is_for_the_v5p_8(lean_plan):
