@@ -235,9 +235,9 @@ def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, lear
     teacher = teacher_model.head(teacher_state, micro_batch, lean=options.chunked_loss)
     if options.chunked_loss and teacher_graphdef is not None:
       # The teachers' forwards end before the student's starts. Otherwise XLA may run the student's forward first
-      # and keep its saved activations and bfloat16 weight copies live through the teachers' forwards: on a v5p,
-      # with an MoE teacher whose stacked experts MaxText's scan relayouts (13.5 GiB), that made the lean step's
-      # temporaries exceed the dense step's (docs/scale.md, row 07).
+      # and keep its saved activations and bfloat16 weight copies live through the teachers' forwards: compiled for
+      # a v5p (docs/scale.md) that cost 3.3 GiB of temporaries with an MoE teacher (row 07, lean above dense) and
+      # 1.1 GiB with a dense one (row 05).
       teacher, params = jax.lax.optimization_barrier((teacher, params))
 
     def objective_sum_fn(p):
