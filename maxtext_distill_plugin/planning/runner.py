@@ -95,7 +95,7 @@ def _teacher_configs(configs) -> dict:
   return {} if configs.teacher is None else {"teacher": configs.teacher}
 
 
-def compile_paths(configs, target: targets.Target, paths, hlo_dir: str | None = None) -> tuple[dict, dict]:
+def compile_paths(configs, target: targets.Target, paths, hlo_dir: str | None = None) -> tuple[dict, dict, dict]:
   """Compiles each program in ``paths``; returns per-path reports, the per-device state parts, and each teacher's
   parameters per device by name."""
   mesh = targets.mesh(target, configs.student)
