@@ -45,6 +45,7 @@ from maxtext_distill_plugin.configuration import cache_checks
 from maxtext_distill_plugin.configuration import checkpoint_checks
 from maxtext_distill_plugin.configuration import data_sources
 from maxtext_distill_plugin.configuration import multi_teacher
+from maxtext_distill_plugin.configuration import route_checks
 from maxtext_distill_plugin.configuration import on_policy_checks
 from maxtext_distill_plugin.configuration.settings import DISTILL_KEYS, DistillSettings
 from maxtext_distill_plugin.model import features
@@ -78,6 +79,8 @@ class DistillConfigs:
   argv: tuple[str, ...] = ()  # the command line the configs were built from (written into the run directory)
   # Several teachers (multi_teacher): ((name, config), ...) in teachers: order; ``teacher`` is then the first one's.
   teachers: tuple[tuple[str, Any], ...] = ()
+  # distill_teacher_mixture=route: one route_checks.RouteStream per teacher, in teachers: order.
+  routes: tuple[Any, ...] = ()
 
   @property
   def offline(self) -> bool:
@@ -436,6 +439,14 @@ def build(argv: list[str], *, plan: bool = False) -> DistillConfigs:
   if plan:  # the planner compiles on abstract batches: no data or cache is read
     return configs
   data_sources.check_student_data(offline_eval if offline_eval is not None else student)
+  if configs.teachers and settings.distill_teacher_mixture == "route":
+    routes = route_checks.plan_streams(
+        student,
+        tuple(name for name, _ in configs.teachers),
+        settings.distill_teacher_route_column,
+        lambda extra: _initialize(base + cli_args, log_config=False, **{**student_overrides, **extra}),
+    )
+    configs = dataclasses.replace(configs, routes=routes)
   if offline:
     cache_checks.check_cache_matches(global_config.offline_data_dir, student, settings)
   checkpoint_checks.check_run(configs, student_overrides)

@@ -96,14 +96,6 @@ def check_settings(names: tuple[str, ...], settings: DistillSettings, *, offline
       raise errors.ConfigError(
           "distill_teacher_weights", weights, "routing scores each example by its own teacher; remove the weights."
       )
-  if settings.distill_teacher_mixture == "route":
-    # MaxText's input pipelines pass only their token columns through to the batch.
-    raise errors.ConfigError(
-        "distill_teacher_route_column",
-        settings.distill_teacher_route_column,
-        "the run's data pipeline yields no per-example teacher column here, so routing cannot read it; use"
-        " distill_teacher_mixture=distribution or loss.",
-    )
 
 
 def weights(names: tuple[str, ...], settings: DistillSettings) -> tuple[float, ...]:

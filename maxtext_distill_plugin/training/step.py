@@ -67,6 +67,8 @@ class StepOptions:
   # Several teachers (teachers.ensemble): their names and weights, in the order of the tuple of teacher states.
   teacher_names: tuple[str, ...] = ()
   teacher_weights: tuple[float, ...] = ()
+  # distill_teacher_mixture=route: each teacher's rows per device in every micro-batch (training.sources.routed).
+  route_rows: tuple[int, ...] = ()
 
 
 # "auto" picks the chunked loss from this many student logits per micro-batch on a device (256 MiB in float32).
@@ -119,7 +121,7 @@ def teacher_kind(teacher_graphdef, options: StepOptions) -> kinds.Teacher:
         options.teacher_names,
         options.teacher_weights,
         settings.distill_teacher_mixture,
-        settings.distill_teacher_route_column,
+        options.route_rows,
     )
   return kinds.FrozenModel(teacher_graphdef, settings)
 

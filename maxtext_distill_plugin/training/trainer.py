@@ -116,6 +116,7 @@ def step_options(configs, offline_tail: str | None, chunked_loss: bool | None = 
       diagnostics_every=int(student_config.log_period),  # the diagnostics of the step that ends each logging window
       teacher_names=names,
       teacher_weights=multi_teacher.weights(names, settings) if names else (),
+      route_rows=tuple(stream.rows for stream in configs.routes),
   )
 
 

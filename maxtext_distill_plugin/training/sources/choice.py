@@ -15,6 +15,7 @@
 """The one place that picks a run's batch source and its held-out batches.
 
 * online: :class:`dataset.DatasetSource`; held out: MaxText's eval iterator.
+* routed (``distill_teacher_mixture=route``): :class:`routed.RoutedSource`, one pipeline per teacher.
 * offline (``offline_data_dir``): :class:`cache.CacheSource` over either cache format; held out: the YAML's dataset
   (``offline_eval``), on which the student is scored alone.
 * on-policy (``distill_on_policy_fraction`` > 0, online only): :class:`sampled.SampledSource` over the dataset source,
@@ -32,6 +33,7 @@ from maxtext_distill_plugin.training import on_policy
 from maxtext_distill_plugin.training.sources import base
 from maxtext_distill_plugin.training.sources import cache as cache_source
 from maxtext_distill_plugin.training.sources import dataset
+from maxtext_distill_plugin.training.sources import routed
 from maxtext_distill_plugin.training.sources import sampled
 
 
@@ -61,6 +63,11 @@ def open_sources(
   if configs.offline:
     source, offline_tail = open_cache_source(configs, data_loader.input_data_shardings)
     eval_batches = offline_eval_iterator(configs, mesh)
+  elif configs.routes:  # one pipeline per teacher, stacked in row blocks (the loader above stays idle)
+    source = routed.RoutedSource(
+        configs.routes, mesh, data_loader.input_data_shardings, int(configs.student.gradient_accumulation_steps)
+    )
+    offline_tail, eval_batches = None, eval_iterator
   else:
     source, offline_tail, eval_batches = dataset.DatasetSource(configs.student, data_loader), None, eval_iterator
   if special_ids is not None:
