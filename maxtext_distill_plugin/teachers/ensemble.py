@@ -13,7 +13,7 @@
 # limitations under the License.
 
 
-"""Several online teachers in one run, each a frozen MaxText model with its own weights (``teachers:`` in the YAML).
+"""Several teachers in one run: frozen MaxText models with their own weights, or caches (``teachers:`` in the YAML).
 
 ``distill_teacher_mixture`` says how they meet the student:
 
@@ -25,6 +25,7 @@
   forwards of one batch, whatever the number of teachers. A teacher with no rows in the data runs nothing.
 
 With ``distribution`` and ``loss`` every teacher runs on the whole batch: a step costs the forwards of all of them.
+Offline, the members are :class:`kinds.CachedTeacher` (one cache each, ``loss`` only) and there is no forward.
 The step's ``teacher_state`` is the tuple of the teachers' states, in ``teachers:`` order.
 """
 
@@ -54,6 +55,7 @@ class Ensemble:
   def head(self, state, batch: dict, *, lean: bool) -> heads.TeacherMixture | heads.TeacherSet:
     if self.mixture == "route":
       return self.routed_head(state, batch, lean=lean)
+    state = (None,) * len(self.members) if state is None else state  # cached teachers have no state
     found = tuple(member.head(member_state, batch, lean=lean) for member, member_state in zip(self.members, state))
     if self.mixture == "distribution":
       return heads.TeacherMixture(found, self.weights)
@@ -63,6 +65,7 @@ class Ensemble:
     """Each teacher with rows on its own rows of ``batch`` only; scored against the student's same rows."""
     if len(self.route_rows) != len(self.members):
       raise ValueError(f"route_rows {self.route_rows} does not give the rows of each of the teachers {self.names}")
+    state = (None,) * len(self.members) if state is None else state
     present = tuple(i for i, rows in enumerate(self.route_rows) if rows)
     blocks = heads.RowBlocks(tuple(self.route_rows[i] for i in present))
     found = tuple(

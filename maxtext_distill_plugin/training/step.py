@@ -112,9 +112,12 @@ def scheduled_weights(settings: DistillSettings, step, total_steps: int) -> obje
 def teacher_kind(teacher_graphdef, options: StepOptions) -> kinds.Teacher:
   """The teacher the step scores against: the cache's top-k (offline), the frozen model of ``teacher_graphdef``, or
   several (``options.teacher_names``; ``teacher_graphdef`` a tuple of graphdefs)."""
+  settings = options.settings
+  if options.offline_tail is not None and options.teacher_names:  # one cache per teacher (sources.caches)
+    members = tuple(kinds.CachedTeacher(options.offline_tail, f"@{i}") for i in range(len(options.teacher_names)))
+    return ensemble.Ensemble(members, options.teacher_names, options.teacher_weights, settings.distill_teacher_mixture)
   if options.offline_tail is not None:
     return kinds.CachedTeacher(options.offline_tail)
-  settings = options.settings
   if options.teacher_names:
     return ensemble.Ensemble(
         tuple(kinds.FrozenModel(graphdef, settings) for graphdef in teacher_graphdef),

@@ -101,7 +101,7 @@ def step_options(configs, offline_tail: str | None, chunked_loss: bool | None = 
   teacher_configs = [config for _, config in configs.teachers] or [configs.teacher]
   if chunked_loss is None:
     chunked_loss = step_lib.use_chunked_loss(settings, student_config, *teacher_configs)
-  names = tuple(name for name, _ in configs.teachers)
+  names = tuple(name for name, _ in configs.teachers or configs.caches)
   return step_lib.StepOptions(
       settings=settings,
       total_steps=int(student_config.steps),
