@@ -35,6 +35,8 @@ import os
 import tempfile
 from typing import Any, Callable
 
+from absl import logging
+
 from maxtext_distill_plugin import errors
 
 # Route files are read whole at config time: JSON lines and Parquet, the formats whose rows are read one by one.
@@ -183,4 +185,12 @@ def plan_streams(student, names: tuple[str, ...], column: str, reinit: Callable[
   for name, share in zip(names, shares):
     config = reinit({"hf_train_files": paths[name], "per_device_batch_size": share}) if share else None
     streams.append(RouteStream(name, share, counts.get(name, 0), config))
+    logging.info(
+        "Routing: teacher %s has %d of %d examples: %d of %d rows per device",
+        name,
+        counts.get(name, 0),
+        len(values),
+        share,
+        rows,
+    )
   return tuple(streams)

@@ -48,8 +48,20 @@ def _argv(tmp_path, yaml_path, *extra):
     "extra,cli,match",
     [
         pytest.param("", (), "distill_teacher_mixture='distribution'", id="distribution_over_other_supports"),
-        pytest.param("distill_teacher_mixture: route\n", (), "distill_teacher_mixture='route'", id="route_offline"),
-        pytest.param("distill_teacher_mixture: loss\n", ("offline_data_dir=/x",), "offline_data_dir", id="both_keys"),
+        pytest.param(
+            "distill_teacher_mixture: route\n",
+            (),
+            "distill_teacher_mixture='route'",
+            id="route_offline",
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            "distill_teacher_mixture: loss\n",
+            ("offline_data_dir=/x",),
+            "offline_data_dir",
+            id="both_keys",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_bad_offline_teacher_lists_are_refused_before_any_model_is_built(tmp_path, extra, cli, match):
@@ -58,6 +70,7 @@ def test_bad_offline_teacher_lists_are_refused_before_any_model_is_built(tmp_pat
     config.build(_argv(tmp_path, _yaml(tmp_path, caches, extra), *cli))
 
 
+@pytest.mark.slow
 def test_an_entry_mixing_a_cache_and_a_checkpoint_is_refused(tmp_path):
   path = _yaml(tmp_path, {"math": str(tmp_path / "math")}, "  - name: code\n    overrides: {load_parameters_path: /x}\n")
   with pytest.raises(ValueError, match="teachers="):

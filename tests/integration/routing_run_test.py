@@ -69,7 +69,13 @@ def _build(tmp_path, checkpoint, train, tokenizer_path, *extra):
 
 
 REFUSED = [
-    pytest.param({"routes": ["math", "poetry"] * 4}, (), "distill_teacher_route_column=.*'poetry'", id="unknown_teacher"),
+    pytest.param(
+        {"routes": ["math", "poetry"] * 4},
+        (),
+        "distill_teacher_route_column=.*'poetry'",
+        id="unknown_teacher",
+        marks=pytest.mark.slow,  # route_checks.count_routes is unit-tested in the default suite
+    ),
     pytest.param({"column": "domain"}, (), "distill_teacher_route_column='teacher_id'", id="missing_column"),
     pytest.param({}, ("dataset_type=synthetic",), "distill_teacher_mixture='route'", id="synthetic_data"),
     pytest.param(
