@@ -115,11 +115,12 @@ def check_settings(names: tuple[str, ...], settings: DistillSettings, *, offline
         " common support to mix (distribution) and the caches carry no route column (route): use"
         " distill_teacher_mixture=loss, or several online teachers.",
     )
-  if settings.on_policy:
+  if settings.on_policy and settings.distill_teacher_generated:
     raise errors.ConfigError(
-        "teachers",
-        list(names),
-        "on-policy steps score samples with one teacher here; set distill_on_policy_fraction=0 or use one teacher.",
+        "distill_teacher_generated",
+        True,
+        "with several teachers the student samples (there is no one teacher to sample from): set"
+        " distill_teacher_generated=false, or use one teacher.",
     )
   if settings.extract_features:
     raise errors.ConfigError(
