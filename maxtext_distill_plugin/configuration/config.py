@@ -45,6 +45,7 @@ from maxtext_distill_plugin.configuration import cache_checks
 from maxtext_distill_plugin.configuration import checkpoint_checks
 from maxtext_distill_plugin.configuration import data_sources
 from maxtext_distill_plugin.configuration import multi_teacher
+from maxtext_distill_plugin.configuration import route_checks
 from maxtext_distill_plugin.configuration import on_policy_checks
 from maxtext_distill_plugin.configuration.settings import DISTILL_KEYS, DistillSettings
 from maxtext_distill_plugin.model import features
@@ -78,10 +79,14 @@ class DistillConfigs:
   argv: tuple[str, ...] = ()  # the command line the configs were built from (written into the run directory)
   # Several teachers (multi_teacher): ((name, config), ...) in teachers: order; ``teacher`` is then the first one's.
   teachers: tuple[tuple[str, Any], ...] = ()
+  # distill_teacher_mixture=route: one route_checks.RouteStream per teacher, in teachers: order.
+  routes: tuple[Any, ...] = ()
+  # Several offline teachers (multi_teacher.caches): ((name, offline_data_dir), ...) in teachers: order.
+  caches: tuple[tuple[str, str], ...] = ()
 
   @property
   def offline(self) -> bool:
-    return bool(self.global_config.offline_data_dir)
+    return bool(self.global_config.offline_data_dir) or bool(self.caches)
 
 
 @functools.cache
@@ -362,21 +367,29 @@ def build(argv: list[str], *, plan: bool = False) -> DistillConfigs:
   teacher_entries = multi_teacher.entries(getattr(global_config, "teachers", None), teacher_overrides)
   for name, overrides in teacher_entries:
     _check_override_keys(f"teachers.{name}.overrides", overrides)
+  teacher_caches = multi_teacher.caches(getattr(global_config, "teachers", None))
+  if teacher_caches and global_config.offline_data_dir:
+    raise errors.ConfigError(
+        "offline_data_dir", global_config.offline_data_dir, "with teachers: give each entry its own offline_data_dir."
+    )
   multi_teacher.check_settings(
-      tuple(n for n, _ in teacher_entries), settings, offline=bool(global_config.offline_data_dir)
+      tuple(n for n, _ in teacher_entries),
+      settings,
+      offline=bool(global_config.offline_data_dir) or bool(teacher_caches),
   )
   if teacher_entries:  # the first teacher stands for "the teacher" where one is needed (student initialisation)
     teacher_overrides = teacher_entries[0][1]
   student_init.check_teacher_overrides(teacher_overrides)
-  offline = bool(global_config.offline_data_dir)
-  if offline:
-    path = global_config.offline_data_dir
+  offline = bool(global_config.offline_data_dir) or bool(teacher_caches)
+  cache_dirs = [d for _, d in teacher_caches] or ([global_config.offline_data_dir] if offline else [])
+  for path in cache_dirs:
     if plan and not os.path.isdir(path):
       logging.warning("offline_data_dir=%s does not exist; the planner compiles for distill_top_k ids.", path)
     elif not os.path.isdir(path) or not os.listdir(path):
       raise errors.ConfigError(
           "offline_data_dir", path, "point it at a teacher cache written by save_top_k_teacher_logits, or unset it."
       )
+  if offline:
     if settings.distill_teacher_weight_dtype != "compute":
       raise errors.ConfigError(
           "distill_teacher_weight_dtype",
@@ -428,6 +441,7 @@ def build(argv: list[str], *, plan: bool = False) -> DistillConfigs:
       lambda extra: _initialize(base + cli_args, log_config=False, **{**student_overrides, **offline_data, **extra}),
   )
   configs = DistillConfigs(global_config, student, teacher, settings, offline_eval, init, tuple(argv))
+  configs = dataclasses.replace(configs, caches=teacher_caches)
   if not offline and teacher_entries:
     configs = dataclasses.replace(configs, teacher=teachers[0][1], teachers=tuple(teachers))
   for _, member in configs.teachers[1:]:
@@ -436,8 +450,18 @@ def build(argv: list[str], *, plan: bool = False) -> DistillConfigs:
   if plan:  # the planner compiles on abstract batches: no data or cache is read
     return configs
   data_sources.check_student_data(offline_eval if offline_eval is not None else student)
-  if offline:
-    cache_checks.check_cache_matches(global_config.offline_data_dir, student, settings)
+  if configs.teachers and settings.distill_teacher_mixture == "route":
+    routes = route_checks.plan_streams(
+        student,
+        tuple(name for name, _ in configs.teachers),
+        settings.distill_teacher_route_column,
+        lambda extra: _initialize(base + cli_args, log_config=False, **{**student_overrides, **extra}),
+    )
+    configs = dataclasses.replace(configs, routes=routes)
+  for path in cache_dirs:
+    cache_checks.check_cache_matches(path, student, settings)
+  if teacher_caches:
+    multi_teacher.check_caches_agree(teacher_caches)
   checkpoint_checks.check_run(configs, student_overrides)
   return configs
 

@@ -99,7 +99,7 @@ class DistillSettings(pydantic.BaseModel):
       None, description="Several teachers: {name: weight}, non-negative, summing to 1; None weighs them equally."
   )
   distill_teacher_route_column: str = Field(
-      "teacher_id", description="distill_teacher_mixture=route: the batch column holding each example's teacher index."
+      "teacher_id", description="distill_teacher_mixture=route: the training data's column naming each row's teacher."
   )
 
   distill_top_k: int = Field(128, gt=0, description="Offline: teacher logits kept per token by the caching tool.")

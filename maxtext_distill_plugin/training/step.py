@@ -67,6 +67,8 @@ class StepOptions:
   # Several teachers (teachers.ensemble): their names and weights, in the order of the tuple of teacher states.
   teacher_names: tuple[str, ...] = ()
   teacher_weights: tuple[float, ...] = ()
+  # distill_teacher_mixture=route: each teacher's rows per device in every micro-batch (training.sources.routed).
+  route_rows: tuple[int, ...] = ()
 
 
 # "auto" picks the chunked loss from this many student logits per micro-batch on a device (256 MiB in float32).
@@ -110,16 +112,19 @@ def scheduled_weights(settings: DistillSettings, step, total_steps: int) -> obje
 def teacher_kind(teacher_graphdef, options: StepOptions) -> kinds.Teacher:
   """The teacher the step scores against: the cache's top-k (offline), the frozen model of ``teacher_graphdef``, or
   several (``options.teacher_names``; ``teacher_graphdef`` a tuple of graphdefs)."""
+  settings = options.settings
+  if options.offline_tail is not None and options.teacher_names:  # one cache per teacher (sources.caches)
+    members = tuple(kinds.CachedTeacher(options.offline_tail, f"@{i}") for i in range(len(options.teacher_names)))
+    return ensemble.Ensemble(members, options.teacher_names, options.teacher_weights, settings.distill_teacher_mixture)
   if options.offline_tail is not None:
     return kinds.CachedTeacher(options.offline_tail)
-  settings = options.settings
   if options.teacher_names:
     return ensemble.Ensemble(
         tuple(kinds.FrozenModel(graphdef, settings) for graphdef in teacher_graphdef),
         options.teacher_names,
         options.teacher_weights,
         settings.distill_teacher_mixture,
-        settings.distill_teacher_route_column,
+        options.route_rows,
     )
   return kinds.FrozenModel(teacher_graphdef, settings)
 

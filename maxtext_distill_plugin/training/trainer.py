@@ -101,7 +101,7 @@ def step_options(configs, offline_tail: str | None, chunked_loss: bool | None = 
   teacher_configs = [config for _, config in configs.teachers] or [configs.teacher]
   if chunked_loss is None:
     chunked_loss = step_lib.use_chunked_loss(settings, student_config, *teacher_configs)
-  names = tuple(name for name, _ in configs.teachers)
+  names = tuple(name for name, _ in configs.teachers or configs.caches)
   return step_lib.StepOptions(
       settings=settings,
       total_steps=int(student_config.steps),
@@ -116,6 +116,7 @@ def step_options(configs, offline_tail: str | None, chunked_loss: bool | None = 
       diagnostics_every=int(student_config.log_period),  # the diagnostics of the step that ends each logging window
       teacher_names=names,
       teacher_weights=multi_teacher.weights(names, settings) if names else (),
+      route_rows=tuple(stream.rows for stream in configs.routes),
   )
 
 
