@@ -110,6 +110,7 @@ def _routed_run(tmp_path, checkpoint, train, tokenizer_path, *extra) -> dict[int
   return _by_step(metrics)
 
 
+@pytest.mark.slow  # 25-50 s; the row layout, slicing and losses are unit-tested in tests/unit/routing_test.py
 def test_routed_run_gives_each_teacher_its_rows(tmp_path, teacher_checkpoint, tokenizer):
   routes = _mixed_routes()
   train = _write_rows(tmp_path / "train.jsonl", routes)
