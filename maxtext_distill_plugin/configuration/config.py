@@ -54,6 +54,7 @@ from maxtext_distill_plugin.configuration import teacher_configs
 from maxtext_distill_plugin.configuration.settings import DISTILL_KEYS, DistillSettings
 from maxtext_distill_plugin.configuration.teacher_configs import BATCH_SHAPE_KEYS
 from maxtext_distill_plugin.student import student_init
+
 # Keys that describe the whole run; inside student_overrides/teacher_overrides they would silently split it.
 _RUN_LEVEL_KEYS = DISTILL_KEYS | {"student_overrides", "teacher_overrides", "offline_data_dir", "teachers"}
 
