@@ -16,12 +16,16 @@
 
 The loss reads every aligned layer's attention ``out_projection`` along the scan axis, so both models must scan
 their layers, sow the activations in every layer (:func:`features.sow_refusal`) and have the layers the
-``distill_*layer_indices`` name; the activations are compared element-wise, so the widths must be equal.
+``distill_*layer_indices`` name; the activations are compared element-wise, so the widths must be equal unless
+``distill_feature_projection=linear`` maps the student's to the teacher's first.
 """
 
 from maxtext_distill_plugin import errors
 from maxtext_distill_plugin.configuration.settings import DistillSettings
 from maxtext_distill_plugin.model import features
+
+# The optimizers MaxText builds without the model (muon reads each weight's dimension numbers from it).
+PROJECTION_OPTIMIZERS = ("adamw", "adam_pax", "sgd")
 
 
 def check(settings: DistillSettings, student, teacher) -> None:
@@ -35,11 +39,20 @@ def check(settings: DistillSettings, student, teacher) -> None:
       )
     _check_sows(label, cfg)
   _check_layer_indices(settings, int(student.num_decoder_layers), int(teacher.num_decoder_layers))
-  if student.emb_dim != teacher.emb_dim:
+  if settings.distill_feature_projection == "none" and student.emb_dim != teacher.emb_dim:
     raise errors.ConfigError(
         "emb_dim",
         f"student={student.emb_dim} teacher={teacher.emb_dim}",
-        "the feature loss compares activations element-wise; use equal widths or distill_beta=0.0.",
+        "the feature loss compares activations element-wise; set distill_feature_projection=linear (a learned map"
+        " from the student's width to the teacher's), use equal widths, or distill_beta=0.0.",
+    )
+  if settings.distill_feature_projection != "none" and student.opt_type not in PROJECTION_OPTIMIZERS:
+    raise errors.ConfigError(
+        "opt_type",
+        student.opt_type,
+        f"distill_feature_projection={settings.distill_feature_projection} trains the projection with the student's"
+        f" optimizer, which for opt_type={student.opt_type} depends on the model's own parameter tree; use opt_type"
+        f" {' or '.join(PROJECTION_OPTIMIZERS)}, or distill_feature_projection=none.",
     )
 
 
