@@ -16,6 +16,7 @@
 the projection is saved beside, never inside, the MaxText checkpoint, and a resumed run continues exactly."""
 
 import os
+import shutil
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -104,18 +105,24 @@ def wide_teacher_checkpoint(tmp_path_factory) -> str:
 
 @pytest.mark.slow
 def test_64_wide_student_against_128_wide_teacher_resumes_with_identical_projection(tmp_path, wide_teacher_checkpoint):
-  common = (*_PROJECTED, "checkpoint_period=2", "teacher_overrides.base_emb_dim=128")
-  configs, straight = _train(tmp_path / "a", wide_teacher_checkpoint, *common, "steps=6")
-  losses = _feature_losses(straight.history)
+  common = (*_PROJECTED, "checkpoint_period=2", "teacher_overrides.base_emb_dim=128", "steps=6")
+  configs, first = _train(tmp_path, wide_teacher_checkpoint, *common)
+  losses = _feature_losses(first.history)
   assert losses[6] < 0.8 * losses[1], losses
-  _train(tmp_path / "b", wide_teacher_checkpoint, *common, "steps=3")
-  _, resumed = _train(tmp_path / "b", wide_teacher_checkpoint, *common, "steps=6")
+  run_dir = tmp_path / "run"
+  assert committed_steps(run_dir / "checkpoints") == [0, 2, 4, 5]
+  _assert_maxtext_checkpoint_holds_the_model_only(configs, str(run_dir / "checkpoints" / "5" / "items"))
+  want = _stored_objective(run_dir, 5)
+  assert want[_KERNEL].shape == (1, 64, 128)
+  # As if the run had died right after its checkpoint of step 2: MaxText resumes there, the objective's tree with it.
+  for step in (4, 5):
+    shutil.rmtree(run_dir / "checkpoints" / str(step))
+  _, resumed = _train(tmp_path, wide_teacher_checkpoint, *common)
   resumed_losses = _feature_losses(resumed.history)
-  assert sorted(resumed_losses) == [4, 5, 6]  # resumed after the final checkpoint of step 2 (logged as 3)
+  assert sorted(resumed_losses) == [4, 5, 6]  # optimizer step k is logged as k + 1
   for step, value in resumed_losses.items():
     np.testing.assert_allclose(value, losses[step], rtol=1e-6)
-  got, want = _stored_objective(tmp_path / "b" / "run", 5), _stored_objective(tmp_path / "a" / "run", 5)
-  assert sorted(got) == sorted(want) and got[_KERNEL].shape == (1, 64, 128)
+  got = _stored_objective(run_dir, 5)
+  assert sorted(got) == sorted(want)
   for name in want:
     np.testing.assert_allclose(got[name], want[name], rtol=1e-6, err_msg=name)
-  _assert_maxtext_checkpoint_holds_the_model_only(configs, str(tmp_path / "a" / "run" / "checkpoints" / "5" / "items"))
