@@ -156,9 +156,23 @@ def _named_leaves(tree: dict) -> dict:
   return {jax.tree_util.keystr(path, simple=True, separator="."): leaf for path, leaf in flat}
 
 
+def _refuse_dropping_a_projection(student_config, start_step: int) -> None:
+  """A run trained with the projection and resumed without it would silently change its objective mid-run."""
+  from etils import epath  # pylint: disable=import-outside-toplevel
+
+  root = epath.Path(directory(student_config))
+  if start_step > 0 and root.exists() and any(p.name.isdigit() for p in root.iterdir()):
+    raise ValueError(
+        f"This run was trained with distill_feature_projection=linear ({root} holds its projection), and resumes"
+        " with distill_feature_projection=none. Fix: resume with distill_feature_projection=linear, or start a new"
+        " run_name with load_parameters_path=<a checkpoint>/items to drop the projection."
+    )
+
+
 def start(configs, mesh, learning_rate_schedule, start_step: int):
   """The run's objective parameters: none, or the projection (restored when the run resumes at ``start_step``)."""
   if configs.settings.distill_feature_projection == "none":
+    _refuse_dropping_a_projection(configs.student, start_step)
     return NoObjectiveParams()
   tx = optimizer(configs.student, learning_rate_schedule)
   params = initial_params(configs)

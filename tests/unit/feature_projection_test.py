@@ -191,3 +191,14 @@ def test_objective_tree_saves_and_restores_exactly(tmp_path):
   # A later checkpoint: MaxText has dropped step 3, so the objective's step 3 goes too.
   saved.save(types.SimpleNamespace(checkpoints=[types.SimpleNamespace(step=5)]), 5)
   assert sorted(p.name for p in tmp_path.iterdir()) == ["5"]
+
+
+def test_a_projection_run_resumed_without_the_projection_is_refused(tmp_path):
+  student = types.SimpleNamespace(base_output_directory=str(tmp_path), run_name="r")
+  configs = types.SimpleNamespace(settings=config.settings_from(), student=student)
+  assert isinstance(objective_params.start(configs, None, None, 3), objective_params.NoObjectiveParams)
+  (tmp_path / "r" / objective_params.OBJECTIVE_DIR / "2").mkdir(parents=True)
+  assert isinstance(objective_params.start(configs, None, None, 0), objective_params.NoObjectiveParams)  # a new start
+  with pytest.raises(ValueError) as refusal:
+    objective_params.start(configs, None, None, 3)
+  assert "distill_feature_projection=none" in str(refusal.value) and "Fix:" in str(refusal.value)
