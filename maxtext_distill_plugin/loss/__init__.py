@@ -18,5 +18,5 @@
 ``divergences`` (the family and its registry), ``objective`` and ``cached_objective`` (the objective on dense logits
 and against a cached top-k), ``sparse_losses`` and ``sparse_tail`` (the top-k buckets and their tail),
 ``tiles``, ``chunked_objective`` and ``chunked_sparse`` (the memory-lean forms), ``aux_terms`` (MaxText's student
-terms) and ``metric_names``.
+terms), ``feature_projection`` (the learned map to the teacher's width) and ``metric_names``.
 """

@@ -46,6 +46,7 @@ from maxtext_distill_plugin.model import features
 from maxtext_distill_plugin.student import freezing
 from maxtext_distill_plugin.student import student_init
 from maxtext_distill_plugin.training import metrics_logger
+from maxtext_distill_plugin.training import objective_params
 from maxtext_distill_plugin.training import on_policy
 from maxtext_distill_plugin.training import run_guard
 from maxtext_distill_plugin.training import run_record
@@ -165,12 +166,13 @@ def train(configs) -> TrainResult:
 
   options = step_options(configs, data.offline_tail)
   logging.info("Distillation loss: %s", "chunked (from hidden states)" if options.chunked_loss else "dense (full logits)")
-  train_step = jax.jit(
-      step_lib.make_train_step(state_graphdef, teacher_graphdef, options, lr_schedule),
-      donate_argnums=(0,),
-      out_shardings=(state_shardings, None),
+  # Parameters of the objective's own (a learned feature projection) ride beside the student's state.
+  objective = objective_params.start(configs, mesh, lr_schedule, start_step)
+  train_step = objective.train_step(
+      step_lib.make_train_step(state_graphdef, teacher_graphdef, options, lr_schedule, objective_tx=objective.tx),
+      state_shardings,
   )
-  eval_step = jax.jit(step_lib.make_eval_step(state_graphdef, teacher_graphdef, options))
+  eval_step = objective.eval_step(step_lib.make_eval_step(state_graphdef, teacher_graphdef, options))
   logger = metrics_logger.MetricsLogger(
       student_config.tensorboard_dir,
       options.total_steps,
@@ -190,6 +192,7 @@ def train(configs) -> TrainResult:
       checkpointing.maybe_save_checkpoint(checkpoint_manager, state, student_config, data_iterator, step)
     except exceptions.StopTraining:  # MaxText saw JAX's preemption sync point: the save is written and awaited
       pass
+    objective.save(checkpoint_manager, step if step is not None else int(state.optimizer.step) - 1)
 
   try:
     with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):
