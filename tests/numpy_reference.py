@@ -77,6 +77,11 @@ def dense_divergence(name, teacher_logits, student_logits, temperature, param=No
   )
 
 
+def cross_entropy(logits, labels):
+  """``-log softmax(z)[label]`` per token."""
+  return -np.take_along_axis(log_softmax(logits), np.asarray(labels)[..., None], axis=-1)[..., 0]
+
+
 def entropy(logp):
   p = np.exp(np.asarray(logp, np.float64))
   return -np.sum(np.where(p > 0, p * np.asarray(logp, np.float64), 0.0), axis=-1)

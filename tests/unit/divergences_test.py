@@ -55,33 +55,8 @@ def _case_id(case):
 # ----------------------------------------------------------------------------- NumPy float64 references
 
 
-def _np_kl(a, b):
-  """KL(a || b) per token from probabilities, 0 where a = 0."""
-  with np.errstate(divide="ignore", invalid="ignore"):
-    return np.sum(np.where(a > 0, a * (np.log(a) - np.log(b)), 0.0), axis=-1)
-
-
-def _np_divergence(name, p, q, param):
-  """The divergence from float64 probabilities ``[..., V]``, written directly from its definition."""
-  if name == "forward_kl" or (name == "jsd" and param == 0.0):
-    return _np_kl(p, q)
-  if name == "reverse_kl" or (name == "jsd" and param == 1.0):
-    return _np_kl(q, p)
-  if name == "jsd":
-    m = param * p + (1.0 - param) * q
-    return param * _np_kl(p, m) + (1.0 - param) * _np_kl(q, m)
-  if name == "skew_kl":
-    return _np_kl(p, param * p + (1.0 - param) * q)
-  if name == "skew_reverse_kl":
-    return _np_kl(q, param * q + (1.0 - param) * p)
-  assert name == "tvd"
-  return 0.5 * np.sum(np.abs(p - q), axis=-1)
-
-
 def _np_from_logits(name, teacher, student, temperature, param):
-  p = np.exp(ref.log_softmax(np.asarray(teacher, np.float64) / temperature))
-  q = np.exp(ref.log_softmax(np.asarray(student, np.float64) / temperature))
-  return _np_divergence(name, p, q, param)
+  return ref.dense_divergence(name, teacher, student, temperature, param)
 
 
 def _np_student_grad(name, teacher, student, temperature, param, weights, step=1e-5):
@@ -355,10 +330,10 @@ def test_bf16_inputs_are_finite_non_negative_and_renormalised():
       got = np.asarray(_all_values(t, s))
       assert got.dtype == np.float32
       # Reference: the bf16 log-probabilities' own distributions, renormalised in float64.
-      p, q = (np.exp(ref.log_softmax(np.asarray(x, np.float64))) for x in (t, s))
+      logp, logq = (ref.log_softmax(np.asarray(x, np.float64)) for x in (t, s))
       for case, value in zip(CASES, got):
         assert np.all(np.isfinite(value)) and np.all(value >= 0.0), (_case_id(case), kind, value.min())
-        np.testing.assert_allclose(value, _np_divergence(case[0], p, q, case[1]), rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(value, ref.divergence(case[0], logp, logq, case[1]), rtol=RTOL, atol=ATOL)
 
 
 # -inf masking, and the finite stand-in the tiled losses put on padded vocabulary columns.

@@ -62,16 +62,6 @@ def _np_softmax(x):
   return np.exp(ref.log_softmax(x))
 
 
-def _np_kl(teacher, student, temperature):
-  t_logp = ref.log_softmax(np.asarray(teacher, np.float64) / temperature)
-  s_logp = ref.log_softmax(np.asarray(student, np.float64) / temperature)
-  return np.sum(np.exp(t_logp) * (t_logp - s_logp), axis=-1)
-
-
-def _np_ce(logits, labels):
-  return -np.take_along_axis(ref.log_softmax(logits), np.asarray(labels)[..., None], axis=-1)[..., 0]
-
-
 def _np_feature(student, teacher, loss_type):
   s = np.asarray(student, np.float64)
   t = np.asarray(teacher, np.float64)
@@ -85,10 +75,10 @@ def _np_feature(student, teacher, loss_type):
 def _reference(inputs, alpha, temperature, beta, loss_type):
   """Sums over valid tokens of every term, the valid-token count and the per-token objective."""
   mask = np.asarray(inputs["mask"], bool)
-  kl_t = _np_kl(inputs["teacher"], inputs["student"], temperature)
-  kl_1 = _np_kl(inputs["teacher"], inputs["student"], 1.0)
-  hard = _np_ce(inputs["student"], inputs["labels"])
-  teacher_ce = _np_ce(inputs["teacher"], inputs["labels"])
+  kl_t = ref.dense_divergence("forward_kl", inputs["teacher"], inputs["student"], temperature)
+  kl_1 = ref.dense_divergence("forward_kl", inputs["teacher"], inputs["student"], 1.0)
+  hard = ref.cross_entropy(inputs["student"], inputs["labels"])
+  teacher_ce = ref.cross_entropy(inputs["teacher"], inputs["labels"])
   soft = kl_t * temperature**2
   if loss_type is None:
     feature = np.zeros_like(hard)
