@@ -177,7 +177,12 @@ def train(configs) -> TrainResult:
       student_config.tensorboard_dir,
       options.total_steps,
       metrics_file=student_config.metrics_file,
-      run_constants=metrics_logger.RunConstants.for_run(student_config, configs.teacher, param_counts),
+      run_constants=metrics_logger.RunConstants.for_run(
+          student_config,
+          metrics_logger.running_teachers(configs),
+          param_counts,
+          metrics_logger.teacher_row_shares(configs),
+      ),
   )
   if start_step > 0:
     logging.info("Resumed from checkpoint: continuing at step %d of %d", start_step, options.total_steps)
