@@ -76,8 +76,9 @@ def _run_upstream(argv: list[str]) -> None:
 
 def describe(configs) -> str:
   s, t, d = configs.student, configs.teacher, configs.settings
+  caches = configs.global_config.offline_data_dir or ", ".join(path for _, path in configs.caches)
   lines = [
-      f"mode: {'offline (cache ' + configs.global_config.offline_data_dir + ')' if configs.offline else 'online'}",
+      f"mode: {'offline (cache ' + caches + ')' if configs.offline else 'online'}",
       (
           f"student: model={s.model_name} layers={s.num_decoder_layers} emb={s.emb_dim} vocab={s.vocab_size}"
           f" load_parameters_path={s.load_parameters_path or '(fresh init)'}"

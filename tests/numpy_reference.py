@@ -15,7 +15,8 @@
 """Float64 NumPy references of the distillation losses, written from the formulas (independent of the plugin).
 
 Every divergence as a per-token sum over outcomes, dense (the V tokens) and bucketed (a cached teacher's k
-ids plus one tail bucket, or the k ids renormalised), and the diagnostics. Inputs are arrays ``[..., V]``;
+ids plus one tail bucket, or the k ids renormalised), the diagnostics, the teachers' mixture, and the lean loss with
+its per-divergence partials and analytic gradient. Inputs are arrays ``[..., V]``;
 outputs ``[...]``. Used by the unit tests of every loss path.
 """
 
@@ -74,6 +75,11 @@ def dense_divergence(name, teacher_logits, student_logits, temperature, param=No
       log_softmax(np.asarray(student_logits) / temperature),
       param,
   )
+
+
+def cross_entropy(logits, labels):
+  """``-log softmax(z)[label]`` per token."""
+  return -np.take_along_axis(log_softmax(logits), np.asarray(labels)[..., None], axis=-1)[..., 0]
 
 
 def entropy(logp):
@@ -179,3 +185,90 @@ def distillation_objective(
   per_token = alpha * soft + (1.0 - alpha) * ce
   mask = np.asarray(mask, np.float64)
   return np.sum(per_token * mask) / np.sum(mask)
+
+
+# ----------------------------------------------------------------------------- the lean loss and its partials
+
+
+def divergence_partials(name, teacher_logp, student_logp, param):
+  """``(e_v, de_v / dlog q_v)`` of each divergence, float64, from the textbook formulas (p, q > 0 assumed).
+
+  The partials are derived by hand: for JSD(beta), ``d/dq [beta p log(p/m) + (1-beta) q log(q/m)]`` is
+  ``(1-beta) log(q/m)``; for skew KL, ``d/dq p log(p/m) = -(1-lam) p / m``; for skew reverse KL,
+  ``d/dq q log(q/m) = log(q/m) + 1 - lam q / m``; each times ``q`` for the derivative w.r.t. ``log q``.
+  """
+  logp, logq = teacher_logp, student_logp
+  p, q = np.exp(logp), np.exp(logq)
+  if name == "forward_kl" or (name == "jsd" and param == 0.0):
+    return p * (logp - logq), -p
+  if name == "reverse_kl" or (name == "jsd" and param == 1.0):
+    return q * (logq - logp), q * (logq - logp) + q
+  if name == "jsd":
+    log_m = np.log(param * p + (1.0 - param) * q)
+    return param * p * (logp - log_m) + (1.0 - param) * q * (logq - log_m), (1.0 - param) * q * (logq - log_m)
+  if name == "skew_kl":
+    m = param * p + (1.0 - param) * q
+    return p * (logp - np.log(m)), -(1.0 - param) * p * q / m
+  if name == "skew_reverse_kl":
+    m = param * q + (1.0 - param) * p
+    return q * (logq - np.log(m)), q * (logq - np.log(m) + 1.0 - param * q / m)
+  if name == "tvd":
+    return 0.5 * np.abs(p - q), 0.5 * q * np.sign(q - p)
+  raise ValueError(name)
+
+
+def lean_objective(inputs, *, alpha, temperature, divergence, param, softcaps=(None, None), z_loss=0.0, top_k=None):
+  """float64 objective, metric sums and gradients of ``alpha T^2 D + (1 - alpha) CE + z lse^2`` on dense logits.
+
+  ``logits = cap(hidden @ unembed)`` per model, ``D`` the divergence of the teacher's and the student's
+  softmax at T (clamped at 0), summed over the valid tokens of ``inputs["mask"]``.
+
+  Returns:
+    ``(sums, count, (d_hidden, d_unembed))``: ``sums`` maps each metric name to its token sum.
+  """
+  f64 = {
+      k: np.asarray(inputs[k], np.float64)
+      for k in ("student_hidden", "student_unembed", "teacher_hidden", "teacher_unembed")
+  }
+  student_cap, teacher_cap = softcaps
+  cap = lambda u, c: u if c is None else c * np.tanh(u / c)  # pylint: disable=unnecessary-lambda-assignment
+  zs = cap(f64["student_hidden"] @ f64["student_unembed"], student_cap)
+  zt = cap(f64["teacher_hidden"] @ f64["teacher_unembed"], teacher_cap)
+  mask = np.asarray(inputs["mask"], np.float64)
+  onehot = np.eye(zs.shape[-1])[np.asarray(inputs["labels"])]
+  ls_t, lt_t, ls_1, lt_1 = (
+      log_softmax(zs / temperature),
+      log_softmax(zt / temperature),
+      log_softmax(zs),
+      log_softmax(zt),
+  )
+  e, g = divergence_partials(divergence, lt_t, ls_t, param)
+  div = np.maximum(e.sum(-1), 0.0)
+  lse_s = zs.max(-1) + np.log(np.exp(zs - zs.max(-1, keepdims=True)).sum(-1))
+  ce_s, ce_t = -(onehot * ls_1).sum(-1), -(onehot * lt_1).sum(-1)
+  per_token = alpha * temperature**2 * div + (1.0 - alpha) * ce_s + z_loss * lse_s**2
+  q_t, q_1, p_1 = np.exp(ls_t), np.exp(ls_1), np.exp(lt_1)
+  terms = {
+      "distill/soft_loss": temperature**2 * div,
+      "distill/hard_loss": ce_s,
+      "distill/teacher_loss": ce_t,
+      "distill/divergence_at_T": div,
+      "distill/kl_div_at_T": (np.exp(lt_t) * (lt_t - ls_t)).sum(-1),
+      "distill/kl_div_T1": (p_1 * (lt_1 - ls_1)).sum(-1),
+      "distill/out_proj_feature_loss": np.zeros_like(div),
+      "distill/total_loss": per_token,
+      "distill/top1_agreement": (zs.argmax(-1) == zt.argmax(-1)).astype(np.float64),
+      "distill/teacher_entropy": -(p_1 * lt_1).sum(-1),
+      "distill/student_entropy": -(q_1 * ls_1).sum(-1),
+  }
+  if z_loss:
+    terms["distill/z_loss"] = z_loss * lse_s**2
+  if top_k is not None:
+    terms["distill/topk_coverage"] = np.sort(p_1, axis=-1)[..., ::-1][..., :top_k].sum(-1)
+  d_logits = alpha * temperature * (g - q_t * g.sum(-1, keepdims=True)) + (1.0 - alpha) * (q_1 - onehot)
+  d_logits = (d_logits + 2.0 * z_loss * lse_s[..., None] * q_1) * mask[..., None]
+  if student_cap is not None:
+    d_logits = d_logits * (1.0 - (zs / student_cap) ** 2)
+  d_hidden = d_logits @ f64["student_unembed"].T
+  d_unembed = np.einsum("bsd,bsv->dv", f64["student_hidden"], d_logits)
+  return {name: float((values * mask).sum()) for name, values in terms.items()}, float(mask.sum()), (d_hidden, d_unembed)

@@ -15,5 +15,7 @@
 """The run's configuration, and every check that refuses bad input before a model is built.
 
 ``settings`` (the typed ``distill_*`` keys), ``config`` (MaxText's student and teacher configs and the cross-checks),
-``data_sources``, ``cache_checks`` (a teacher cache against the student) and ``on_policy_checks``.
+``teacher_configs`` (the teachers' configs), ``checkpoint_paths`` and ``checkpoint_checks`` (the checkpoints a run
+reads), ``feature_checks`` (the feature loss across both models), ``multi_teacher``, ``data_sources``,
+``cache_checks`` (a teacher cache against the student) and ``on_policy_checks``.
 """

@@ -18,11 +18,14 @@ Precedence:
   student: YAML < CLI < ``student_overrides``
   teacher: YAML < shared CLI keys < ``teacher_overrides``
 
-CLI keys reach the student only, as the spec says, except ``TEACHER_SHARED_KEYS``:
-the batch shape (the teacher reads the student's batches) and the process
-environment (``hardware`` and friends), without which the teacher could not run
-in the same process at all. Whether features are extracted is decided once, from
-the global ``distill_*`` section, for both models.
+CLI keys reach the student only, as the spec says, except
+``teacher_configs.TEACHER_SHARED_KEYS``: the batch shape (the teacher reads the
+student's batches) and the process environment (``hardware`` and friends),
+without which the teacher could not run in the same process at all. Whether
+features are extracted is decided once, from the global ``distill_*`` section,
+for both models. The teachers' configs are built in :mod:`teacher_configs`, the
+checkpoint paths checked in :mod:`checkpoint_paths`, the feature loss's
+cross-model checks made in :mod:`feature_checks`.
 
 The ``distill_*`` keys live in a typed section (:class:`DistillSettings`) that
 is attached to MaxText's own config class at run time; keys the host lacks
@@ -43,22 +46,17 @@ import pydantic
 from maxtext_distill_plugin import errors
 from maxtext_distill_plugin.configuration import cache_checks
 from maxtext_distill_plugin.configuration import checkpoint_checks
+from maxtext_distill_plugin.configuration import checkpoint_paths
 from maxtext_distill_plugin.configuration import data_sources
+from maxtext_distill_plugin.configuration import feature_checks
 from maxtext_distill_plugin.configuration import multi_teacher
 from maxtext_distill_plugin.configuration import on_policy_checks
+from maxtext_distill_plugin.configuration import route_checks
+from maxtext_distill_plugin.configuration import teacher_configs
 from maxtext_distill_plugin.configuration.settings import DISTILL_KEYS, DistillSettings
-from maxtext_distill_plugin.model import features
+from maxtext_distill_plugin.configuration.teacher_configs import BATCH_SHAPE_KEYS
 from maxtext_distill_plugin.student import student_init
 
-BATCH_SHAPE_KEYS = ("per_device_batch_size", "max_target_length", "gradient_accumulation_steps")
-# compile_topology_num_slices goes with compile_topology: without it the teacher would size its batch for -1 slices.
-TEACHER_SHARED_KEYS = BATCH_SHAPE_KEYS + (
-    "hardware",
-    "skip_jax_distributed_system",
-    "jax_cache_dir",
-    "compile_topology",
-    "compile_topology_num_slices",
-)
 # Keys that describe the whole run; inside student_overrides/teacher_overrides they would silently split it.
 _RUN_LEVEL_KEYS = DISTILL_KEYS | {"student_overrides", "teacher_overrides", "offline_data_dir", "teachers"}
 
@@ -78,10 +76,14 @@ class DistillConfigs:
   argv: tuple[str, ...] = ()  # the command line the configs were built from (written into the run directory)
   # Several teachers (multi_teacher): ((name, config), ...) in teachers: order; ``teacher`` is then the first one's.
   teachers: tuple[tuple[str, Any], ...] = ()
+  # distill_teacher_mixture=route: one route_checks.RouteStream per teacher, in teachers: order.
+  routes: tuple[Any, ...] = ()
+  # Several offline teachers (multi_teacher.caches): ((name, offline_data_dir), ...) in teachers: order.
+  caches: tuple[tuple[str, str], ...] = ()
 
   @property
   def offline(self) -> bool:
-    return bool(self.global_config.offline_data_dir)
+    return bool(self.global_config.offline_data_dir) or bool(self.caches)
 
 
 @functools.cache
@@ -228,10 +230,6 @@ def _initialize(argv: list[str], **kwargs):
   return pyconfig.initialize(argv, config_class=config_class(), **kwargs)
 
 
-def _layer_count(cfg) -> int:
-  return int(cfg.num_decoder_layers)
-
-
 def cross_check(configs: DistillConfigs) -> None:
   """Checks that need both models' configs; runs before any model is built."""
   student, teacher, settings = configs.student, configs.teacher, configs.settings
@@ -268,78 +266,7 @@ def cross_check(configs: DistillConfigs) -> None:
         f"student={student.vocab_size} teacher={teacher.vocab_size}",
         "use a teacher and student with the same vocabulary/tokenizer; logits cannot be matched across vocabularies.",
     )
-  if settings.extract_features:
-    for label, cfg in (("student", student), ("teacher", teacher)):
-      if not cfg.scan_layers:
-        raise errors.ConfigError(
-            f"{label}.scan_layers", cfg.scan_layers, "add scan_layers: True (the feature loss indexes the scan axis)."
-        )
-      _check_sows(label, cfg)
-    _check_layer_indices(settings, _layer_count(student), _layer_count(teacher))
-    if student.emb_dim != teacher.emb_dim:
-      raise errors.ConfigError(
-          "emb_dim",
-          f"student={student.emb_dim} teacher={teacher.emb_dim}",
-          "the feature loss compares activations element-wise; use equal widths or distill_beta=0.0.",
-      )
-
-
-def _check_sows(label: str, cfg) -> None:
-  """The feature loss needs every layer's attention output: refuse a decoder that cannot sow it, before any build."""
-  reason = features.sow_refusal(cfg)
-  if reason is not None:
-    block = getattr(cfg.decoder_block, "value", cfg.decoder_block)
-    raise errors.ConfigError(
-        f"{label}.decoder_block",
-        block,
-        f"{reason}. Use a decoder_block that sows ({', '.join(sorted(features.SOWING_DECODERS))}) for the {label}, or"
-        " set distill_beta=0.0 (and distill_beta_end) to distill the logits only.",
-    )
-
-
-def _check_layer_indices(settings: DistillSettings, student_layers: int, teacher_layers: int) -> None:
-  """Each model's feature-loss layers exist in it, and the two lists pair up one to one."""
-  student_indices, teacher_own = settings.distill_layer_indices, settings.distill_teacher_layer_indices
-  depths = f"student has {student_layers} layers, teacher {teacher_layers}"
-  if teacher_own is not None:
-    if student_indices is None and len(teacher_own) != student_layers:
-      raise errors.ConfigError(
-          "distill_teacher_layer_indices",
-          teacher_own,
-          f"with distill_layer_indices=None every student layer is aligned ({depths}); list {student_layers} teacher"
-          " layers, or set distill_layer_indices too.",
-      )
-    checks = (
-        ("distill_layer_indices", student_indices, student_layers),
-        ("distill_teacher_layer_indices", teacher_own, teacher_layers),
-    )
-  elif student_indices is not None:
-    bound = min(student_layers, teacher_layers)
-    checks = (("distill_layer_indices", student_indices, bound),)
-  elif student_layers != teacher_layers:
-    raise errors.ConfigError(
-        "distill_layer_indices",
-        None,
-        f"the {depths}; list the layers to align, e.g. distill_layer_indices=[0, 1], and the teacher's partners in"
-        " distill_teacher_layer_indices when they differ.",
-    )
-  else:
-    checks = ()
-  for key, indices, bound in checks:
-    if indices is not None and any(i >= bound for i in indices):
-      raise errors.ConfigError(key, indices, f"use indices below {bound} ({depths}).")
-
-
-def _teacher_weight_dtype(settings: DistillSettings, teacher, teacher_overrides: dict):
-  """The frozen teacher's parameter dtype: ``weight_dtype`` in ``teacher_overrides`` when set there, else
-  ``distill_teacher_weight_dtype`` (``compute``: the teacher's own ``dtype``)."""
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-
-  if "weight_dtype" in teacher_overrides:
-    return jnp.dtype(teacher.weight_dtype)
-  if settings.distill_teacher_weight_dtype != "compute":
-    return jnp.dtype(settings.distill_teacher_weight_dtype)
-  return jnp.dtype(teacher.dtype)
+  feature_checks.check(settings, student, teacher)
 
 
 def build(argv: list[str], *, plan: bool = False) -> DistillConfigs:
@@ -359,24 +286,25 @@ def build(argv: list[str], *, plan: bool = False) -> DistillConfigs:
   teacher_overrides = _empty_strings_kept(global_config.teacher_overrides)
   _check_override_keys("student_overrides", student_overrides)
   _check_override_keys("teacher_overrides", teacher_overrides)
-  teacher_entries = multi_teacher.entries(getattr(global_config, "teachers", None), teacher_overrides)
-  for name, overrides in teacher_entries:
-    _check_override_keys(f"teachers.{name}.overrides", overrides)
-  multi_teacher.check_settings(
-      tuple(n for n, _ in teacher_entries), settings, offline=bool(global_config.offline_data_dir)
+  teacher_caches = multi_teacher.caches(getattr(global_config, "teachers", None))
+  if teacher_caches and global_config.offline_data_dir:
+    raise errors.ConfigError(
+        "offline_data_dir", global_config.offline_data_dir, "with teachers: give each entry its own offline_data_dir."
+    )
+  offline = bool(global_config.offline_data_dir) or bool(teacher_caches)
+  teacher_entries, teacher_overrides = teacher_configs.entries(
+      global_config, settings, teacher_overrides, _check_override_keys, offline=offline
   )
-  if teacher_entries:  # the first teacher stands for "the teacher" where one is needed (student initialisation)
-    teacher_overrides = teacher_entries[0][1]
   student_init.check_teacher_overrides(teacher_overrides)
-  offline = bool(global_config.offline_data_dir)
-  if offline:
-    path = global_config.offline_data_dir
+  cache_dirs = [d for _, d in teacher_caches] or ([global_config.offline_data_dir] if offline else [])
+  for path in cache_dirs:
     if plan and not os.path.isdir(path):
       logging.warning("offline_data_dir=%s does not exist; the planner compiles for distill_top_k ids.", path)
     elif not os.path.isdir(path) or not os.listdir(path):
       raise errors.ConfigError(
           "offline_data_dir", path, "point it at a teacher cache written by save_top_k_teacher_logits, or unset it."
       )
+  if offline:
     if settings.distill_teacher_weight_dtype != "compute":
       raise errors.ConfigError(
           "distill_teacher_weight_dtype",
@@ -384,41 +312,18 @@ def build(argv: list[str], *, plan: bool = False) -> DistillConfigs:
           "offline there is no teacher model to store (the cache holds its top-k): drop the key here, and give it to"
           " save_top_k_teacher_logits when writing the cache instead.",
       )
-  elif not teacher_overrides.get("load_parameters_path"):
-    raise errors.ConfigError(
-        "teacher_overrides.load_parameters_path",
-        None,
-        "online distillation needs trained teacher weights: set teacher_overrides: {load_parameters_path:"
-        " <run>/checkpoints/<step>/items} in the YAML, or teacher_overrides.load_parameters_path=... on the CLI.",
-    )
+  else:
+    checkpoint_paths.require_online_teacher(teacher_overrides)
   # Offline, the cache supplies the batches: MaxText's own pipeline is kept idle.
   offline_data = {"dataset_type": "synthetic"} if offline else {}
   student = _initialize(base + cli_args, **{**student_overrides, **offline_data})
-  teacher = None
+  teacher, teachers = None, ()
   if not offline:
-    shared = {k.split(".")[0]: getattr(global_config, k.split(".")[0]) for k in cli if k in TEACHER_SHARED_KEYS}
-    # The distill_* section is run-level: the teacher must sow exactly when the student does. The teacher never
-    # reads data (it scores the student's batches), so MaxText's data-source checks are kept off it.
-    run_level = settings.model_dump()
-    inert_data = {"dataset_type": "synthetic"}
-    teacher_keys = {**inert_data, **shared, **teacher_overrides, **run_level}
-    teacher = _initialize(base, log_config=False, **teacher_keys)
-    storage = _teacher_weight_dtype(settings, teacher, teacher_overrides)
-    if storage != teacher.weight_dtype:  # the frozen teacher keeps no float32 master copy it would never update
-      teacher = _initialize(base, log_config=False, **{**teacher_keys, "weight_dtype": storage.name})
-    _check_checkpoint_path("teacher_overrides.load_parameters_path", teacher.load_parameters_path, plan)
-    teachers = []
-    for name, overrides in teacher_entries:
-      member = _initialize(base, log_config=False, **{**inert_data, **shared, **overrides, **run_level})
-      storage = _teacher_weight_dtype(settings, member, overrides)
-      if storage != member.weight_dtype:
-        member = _initialize(
-            base, log_config=False, **{**inert_data, **shared, **overrides, **run_level, "weight_dtype": storage.name}
-        )
-      _check_checkpoint_path(f"teachers.{name}.overrides.load_parameters_path", member.load_parameters_path, plan)
-      teachers.append((name, member))
+    teacher, teachers = teacher_configs.build(
+        _initialize, base, global_config, cli, settings, teacher_overrides, teacher_entries, plan=plan
+    )
   if student.load_parameters_path:
-    _check_checkpoint_path("load_parameters_path", student.load_parameters_path, plan)
+    checkpoint_paths.check_path("load_parameters_path", student.load_parameters_path, plan)
   offline_eval = None
   if offline and student.eval_interval > 0:
     offline_eval = _initialize(base + cli_args, log_config=False, **student_overrides)
@@ -427,17 +332,28 @@ def build(argv: list[str], *, plan: bool = False) -> DistillConfigs:
       teacher,
       lambda extra: _initialize(base + cli_args, log_config=False, **{**student_overrides, **offline_data, **extra}),
   )
-  configs = DistillConfigs(global_config, student, teacher, settings, offline_eval, init, tuple(argv))
-  if not offline and teacher_entries:
-    configs = dataclasses.replace(configs, teacher=teachers[0][1], teachers=tuple(teachers))
+  configs = teacher_configs.attach(
+      DistillConfigs(global_config, student, teacher, settings, offline_eval, init, tuple(argv)), teachers
+  )
+  configs = dataclasses.replace(configs, caches=teacher_caches)
   for _, member in configs.teachers[1:]:
     cross_check(dataclasses.replace(configs, teacher=member))
   cross_check(configs)
   if plan:  # the planner compiles on abstract batches: no data or cache is read
     return configs
   data_sources.check_student_data(offline_eval if offline_eval is not None else student)
-  if offline:
-    cache_checks.check_cache_matches(global_config.offline_data_dir, student, settings)
+  if configs.teachers and settings.distill_teacher_mixture == "route":
+    routes = route_checks.plan_streams(
+        student,
+        tuple(name for name, _ in configs.teachers),
+        settings.distill_teacher_route_column,
+        lambda extra: _initialize(base + cli_args, log_config=False, **{**student_overrides, **extra}),
+    )
+    configs = dataclasses.replace(configs, routes=routes)
+  for path in cache_dirs:
+    cache_checks.check_cache_matches(path, student, settings)
+  if teacher_caches:
+    multi_teacher.check_caches_agree(teacher_caches)
   checkpoint_checks.check_run(configs, student_overrides)
   return configs
 
@@ -451,19 +367,3 @@ def _empty_strings_kept(overrides) -> dict:
   """A bare ``key=`` (``load_parameters_path=``: upstream's fresh student) reads as None, which MaxText's string keys
   refuse; a string key takes it as the empty string it was written as."""
   return {key: "" if value is None and _is_string_key(key) else value for key, value in dict(overrides or {}).items()}
-
-
-def _check_checkpoint_path(key: str, path: str, plan: bool = False) -> None:
-  if "://" in path:  # Remote storage is checked by Orbax when it restores.
-    return
-  if plan and not os.path.exists(path):
-    logging.warning("%s=%s does not exist; the planner reads no weights, a run would refuse it.", key, path)
-    return
-  if not os.path.isdir(path):
-    raise errors.ConfigError(
-        key, path, "point it at an existing MaxText checkpoint, e.g. <run>/checkpoints/<step>/items."
-    )
-  if not (os.path.exists(os.path.join(path, "_METADATA")) or os.path.exists(os.path.join(path, "_CHECKPOINT_METADATA"))):
-    raise errors.ConfigError(
-        key, path, "this directory is not an Orbax checkpoint (no _METADATA); use <run>/checkpoints/<step>/items."
-    )

@@ -16,8 +16,10 @@
 """Several teachers in one run: the ``teachers:`` list, its checks and each teacher's MaxText config.
 
 Each entry is ``{name: <str>, overrides: {<MaxText key>: <value>, ...}}``; the overrides play the role of
-``teacher_overrides`` for that teacher (model, checkpoint, dtype and other mesh-compatible settings). Everything is
-checked here, before any model is built: a bad entry, unknown or negative weights, a mixture the run cannot honour.
+``teacher_overrides`` for that teacher (model, checkpoint, dtype and other mesh-compatible settings). Offline, each
+entry is ``{name: <str>, offline_data_dir: <cache>}`` instead: one top-k cache per teacher, written from the same
+sequences in the same order (:mod:`training.sources.caches` checks that as it reads them). Everything is checked
+here, before any model is built: a bad entry, unknown or negative weights, a mixture the run cannot honour.
 """
 
 from maxtext_distill_plugin import errors
@@ -42,9 +44,22 @@ def entries(raw, teacher_overrides: dict) -> tuple[tuple[str, dict], ...]:
         "teachers", raw, f"list two or more teachers ({_EXAMPLE}); one teacher is teacher_overrides."
     )
   found = []
+  cached = [isinstance(entry, dict) and "offline_data_dir" in entry for entry in raw]
+  if any(cached) and not all(cached):
+    raise errors.ConfigError(
+        "teachers", raw, "give every teacher an offline_data_dir (offline) or none (online): a run is one or the other."
+    )
+  keys = {"name", "offline_data_dir"} if all(cached) else {"name", "overrides"}
   for index, entry in enumerate(raw):
-    if not isinstance(entry, dict) or set(entry) - {"name", "overrides"} or not isinstance(entry.get("name"), str):
-      raise errors.ConfigError(f"teachers[{index}]", entry, f"write each entry as {{name, overrides}}: {_EXAMPLE}.")
+    if not isinstance(entry, dict) or set(entry) - keys or not isinstance(entry.get("name"), str):
+      raise errors.ConfigError(
+          f"teachers[{index}]",
+          entry,
+          f"write each entry as {{name, overrides}} ({_EXAMPLE}) or, offline, as {{name, offline_data_dir}}.",
+      )
+    if all(cached):
+      found.append((entry["name"], {}))
+      continue
     overrides = dict(entry.get("overrides") or {})
     if not overrides.get("load_parameters_path"):
       raise errors.ConfigError(
@@ -55,6 +70,30 @@ def entries(raw, teacher_overrides: dict) -> tuple[tuple[str, dict], ...]:
   if len(set(names)) != len(names) or not all(names):
     raise errors.ConfigError("teachers", names, "give every teacher a distinct, non-empty name.")
   return tuple(found)
+
+
+def caches(raw) -> tuple[tuple[str, str], ...]:
+  """``((name, offline_data_dir), ...)`` of an offline ``teachers:`` list (checked by :func:`entries`); else empty."""
+  if not raw or not all(isinstance(entry, dict) and "offline_data_dir" in entry for entry in raw):
+    return ()
+  for index, entry in enumerate(raw):
+    if not isinstance(entry["offline_data_dir"], str) or not entry["offline_data_dir"]:
+      raise errors.ConfigError(
+          f"teachers[{index}].offline_data_dir", entry["offline_data_dir"], "give each teacher's cache directory."
+      )
+  return tuple((entry["name"], entry["offline_data_dir"]) for entry in raw)
+
+
+def check_caches_agree(caches_by_name: tuple[tuple[str, str], ...]) -> None:
+  """Refuses teacher caches that do not hold the same sequences in the same order (a sample of records: cheap)."""
+  from maxtext_distill_plugin.teacher_cache import any_format  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training.sources import caches  # pylint: disable=import-outside-toplevel
+
+  names = tuple(name for name, _ in caches_by_name)
+  try:
+    caches.check_same_sequences(names, tuple(any_format.open_any(path) for _, path in caches_by_name))
+  except caches.CachesMismatch as e:
+    raise errors.ConfigError("teachers", [path for _, path in caches_by_name], str(e).replace(" Fix: ", "; ")) from None
 
 
 def check_settings(names: tuple[str, ...], settings: DistillSettings, *, offline: bool) -> None:
@@ -68,15 +107,20 @@ def check_settings(names: tuple[str, ...], settings: DistillSettings, *, offline
       if value != default:
         raise errors.ConfigError(key, value, "it applies to several teachers (teachers:); remove it for one teacher.")
     return
-  if offline:
+  if offline and settings.distill_teacher_mixture != "loss":
     raise errors.ConfigError(
-        "teachers", list(names), "several teachers are online only here; unset offline_data_dir or use one teacher."
+        "distill_teacher_mixture",
+        settings.distill_teacher_mixture,
+        "offline, each cache holds its own teacher's top-k ids per token, so the teachers' distributions have no"
+        " common support to mix (distribution) and the caches carry no route column (route): use"
+        " distill_teacher_mixture=loss, or several online teachers.",
     )
-  if settings.on_policy:
+  if settings.on_policy and settings.distill_teacher_generated:
     raise errors.ConfigError(
-        "teachers",
-        list(names),
-        "on-policy steps score samples with one teacher here; set distill_on_policy_fraction=0 or use one teacher.",
+        "distill_teacher_generated",
+        True,
+        "with several teachers the student samples (there is no one teacher to sample from): set"
+        " distill_teacher_generated=false, or use one teacher.",
     )
   if settings.extract_features:
     raise errors.ConfigError(
@@ -96,14 +140,6 @@ def check_settings(names: tuple[str, ...], settings: DistillSettings, *, offline
       raise errors.ConfigError(
           "distill_teacher_weights", weights, "routing scores each example by its own teacher; remove the weights."
       )
-  if settings.distill_teacher_mixture == "route":
-    # MaxText's input pipelines pass only their token columns through to the batch.
-    raise errors.ConfigError(
-        "distill_teacher_route_column",
-        settings.distill_teacher_route_column,
-        "the run's data pipeline yields no per-example teacher column here, so routing cannot read it; use"
-        " distill_teacher_mixture=distribution or loss.",
-    )
 
 
 def weights(names: tuple[str, ...], settings: DistillSettings) -> tuple[float, ...]:

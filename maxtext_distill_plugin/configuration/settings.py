@@ -57,6 +57,15 @@ class DistillSettings(pydantic.BaseModel):
       None, description="skew_kl / skew_reverse_kl: the mixing weight lambda in [0, 1); default 0.1 (DistiLLM)."
   )
   distill_feature_loss_type: Literal["cosine", "l2"] = Field("cosine", description="cosine distance or L2 (MSE).")
+  distill_feature_projection: Literal["none", "linear"] = Field(
+      "none",
+      description=(
+          "none compares the student's out_projection activations with the teacher's as they are (equal emb_dim);"
+          " linear first maps them by a learned [D_student, D_teacher] matrix per aligned layer, trained with the"
+          " student's optimizer and saved beside (not inside) its checkpoint. Initialised to the identity when the"
+          " widths are equal, else to a random semi-orthogonal matrix (feature_projection.py)."
+      ),
+  )
   distill_layer_indices: list[int] | None = Field(
       None, description="Scanned layers whose out_projection activations are aligned; None means every layer."
   )
@@ -99,7 +108,7 @@ class DistillSettings(pydantic.BaseModel):
       None, description="Several teachers: {name: weight}, non-negative, summing to 1; None weighs them equally."
   )
   distill_teacher_route_column: str = Field(
-      "teacher_id", description="distill_teacher_mixture=route: the batch column holding each example's teacher index."
+      "teacher_id", description="distill_teacher_mixture=route: the training data's column naming each row's teacher."
   )
 
   distill_top_k: int = Field(128, gt=0, description="Offline: teacher logits kept per token by the caching tool.")
@@ -150,6 +159,28 @@ class DistillSettings(pydantic.BaseModel):
     if value not in ("cosine", "l2"):
       raise ValueError(f"distill_feature_loss_type={value!r} is unknown. Fix: use 'cosine' (default) or 'l2'.")
     return value
+
+  @pydantic.field_validator("distill_feature_projection", mode="before")
+  @classmethod
+  def _known_projection(cls, value):
+    if value is None:  # MaxText's config loader reads a bare "none" as None
+      return "none"
+    if value not in ("none", "linear"):
+      raise ValueError(
+          f"distill_feature_projection={value!r} is unknown. Fix: use 'none' (default: equal widths) or 'linear' (a"
+          " learned map from the student's width to the teacher's)."
+      )
+    return value
+
+  @pydantic.model_validator(mode="after")
+  def _projection_has_a_feature_loss(self):
+    if self.distill_feature_projection != "none" and not self.extract_features:
+      raise ValueError(
+          f"distill_feature_projection={self.distill_feature_projection!r} has no effect with distill_beta=0.0 (and"
+          " no positive distill_beta_end): there is no feature loss to project. Fix: set distill_beta > 0, or"
+          " remove distill_feature_projection."
+      )
+    return self
 
   @pydantic.field_validator("distill_divergence", mode="before")
   @classmethod

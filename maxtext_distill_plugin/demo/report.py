@@ -16,6 +16,11 @@
 
 import math
 
+from maxtext_distill_plugin.loss import metric_names
+
+_EVAL_HARD_LOSS = metric_names.eval_name(metric_names.HARD_LOSS)
+_EVAL_TEACHER_LOSS = metric_names.eval_name(metric_names.TEACHER_LOSS)
+
 
 def _row(name: str, layers, ce: float) -> str:
   return f"  {name:<34} {str(layers):>6} {ce:>10.3f} {math.exp(min(ce, 80.0)):>11.1f}"
@@ -40,8 +45,8 @@ def format_report(results: dict) -> str:
       (
           f"Distillation closed {100 * recovered:.0f}% of the teacher-student gap in {results['distill_steps']} steps"
           " (the trainer's own eval of the same batches: student CE"
-          f" {results['trainer_eval'].get('eval/hard_loss', float('nan')):.3f}, teacher CE"
-          f" {results['trainer_eval'].get('eval/teacher_loss', float('nan')):.3f})."
+          f" {results['trainer_eval'].get(_EVAL_HARD_LOSS, float('nan')):.3f}, teacher CE"
+          f" {results['trainer_eval'].get(_EVAL_TEACHER_LOSS, float('nan')):.3f})."
       ),
       "",
       f"Teacher checkpoint:          {results['paths']['teacher']}",

@@ -17,6 +17,8 @@
 ``schedules`` and ``reductions`` (the (sum, count) pairs), ``losses`` (log-softmax, CE, feature distance),
 ``divergences`` (the family and its registry), ``objective`` and ``cached_objective`` (the objective on dense logits
 and against a cached top-k), ``sparse_losses`` and ``sparse_tail`` (the top-k buckets and their tail),
-``tiles``, ``chunked_objective`` and ``chunked_sparse`` (the memory-lean forms), ``aux_terms`` (MaxText's student
-terms) and ``metric_names``.
+``tiles`` and ``tile_vjp`` (the one custom-VJP tile skeleton), ``online_tiles``, ``chunked_objective`` and
+``chunked_sparse`` (the memory-lean forms plugged into it), ``teacher_mixture`` (several teachers as one),
+``aux_terms`` (MaxText's student terms), ``feature_projection`` (the learned map to the teacher's width) and
+``metric_names``.
 """

@@ -23,15 +23,15 @@ loss needs only four statistics of the student's logits ``z = cap(h @ W)`` per t
 and, for the diagnostics only (no gradient), ``max_v z_v`` and the entropy ``lse_1 - sum_v q_v z_v`` at T = 1.
 
 :func:`student_head_stats_from_hidden` computes them on tiles of ``[B, seq_chunk]`` tokens
-by ``vocab_chunk`` columns: both log-sum-exps online over the vocabulary tiles, and
-``z[label]`` and ``z_ids`` gathered from the tile that holds each id. The KL, the CE and
+by ``vocab_chunk`` columns (a kernel plugged into :mod:`tile_vjp`): both log-sum-exps online over the
+vocabulary tiles, and ``z[label]`` and ``z_ids`` gathered from the tile that holds each id. The KL, the CE and
 every metric then follow from :func:`cached_objective.cached_teacher_terms`, the same formula
 the dense offline loss applies to full logits, so
 :func:`offline_distillation_terms_from_hidden` returns exactly what
 :func:`objective.distillation_terms` returns for ``logits = cap(hidden @ W)`` and a
 top-k teacher (:class:`heads.CachedTopK`).
 
-A ``jax.custom_vjp`` keeps only the inputs and the two ``[B, S]`` log-sum-exps; the
+The skeleton's custom VJP keeps only the inputs and the two ``[B, S]`` log-sum-exps; the
 backward recomputes each tile's logits and applies
 
   dL/dz = g_lse1 p_1 + g_lseT p_T / T + g_label onehot(label) + sum_j g_ids[j] onehot(ids[j]),
@@ -43,7 +43,7 @@ ordinary autodiff of the sparse KL and CE, which act on ``[B, S, k]`` arrays onl
 ``[B, seq_chunk, vocab_chunk]`` float32 tiles. The temperature gets no gradient.
 """
 
-import functools
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +53,7 @@ from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import objective
 from maxtext_distill_plugin.loss import reductions
 from maxtext_distill_plugin.loss import sparse_losses
+from maxtext_distill_plugin.loss import tile_vjp
 from maxtext_distill_plugin.loss import tiles
 
 
@@ -62,99 +63,76 @@ def _tile_columns(ids_BxCxK, offset, chunk: int):
   return local, (local >= 0) & (local < chunk)
 
 
-def _forward_rows(tiling: tiles.Tiling, temperature, unembed_tiles, hidden_BxCxD, labels_BxC, ids_BxCxK):
-  """``(lse_1, lse_T, z[label], z_ids, max z, entropy at T = 1)`` of one sequence chunk, scanning the vocabulary
-  tiles."""
-  shape = labels_BxC.shape
+@dataclasses.dataclass(frozen=True)
+class _HeadStatsKernel:
+  """The student's head statistics as a :class:`tile_vjp.TileKernel`: row inputs ``(labels, ids)``, no column
+  inputs, scalars ``(temperature,)``; outputs ``(lse_1, lse_T, z[label], z_ids, max z, entropy at T = 1)``."""
 
-  def body(carry, tile):
-    at_1, at_t, at_label, at_ids = carry
-    unembed_DxN, offset = tile
-    logits, columns = tiles.tile_logits(hidden_BxCxD, unembed_DxN, offset, tiling.student_softcap)
-    logits = jnp.where(columns < tiling.vocab_size, logits, tiles.PADDED_LOGIT)
-    local, inside = _tile_columns(ids_BxCxK, offset, tiling.vocab_chunk)
-    gathered = jnp.take_along_axis(logits, jnp.clip(local, 0, tiling.vocab_chunk - 1), axis=-1)
-    carry = (
-        tiles.online_update(at_1, logits, logits),  # also sum exp(z - m) z: the entropy lse - E_q[z]
-        tiles.online_update(at_t, logits / temperature),
-        at_label + jnp.sum(jnp.where(columns == labels_BxC[..., None], logits, 0.0), axis=-1),
-        at_ids + jnp.where(inside, gathered, 0.0),
-    )
-    return carry, None
+  tiling: tiles.Tiling
 
-  offsets = jnp.arange(unembed_tiles.shape[0]) * tiling.vocab_chunk
-  empty = tiles.empty_online_state(shape)
-  init = (empty, empty, jnp.zeros(shape, jnp.float32), jnp.zeros(ids_BxCxK.shape, jnp.float32))
-  (at_1, at_t, at_label, at_ids), _ = jax.lax.scan(body, init, (unembed_tiles, offsets))
-  lse_1 = tiles.online_lse(at_1)
-  entropy = lse_1 - at_1[2] / at_1[1]
-  return lse_1, tiles.online_lse(at_t), at_label, at_ids, at_1[0], entropy
+  def forward_row(self, scalars, unembed_tiles, column_tiles, hidden_BxCxD, row_inputs):
+    """The statistics of one sequence tile, scanning the vocabulary tiles; residuals ``(lse_1, lse_T)``."""
+    (temperature,) = scalars
+    labels_BxC, ids_BxCxK = row_inputs
+    tiling = self.tiling
+    shape = labels_BxC.shape
 
+    def body(carry, tile):
+      at_1, at_t, at_label, at_ids = carry
+      unembed_DxN, _, offset = tile
+      logits, columns = tiles.tile_logits(hidden_BxCxD, unembed_DxN, offset, tiling.student_softcap)
+      logits = jnp.where(columns < tiling.vocab_size, logits, tiles.PADDED_LOGIT)
+      local, inside = _tile_columns(ids_BxCxK, offset, tiling.vocab_chunk)
+      gathered = jnp.take_along_axis(logits, jnp.clip(local, 0, tiling.vocab_chunk - 1), axis=-1)
+      carry = (
+          tiles.online_update(at_1, logits, logits),  # also sum exp(z - m) z: the entropy lse - E_q[z]
+          tiles.online_update(at_t, logits / temperature),
+          at_label + jnp.sum(jnp.where(columns == labels_BxC[..., None], logits, 0.0), axis=-1),
+          at_ids + jnp.where(inside, gathered, 0.0),
+      )
+      return carry, None
 
-def _backward_rows(tiling: tiles.Tiling, temperature, unembed_tiles, row):
-  """Gradients of one sequence chunk: ``d hidden [B, C, D]`` and ``d unembed`` tiles ``[N, D, chunk]``."""
-  hidden_BxCxD, labels_BxC, ids_BxCxK, (lse_1, lse_t), (g_lse_1, g_lse_t, g_label, g_ids) = row
-  batch, chunk = labels_BxC.shape
-  # Index grids for the scatter-add of g_ids: one (row, position, column) triple per id.
-  rows_Bx1x1 = jnp.arange(batch)[:, None, None]
-  positions_1xCx1 = jnp.arange(chunk)[None, :, None]
+    empty = tiles.empty_online_state(shape)
+    init = (empty, empty, jnp.zeros(shape, jnp.float32), jnp.zeros(ids_BxCxK.shape, jnp.float32))
+    (at_1, at_t, at_label, at_ids), _ = tile_vjp.over_vocab(body, init, unembed_tiles, column_tiles, tiling.vocab_chunk)
+    lse_1 = tiles.online_lse(at_1)
+    entropy = lse_1 - at_1[2] / at_1[1]
+    lse_t = tiles.online_lse(at_t)
+    return (lse_1, lse_t, at_label, at_ids, at_1[0], entropy), (lse_1, lse_t)
 
-  def body(d_hidden, tile):
-    unembed_DxN, offset = tile
-    capped, columns = tiles.tile_logits(hidden_BxCxD, unembed_DxN, offset, tiling.student_softcap)
-    logits = jnp.where(columns < tiling.vocab_size, capped, tiles.PADDED_LOGIT)
-    p_1 = jnp.exp(logits - lse_1[..., None])
-    p_t = jnp.exp(logits / temperature - lse_t[..., None])
-    d_logits = g_lse_1[..., None] * p_1 + (g_lse_t / temperature)[..., None] * p_t
-    d_logits = d_logits + jnp.where(columns == labels_BxC[..., None], g_label[..., None], 0.0)
-    local, inside = _tile_columns(ids_BxCxK, offset, tiling.vocab_chunk)
-    # Ids outside this tile go to column vocab_chunk, past the end, which mode="drop" discards.
-    local = jnp.where(inside, local, tiling.vocab_chunk)
-    d_logits = d_logits.at[rows_Bx1x1, positions_1xCx1, local].add(g_ids, mode="drop")
-    if tiling.student_softcap:
-      d_logits = d_logits * (1.0 - jnp.square(capped / tiling.student_softcap))
-    d_hidden = d_hidden + jnp.einsum("bcn,dn->bcd", d_logits, unembed_DxN, preferred_element_type=jnp.float32)
-    d_unembed = jnp.einsum("bcd,bcn->dn", hidden_BxCxD, d_logits, preferred_element_type=jnp.float32)
-    return d_hidden, d_unembed
+  def sweep(self, run, scalars):
+    del scalars  # one sweep, always
+    return run(self)
 
-  offsets = jnp.arange(unembed_tiles.shape[0]) * tiling.vocab_chunk
-  return jax.lax.scan(body, jnp.zeros(hidden_BxCxD.shape, jnp.float32), (unembed_tiles, offsets))
+  def differentiable(self, cotangents):
+    """The max logit and the entropy are diagnostics: no gradient flows through them."""
+    return cotangents[:4]
 
+  def logit_cotangent(self, scalars, row_inputs, residuals, cotangents):
+    """``dL/dz`` of each tile (the formula in the module docstring)."""
+    (temperature,) = scalars
+    labels_BxC, ids_BxCxK = row_inputs
+    lse_1, lse_t = residuals
+    g_lse_1, g_lse_t, g_label, g_ids = cotangents
+    tiling = self.tiling
+    batch, chunk = labels_BxC.shape
+    # Index grids for the scatter-add of g_ids: one (row, position, column) triple per id.
+    rows_Bx1x1 = jnp.arange(batch)[:, None, None]
+    positions_1xCx1 = jnp.arange(chunk)[None, :, None]
 
-def _head_stats_fwd(tiling: tiles.Tiling, hidden, unembed, labels, ids, temperature):
-  unembed_tiles = tiles.vocab_tiles(unembed, tiling.vocab_chunk)
-  rows = tuple(tiles.seq_tiles(x, tiling.seq_chunk) for x in (hidden, labels, ids))
-  step = functools.partial(_forward_rows, tiling, temperature, unembed_tiles)
-  _, stats = jax.lax.scan(lambda carry, row: (carry, step(*row)), None, rows)
-  stats_BxS = tuple(tiles.from_seq_tiles(x, labels.shape[1]) for x in stats)
-  return stats_BxS, (hidden, unembed, labels, ids, temperature, stats[:2])
+    def tile_cotangent(capped, columns, column_tiles, offset):
+      del column_tiles  # none
+      logits = jnp.where(columns < tiling.vocab_size, capped, tiles.PADDED_LOGIT)
+      p_1 = jnp.exp(logits - lse_1[..., None])
+      p_t = jnp.exp(logits / temperature - lse_t[..., None])
+      d_logits = g_lse_1[..., None] * p_1 + (g_lse_t / temperature)[..., None] * p_t
+      d_logits = d_logits + jnp.where(columns == labels_BxC[..., None], g_label[..., None], 0.0)
+      local, inside = _tile_columns(ids_BxCxK, offset, tiling.vocab_chunk)
+      # Ids outside this tile go to column vocab_chunk, past the end, which mode="drop" discards.
+      local = jnp.where(inside, local, tiling.vocab_chunk)
+      return d_logits.at[rows_Bx1x1, positions_1xCx1, local].add(g_ids, mode="drop")
 
-
-def _head_stats_bwd(tiling: tiles.Tiling, residuals, cotangents):
-  hidden, unembed, labels, ids, temperature, lses = residuals
-  # The max logit and the entropy are diagnostics: no gradient flows through them.
-  cotangents = tuple(tiles.seq_tiles(c.astype(jnp.float32), tiling.seq_chunk) for c in cotangents[:4])
-  unembed_tiles = tiles.vocab_tiles(unembed, tiling.vocab_chunk)
-  rows = tuple(tiles.seq_tiles(x, tiling.seq_chunk) for x in (hidden, labels, ids))
-
-  def body(d_unembed_tiles, row):
-    d_hidden, d_tiles = _backward_rows(tiling, temperature, unembed_tiles, row)
-    return d_unembed_tiles + d_tiles, d_hidden
-
-  d_unembed_tiles, d_hidden = jax.lax.scan(body, jnp.zeros(unembed_tiles.shape, jnp.float32), rows + (lses, cotangents))
-  d_unembed = tiles.from_vocab_tiles(d_unembed_tiles, tiling.vocab_size)
-  d_hidden = tiles.from_seq_tiles(d_hidden, labels.shape[1])
-  return d_hidden.astype(hidden.dtype), d_unembed.astype(unembed.dtype), None, None, None
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _head_stats(tiling: tiles.Tiling, hidden, unembed, labels, ids, temperature):
-  """``(lse_1, lse_T, z[label])``, each ``[B, S]``, ``z_ids [B, S, k]``, and ``(max z, entropy)`` ``[B, S]``."""
-  stats, _ = _head_stats_fwd(tiling, hidden, unembed, labels, ids, temperature)
-  return stats
-
-
-_head_stats.defvjp(_head_stats_fwd, _head_stats_bwd)
+    return tile_cotangent
 
 
 def student_head_stats_from_hidden(
@@ -189,13 +167,13 @@ def student_head_stats_from_hidden(
   if labels_BxS.shape != (batch, seq) or ids_BxSxK.shape[:2] != (batch, seq):
     raise ValueError(f"labels {labels_BxS.shape} and ids {ids_BxSxK.shape} must start with [B={batch}, S={seq}]")
   tiling = tiles.make_tiling(seq, unembed_DxV.shape[1], seq_chunk, vocab_chunk, logit_softcap)
-  lse_1, lse_t, at_label, at_ids, max_logit, entropy = _head_stats(
-      tiling,
+  lse_1, lse_t, at_label, at_ids, max_logit, entropy = tile_vjp.tiled_terms(
+      _HeadStatsKernel(tiling),
       hidden_BxSxD,
       unembed_DxV,
-      labels_BxS.astype(jnp.int32),
-      ids_BxSxK.astype(jnp.int32),
-      jnp.asarray(temperature, jnp.float32),
+      (labels_BxS.astype(jnp.int32), ids_BxSxK.astype(jnp.int32)),
+      (),
+      (jnp.asarray(temperature, jnp.float32),),
   )
   max_logit, entropy = jax.lax.stop_gradient((max_logit, entropy))
   return cached_objective.StudentHeadStats(lse_1, lse_t, at_label, at_ids, max_logit, entropy)

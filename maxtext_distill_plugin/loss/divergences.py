@@ -20,7 +20,7 @@ log-softmaxed; T and the T^2 factor belong to the caller); ``p = exp(teacher_log
 ``e(teacher_logp, student_logp, *, param) -> [..., V]`` whose sum over the last axis is the
 divergence ``[...]``. The dense, tiled and top-k paths share that one formula:
 
-* dense: ``sum_v e_v`` over the vocabulary (the public functions below);
+* dense: ``sum_v e_v`` over the vocabulary (a registered :class:`Divergence` called on two distributions);
 * tiled: ``sum_v e_v`` accumulated tile by tile; the student gradient needs only the
   diagonal ``g_v = de_v / d student_logp_v`` (:func:`student_partials`), because
   ``dD / dz_v = (g_v - q_v sum_u g_u) / T`` through ``student_logp = z / T - lse(z / T)``;
@@ -100,19 +100,56 @@ def _with_endpoints(param, interior: Callable, endpoints: dict[float, Callable])
 
 
 def forward_kl_elementwise(teacher_logp, student_logp, *, param=None) -> jnp.ndarray:
-  """``p_v (log p_v - log q_v)``; ``param`` is unused."""
+  """``p_v (log p_v - log q_v)``: ``KL(p || q)``, mass-covering, the classic distillation loss; ``param`` is unused.
+
+  ``+inf`` where ``q_v = 0 < p_v``.
+
+  References:
+    Hinton, Vinyals, Dean (2015). Distilling the Knowledge in a Neural Network. arXiv:1503.02531.
+  """
   del param
   return _kl_terms(_as_float(teacher_logp), _as_float(student_logp))
 
 
 def reverse_kl_elementwise(teacher_logp, student_logp, *, param=None) -> jnp.ndarray:
-  """``q_v (log q_v - log p_v)``; ``param`` is unused."""
+  """``q_v (log q_v - log p_v)``: ``KL(q || p)``, mode-seeking; ``+inf`` where ``p_v = 0 < q_v``; ``param`` is unused.
+
+  References:
+    Gu, Dong, Wei, Huang (2024). MiniLLM: Knowledge Distillation of Large Language Models. arXiv:2306.08543.
+  """
   del param
   return _kl_terms(_as_float(student_logp), _as_float(teacher_logp))
 
 
 def jsd_elementwise(teacher_logp, student_logp, *, param) -> jnp.ndarray:
-  """``beta p_v log(p_v / m_v) + (1 - beta) q_v log(q_v / m_v)``, ``m = beta p + (1 - beta) q``; see :func:`jsd`."""
+  """Generalized Jensen-Shannon divergence JSD(beta), GKD's convention, with exact KL endpoints.
+
+  For ``0 < beta < 1``, with the mixture ``m = beta p + (1 - beta) q`` (formed as ``logaddexp``), the terms
+  ``beta p_v log(p_v / m_v) + (1 - beta) q_v log(q_v / m_v)``, summing to
+
+    JSD(beta) = beta KL(p || m) + (1 - beta) KL(q || m),   0 <= JSD(beta) <= h(beta) <= log 2,
+
+  ``h`` the binary entropy; beta = 0.5 is the classic JSD. At the endpoints this formula is 0
+  (``m`` equals one of the two), so the endpoints are defined separately and exactly:
+  ``JSD(0) = KL(p || q)`` (forward) and ``JSD(1) = KL(q || p)`` (reverse), as in GKD and TRL.
+
+  Why branches and not a rescaling: near the endpoints ``JSD(beta) = beta KL(p || q) + O(beta^2)``
+  and ``(1 - beta) KL(q || p) + O((1 - beta)^2)``, so ``JSD(beta) / (beta (1 - beta))`` would be
+  continuous on [0, 1], but it is not GKD's JSD: it would scale the loss by 4 at beta = 0.5 and
+  change every number reported against GKD and TRL. We keep GKD's values in the interior (with no
+  ``0 log 0`` and no spurious collapse to 0 near the endpoints: ``JSD(beta) / beta`` does tend to
+  the forward KL in float32) and select the endpoint KLs exactly. The value is therefore
+  discontinuous at 0 and 1 by the factor beta (resp. 1 - beta), as GKD's is. A Python ``beta``
+  traces only the branch that runs; a traced one is compared with 0 and 1, and clipped to
+  ``[2^-24, 1 - 2^-24]`` for the interior. Finite wherever ``p`` or ``q`` is positive, for 0 < beta < 1.
+
+  References:
+    Agarwal et al. (2024). On-Policy Distillation of Language Models: Learning from Self-Generated
+      Mistakes (GKD). arXiv:2306.13649.
+    Huszar (2015). How (not) to Train your Generative Model: Scheduled Sampling, Likelihood,
+      Adversary? arXiv:1511.05101.
+    Lin (1991). Divergence Measures Based on the Shannon Entropy. IEEE Trans. Inf. Theory 37(1).
+  """
   t, s = _as_float(teacher_logp), _as_float(student_logp)
 
   def interior(beta):
@@ -123,19 +160,42 @@ def jsd_elementwise(teacher_logp, student_logp, *, param) -> jnp.ndarray:
 
 
 def skew_kl_elementwise(teacher_logp, student_logp, *, param) -> jnp.ndarray:
-  """``p_v log(p_v / m_v)``, ``m = lambda p + (1 - lambda) q``; see :func:`skew_kl`."""
+  """``p_v log(p_v / m_v)``, ``m = lambda p + (1 - lambda) q``: skew forward KL, in ``[0, -log lambda]``.
+
+  The mixture bounds the log-ratio by ``-log lambda`` where ``q`` vanishes (finite where the forward
+  KL is not), which is what stabilises DistiLLM's optimisation. ``lambda = 0`` selects the forward
+  KL's terms exactly; DistiLLM uses 0.1.
+
+  References:
+    Ko, Kim, Chen, Yun (2024). DistiLLM: Towards Streamlined Distillation for Large Language Models.
+      arXiv:2402.03898.
+    Lee (1999). Measures of Distributional Similarity. ACL (the skew divergence).
+  """
   t, s = _as_float(teacher_logp), _as_float(student_logp)
   return _with_endpoints(param, lambda lam: _kl_terms(t, _log_mixture(t, s, lam)), {0.0: lambda: _kl_terms(t, s)})
 
 
 def skew_reverse_kl_elementwise(teacher_logp, student_logp, *, param) -> jnp.ndarray:
-  """``q_v log(q_v / m_v)``, ``m = lambda q + (1 - lambda) p``; see :func:`skew_reverse_kl`."""
+  """``q_v log(q_v / m_v)``, ``m = lambda q + (1 - lambda) p``: skew reverse KL, in ``[0, -log lambda]``;
+  ``lambda = 0`` is reverse KL.
+
+  References:
+    Ko, Kim, Chen, Yun (2024). DistiLLM: Towards Streamlined Distillation for Large Language Models.
+      arXiv:2402.03898.
+  """
   t, s = _as_float(teacher_logp), _as_float(student_logp)
   return _with_endpoints(param, lambda lam: _kl_terms(s, _log_mixture(s, t, lam)), {0.0: lambda: _kl_terms(s, t)})
 
 
 def tvd_elementwise(teacher_logp, student_logp, *, param=None) -> jnp.ndarray:
-  """``|p_v - q_v| / 2``; ``param`` is unused."""
+  """``|p_v - q_v| / 2``: total variation distance, in [0, 1] (a probability); ``param`` is unused.
+
+  Not differentiable where ``p_v = q_v``; JAX's subgradient of ``|x|`` there is 0.
+
+  References:
+    Wen, Li, Du, Mou (2023). f-Divergence Minimization for Sequence-Level Knowledge Distillation.
+      arXiv:2307.15190.
+  """
   del param
   return 0.5 * jnp.abs(jnp.exp(_as_float(teacher_logp)) - jnp.exp(_as_float(student_logp)))
 
@@ -158,116 +218,6 @@ def _nonnegative(total: jnp.ndarray) -> jnp.ndarray:
 def _reduce(elementwise: Callable, teacher_logp, student_logp, param) -> jnp.ndarray:
   """``sum_v e_v`` over the last axis, clamped at 0 (straight-through)."""
   return _nonnegative(jnp.sum(elementwise(_normalised(teacher_logp), _normalised(student_logp), param=param), axis=-1))
-
-
-# Each public divergence takes ``teacher_logp`` and ``student_logp``, ``[..., V]`` log-probabilities
-# ``log p`` and ``log q`` at T, and returns ``[...]`` float32, >= 0 (nats, except TVD).
-
-
-def forward_kl(teacher_logp: jnp.ndarray, student_logp: jnp.ndarray) -> jnp.ndarray:
-  """``KL(p || q) = sum_v p_v (log p_v - log q_v)`` per token: mass-covering, today's distillation loss.
-
-  ``+inf`` where ``q_v = 0 < p_v``.
-
-  References:
-    Hinton, Vinyals, Dean (2015). Distilling the Knowledge in a Neural Network. arXiv:1503.02531.
-  """
-  return _reduce(forward_kl_elementwise, teacher_logp, student_logp, None)
-
-
-def reverse_kl(teacher_logp: jnp.ndarray, student_logp: jnp.ndarray) -> jnp.ndarray:
-  """``KL(q || p) = sum_v q_v (log q_v - log p_v)`` per token: mode-seeking; ``+inf`` where ``p_v = 0 < q_v``.
-
-  References:
-    Gu, Dong, Wei, Huang (2024). MiniLLM: Knowledge Distillation of Large Language Models. arXiv:2306.08543.
-  """
-  return _reduce(reverse_kl_elementwise, teacher_logp, student_logp, None)
-
-
-def jsd(teacher_logp: jnp.ndarray, student_logp: jnp.ndarray, *, beta=0.5) -> jnp.ndarray:
-  """Generalized Jensen-Shannon divergence JSD(beta) per token, GKD's convention, with exact KL endpoints.
-
-  For ``0 < beta < 1``, with the mixture ``m = beta p + (1 - beta) q`` (formed as ``logaddexp``):
-
-    JSD(beta) = beta KL(p || m) + (1 - beta) KL(q || m),   0 <= JSD(beta) <= h(beta) <= log 2,
-
-  ``h`` the binary entropy; beta = 0.5 is the classic JSD. At the endpoints this formula is 0
-  (``m`` equals one of the two), so the endpoints are defined separately and exactly:
-  ``JSD(0) = KL(p || q)`` (forward) and ``JSD(1) = KL(q || p)`` (reverse), as in GKD and TRL.
-
-  Why branches and not a rescaling: near the endpoints ``JSD(beta) = beta KL(p || q) + O(beta^2)``
-  and ``(1 - beta) KL(q || p) + O((1 - beta)^2)``, so ``JSD(beta) / (beta (1 - beta))`` would be
-  continuous on [0, 1], but it is not GKD's JSD: it would scale the loss by 4 at beta = 0.5 and
-  change every number reported against GKD and TRL. We keep GKD's values in the interior (with no
-  ``0 log 0`` and no spurious collapse to 0 near the endpoints: ``JSD(beta) / beta`` does tend to
-  the forward KL in float32) and select the endpoint KLs exactly. The value is therefore
-  discontinuous at 0 and 1 by the factor beta (resp. 1 - beta), as GKD's is. A Python ``beta``
-  traces only the branch that runs; a traced one is compared with 0 and 1, and clipped to
-  ``[2^-24, 1 - 2^-24]`` for the interior.
-
-  Args:
-    teacher_logp: ``[..., V]`` ``log p`` at T.
-    student_logp: ``[..., V]`` ``log q`` at T.
-    beta: weight of the teacher in the mixture, in [0, 1].
-
-  Returns:
-    ``[...]`` float32 nats; finite wherever ``p`` or ``q`` is positive, for 0 < beta < 1.
-
-  References:
-    Agarwal et al. (2024). On-Policy Distillation of Language Models: Learning from Self-Generated
-      Mistakes (GKD). arXiv:2306.13649.
-    Huszar (2015). How (not) to Train your Generative Model: Scheduled Sampling, Likelihood,
-      Adversary? arXiv:1511.05101.
-    Lin (1991). Divergence Measures Based on the Shannon Entropy. IEEE Trans. Inf. Theory 37(1).
-  """
-  return _reduce(jsd_elementwise, teacher_logp, student_logp, beta)
-
-
-def skew_kl(teacher_logp: jnp.ndarray, student_logp: jnp.ndarray, *, lam=0.1) -> jnp.ndarray:
-  """Skew forward KL ``KL(p || lam p + (1 - lam) q)`` per token, in ``[0, -log lam]``; ``lam = 0`` is forward KL.
-
-  The mixture bounds the log-ratio by ``-log lam`` where ``q`` vanishes (finite where the forward
-  KL is not), which is what stabilises DistiLLM's optimisation. ``lam = 0`` selects the forward
-  KL's terms exactly.
-
-  Args:
-    teacher_logp: ``[..., V]`` ``log p`` at T.
-    student_logp: ``[..., V]`` ``log q`` at T.
-    lam: skew weight in [0, 1) (DistiLLM's alpha, 0.1 there).
-
-  References:
-    Ko, Kim, Chen, Yun (2024). DistiLLM: Towards Streamlined Distillation for Large Language Models.
-      arXiv:2402.03898.
-    Lee (1999). Measures of Distributional Similarity. ACL (the skew divergence).
-  """
-  return _reduce(skew_kl_elementwise, teacher_logp, student_logp, lam)
-
-
-def skew_reverse_kl(teacher_logp: jnp.ndarray, student_logp: jnp.ndarray, *, lam=0.1) -> jnp.ndarray:
-  """Skew reverse KL ``KL(q || lam q + (1 - lam) p)`` per token, in ``[0, -log lam]``; ``lam = 0`` is reverse KL.
-
-  Args:
-    teacher_logp: ``[..., V]`` ``log p`` at T.
-    student_logp: ``[..., V]`` ``log q`` at T.
-    lam: skew weight in [0, 1).
-
-  References:
-    Ko, Kim, Chen, Yun (2024). DistiLLM: Towards Streamlined Distillation for Large Language Models.
-      arXiv:2402.03898.
-  """
-  return _reduce(skew_reverse_kl_elementwise, teacher_logp, student_logp, lam)
-
-
-def tvd(teacher_logp: jnp.ndarray, student_logp: jnp.ndarray) -> jnp.ndarray:
-  """Total variation distance ``TV(p, q) = sum_v |p_v - q_v| / 2`` per token, in [0, 1] (a probability).
-
-  Not differentiable where ``p_v = q_v``; JAX's subgradient of ``|x|`` there is 0.
-
-  References:
-    Wen, Li, Du, Mou (2023). f-Divergence Minimization for Sequence-Level Knowledge Distillation.
-      arXiv:2307.15190.
-  """
-  return _reduce(tvd_elementwise, teacher_logp, student_logp, None)
 
 
 def student_partials(elementwise: Callable, teacher_logp, student_logp, *, param=None):

@@ -130,6 +130,23 @@ class TeacherMixture:
 
 
 @dataclasses.dataclass(frozen=True)
+class RowBlocks:
+  """Static row blocks of a routed batch: every group of ``sum(rows)`` consecutive rows (one device's rows, see
+  :mod:`training.sources.routed`) holds ``rows[i]`` rows of teacher ``i``, in order. :meth:`take` is a reshape and a
+  slice, local to each data-parallel shard."""
+
+  rows: tuple[int, ...]
+
+  def take(self, x: jnp.ndarray, index: int, axis: int = 0) -> jnp.ndarray:
+    """The rows of teacher ``index`` along ``axis`` of ``x``."""
+    per_group, start = sum(self.rows), sum(self.rows[:index])
+    groups = x.shape[axis] // per_group
+    grouped = x.reshape(x.shape[:axis] + (groups, per_group) + x.shape[axis + 1 :])
+    block = jax.lax.slice_in_dim(grouped, start, start + self.rows[index], axis=axis + 1)
+    return block.reshape(x.shape[:axis] + (groups * self.rows[index],) + x.shape[axis + 1 :])
+
+
+@dataclasses.dataclass(frozen=True)
 class TeacherSet:
   """Several teachers scored apart: each member's loss on its own, then weighted (``route_BxS`` None) or, with a
   route, each token scored by the member it names only.
@@ -139,6 +156,8 @@ class TeacherSet:
     names: the teachers' names (static), for the per-teacher metrics.
     weights: each member's weight in the loss (static; positive, summing to 1); unused with a route.
     route_BxS: int32 index into ``members`` of the teacher of each token, or None (the weighted sum).
+    blocks: a route by static row blocks instead (static): member ``i`` holds only the rows ``blocks.take(x, i)``
+      of the batch, and is scored against the student's same rows.
   """
 
   members: tuple
@@ -147,10 +166,13 @@ class TeacherSet:
   route_BxS: jnp.ndarray | None = None
   features_LxBxSxD: jnp.ndarray | None = None
   moe_lb_loss: jnp.ndarray | None = None
+  blocks: RowBlocks | None = None
 
 
 jax.tree_util.register_dataclass(
-    TeacherSet, data_fields=["members", "route_BxS", "features_LxBxSxD", "moe_lb_loss"], meta_fields=["names", "weights"]
+    TeacherSet,
+    data_fields=["members", "route_BxS", "features_LxBxSxD", "moe_lb_loss"],
+    meta_fields=["names", "weights", "blocks"],
 )
 jax.tree_util.register_dataclass(StudentHidden, data_fields=["hidden_BxSxD", "unembed_DxV"], meta_fields=["softcap"])
 jax.tree_util.register_dataclass(

@@ -47,24 +47,6 @@ def kl_from_log_probs(teacher_logp_BxSxV: jnp.ndarray, student_logp_BxSxV: jnp.n
   return jnp.sum(terms, axis=-1)
 
 
-def kl_divergence(
-    teacher_logits_BxSxV: jnp.ndarray, student_logits_BxSxV: jnp.ndarray, *, temperature=1.0
-) -> jnp.ndarray:
-  """``KL(softmax(t/T) || softmax(s/T))`` per token, without the T^2 factor.
-
-  Args:
-    teacher_logits_BxSxV: ``[B, S, V]`` teacher logits.
-    student_logits_BxSxV: ``[B, S, V]`` student logits.
-    temperature: positive scalar T.
-
-  Returns:
-    ``[B, S]`` KL in nats.
-  """
-  return kl_from_log_probs(
-      log_softmax_at(teacher_logits_BxSxV, temperature), log_softmax_at(student_logits_BxSxV, temperature)
-  )
-
-
 def cross_entropy_from_log_probs(logp_BxSxV: jnp.ndarray, labels_BxS: jnp.ndarray) -> jnp.ndarray:
   """``-log p(label)`` per token from log-probabilities ``[B, S, V]``; labels ``[B, S]`` int."""
   return -jnp.take_along_axis(logp_BxSxV, labels_BxS[..., None].astype(jnp.int32), axis=-1)[..., 0]

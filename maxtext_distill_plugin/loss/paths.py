@@ -29,6 +29,9 @@ Every path returns ``(objective_sum, count, metrics)`` with the same names and m
 (several teachers scored apart) takes the path of its members once per member (:func:`_scored_apart`).
 """
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -139,14 +142,14 @@ def distillation_terms(
   }
   if isinstance(teacher, heads.TeacherSet):
     return _scored_apart(
-        lambda member, mask: distillation_terms(
-            student,
+        lambda member, mask, rows: distillation_terms(
+            rows(student),
             member,
-            labels_BxS,
+            rows(labels_BxS),
             mask,
             weights,
             options,
-            student_features_LxBxSxD=student_features_LxBxSxD,
+            student_features_LxBxSxD=rows(student_features_LxBxSxD, axis=1),
             z_loss_multiplier=z_loss_multiplier,
             diagnose=diagnose,
         ),
@@ -159,18 +162,34 @@ def distillation_terms(
   raise TypeError(f"no loss path takes a {type(student).__name__} student and a {type(teacher).__name__} teacher")
 
 
+def _block_rows(blocks: heads.RowBlocks, index: int, x, axis: int = 0):
+  """Member ``index``'s rows of a student head or per-row array (None stays None)."""
+  if x is None:
+    return None
+  if isinstance(x, heads.StudentLogits):
+    return heads.StudentLogits(blocks.take(x.logits_BxSxV, index))
+  if isinstance(x, heads.StudentHidden):
+    return dataclasses.replace(x, hidden_BxSxD=blocks.take(x.hidden_BxSxD, index))
+  return blocks.take(x, index, axis)
+
+
 def _scored_apart(terms, teacher: heads.TeacherSet, mask_BxS):
-  """Each member's ``terms(member, mask)``, combined: with a route, every token scored by its teacher alone (masks
-  split the tokens, so sums and counts add); without, ``sum_i w_i L_i`` over all tokens (the weights sum to 1, so the
+  """Each member's ``terms(member, mask, rows)`` (``rows``: the member's rows of a per-row array), combined: with a
+  route (a mask or row blocks), every token scored by its teacher alone (the tokens are split, so sums and counts
+  add); without, ``sum_i w_i L_i`` over all tokens (the weights sum to 1, so the
   CE, feature and z-loss terms, shared by every member, keep their weight). Adds the per-teacher metrics."""
   total, count, metrics, per_teacher = 0.0, 0.0, {}, {}
   parts = []
   for index, member in enumerate(teacher.members):
+    if teacher.blocks is not None:  # member ``index`` ran on its own rows only: score the student's same rows
+      rows = functools.partial(_block_rows, teacher.blocks, index)
+      parts.append(terms(member, rows(mask_BxS), rows))
+      continue
     mask = mask_BxS if teacher.route_BxS is None else mask_BxS & (teacher.route_BxS == index)
-    parts.append(terms(member, mask))
+    parts.append(terms(member, mask, lambda x, axis=0: x))
   all_tokens = reductions.masked_sum_count(jnp.ones(mask_BxS.shape, jnp.float32), mask_BxS)[1]
   for name, weight, (member_total, member_count, member_metrics) in zip(teacher.names, teacher.weights, parts):
-    if teacher.route_BxS is None:
+    if teacher.route_BxS is None and teacher.blocks is None:
       total, count = total + weight * member_total, member_count
       metrics = {
           key: (metrics.get(key, (0.0, 0.0))[0] + weight * pair[0], pair[1]) for key, pair in member_metrics.items()
@@ -185,7 +204,7 @@ def _scored_apart(terms, teacher: heads.TeacherSet, mask_BxS):
     if metric_names.TEACHER_LOSS in member_metrics:
       found[metric_names.TEACHER_NLL] = member_metrics[metric_names.TEACHER_LOSS]
     per_teacher.update({metric_names.per_teacher(name, key): pair for key, pair in found.items()})
-  if teacher.route_BxS is None:
+  if teacher.route_BxS is None and teacher.blocks is None:
     metrics[metric_names.TOTAL_LOSS] = (total, count)
   metrics.update(per_teacher)
   return total, count, jax.tree.map(jax.lax.stop_gradient, metrics)

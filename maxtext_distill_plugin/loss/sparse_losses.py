@@ -19,7 +19,7 @@ ids, their log-probabilities ``l_i = log p_i`` at T=1, the log of the remaining
 (tail) mass ``g(1) = log sum_{j in R} p_j`` over the ``V - k`` other tokens ``R``,
 and (format 2) a few Renyi entropies of that tail (below). The student enters only
 through two gathered quantities, so the same formula serves full ``[B, S, V]``
-logits (:func:`sparse_kl_divergence`) and the memory-lean loss, which computes them
+logits (:func:`gather_student`, :mod:`cached_objective`) and the memory-lean loss, which computes them
 tile by tile (:mod:`chunked_sparse`):
 
   z_ids = z[ids] ``[B, S, k]`` and lse_T = logsumexp(z / T) over all V ``[B, S]``.
@@ -80,7 +80,7 @@ p^tau``, needs no tail statistic, so this mode is minimal at student = teacher a
 every T too (up to quantisation); it needs no ``lse_T``.
 
 With k = V the tail is empty and both modes equal the dense KL of
-:func:`maxtext_distill_plugin.loss.losses.kl_divergence` at any T.
+the dense forward KL (:func:`maxtext_distill_plugin.loss.losses.kl_from_log_probs`) at any T.
 
 *Other divergences* (``distill_divergence``, :mod:`maxtext_distill_plugin.loss.divergences`) apply their
 elementwise form to the same outcomes (:func:`bucket_log_probs`): the k+1 buckets, or the k renormalised
@@ -147,24 +147,9 @@ def gather_student(student_logits_BxSxV: jnp.ndarray, ids_BxSxK: jnp.ndarray, te
   return at_ids, jax.nn.logsumexp(logits / temperature, axis=-1)
 
 
-def student_bucket_log_probs(student_logits_BxSxV: jnp.ndarray, ids_BxSxK: jnp.ndarray, temperature):
-  """Student ``log q(T)`` at the ids ``[B, S, k]`` and of its mass outside them ``[B, S]`` (float32).
-
-  Args:
-    student_logits_BxSxV: ``[B, S, V]`` logits (any float dtype).
-    ids_BxSxK: ``[B, S, k]`` distinct vocabulary ids per token.
-    temperature: positive scalar T.
-
-  Returns:
-    ``(log_q_ids_BxSxK, log_q_tail_BxS)``; the tail is ``-inf``-free (floored at ``2^-23``).
-  """
-  return student_bucket_log_probs_from_gathered(
-      *gather_student(student_logits_BxSxV, ids_BxSxK, temperature), temperature
-  )
-
-
 def student_bucket_log_probs_from_gathered(student_logits_at_ids_BxSxK, student_lse_at_T_BxS, temperature):
-  """:func:`student_bucket_log_probs` from ``z_ids`` and ``lse_T = logsumexp(z / T)`` over the whole vocabulary."""
+  """Student ``log q(T)`` at the ids ``[B, S, k]`` and of its mass outside them ``[B, S]`` (float32, the tail floored
+  at ``2^-23``) from ``z_ids`` and ``lse_T = logsumexp(z / T)`` over the whole vocabulary."""
   log_q_ids = student_logits_at_ids_BxSxK.astype(jnp.float32) / temperature - student_lse_at_T_BxS[..., None]
   captured = jnp.sum(jnp.exp(log_q_ids), axis=-1)
   return log_q_ids, jnp.log(jnp.maximum(1.0 - captured, _TAIL_FLOOR))
@@ -296,75 +281,6 @@ def teacher_buckets_at_1(teacher_topk_logprobs_BxSxK, teacher_tail_logmass_BxS, 
   return jnp.concatenate([log_p_ids, log_p_tail[..., None]], axis=-1)
 
 
-def sparse_kl_divergence(
-    student_logits_BxSxV: jnp.ndarray,
-    teacher_topk_ids_BxSxK: jnp.ndarray,
-    teacher_topk_logprobs_BxSxK: jnp.ndarray,
-    teacher_tail_logmass_BxS: jnp.ndarray,
-    *,
-    temperature=1.0,
-    tail: str = "bucket",
-    teacher_tail_renyi_BxSxR: jnp.ndarray | None = None,
-) -> jnp.ndarray:
-  """``KL(teacher_T || student_T)`` per token over the teacher's top-k (plus a tail bucket), without T^2.
-
-  Args:
-    student_logits_BxSxV: ``[B, S, V]`` student logits.
-    teacher_topk_ids_BxSxK: ``[B, S, k]`` teacher top-k ids (any order, distinct).
-    teacher_topk_logprobs_BxSxK: ``[B, S, k]`` teacher log-probabilities at T=1 of those ids.
-    teacher_tail_logmass_BxS: ``[B, S]`` log of the teacher mass outside them (unused by ``renormalize``).
-    temperature: positive scalar T (may be traced).
-    tail: ``"bucket"`` (k+1 outcomes) or ``"renormalize"`` (k outcomes); see the module docstring.
-    teacher_tail_renyi_BxSxR: ``[B, S, R]`` the tail's Renyi entropies (format-2 caches), or None.
-
-  Returns:
-    ``[B, S]`` float32 KL in nats; mask and reduce with :mod:`maxtext_distill_plugin.loss.reductions`.
-  """
-  *batch_shape, vocab_size = student_logits_BxSxV.shape
-  check_teacher(
-      tuple(batch_shape),
-      teacher_topk_ids_BxSxK,
-      teacher_topk_logprobs_BxSxK,
-      teacher_tail_logmass_BxS,
-      tail,
-      vocab_size,
-      teacher_tail_renyi_BxSxR,
-  )
-  at_ids, lse_at_T = gather_student(student_logits_BxSxV, teacher_topk_ids_BxSxK, temperature)
-  return sparse_kl_from_gathered(
-      at_ids,
-      lse_at_T,
-      teacher_topk_logprobs_BxSxK,
-      teacher_tail_logmass_BxS,
-      temperature=temperature,
-      tail=tail,
-      vocab_size=vocab_size,
-      teacher_tail_renyi_BxSxR=teacher_tail_renyi_BxSxR,
-  )
-
-
 def topk_coverage(teacher_tail_logmass_BxS: jnp.ndarray) -> jnp.ndarray:
   """Teacher mass captured by its top-k, ``1 - exp(tail)``, per token ``[B, S]``."""
   return -jnp.expm1(teacher_tail_logmass_BxS.astype(jnp.float32))
-
-
-def teacher_label_log_prob(
-    teacher_topk_ids_BxSxK: jnp.ndarray,
-    teacher_topk_logprobs_BxSxK: jnp.ndarray,
-    teacher_tail_logmass_BxS: jnp.ndarray,
-    labels_BxS: jnp.ndarray,
-    *,
-    vocab_size: int,
-) -> jnp.ndarray:
-  """Teacher ``log p(label)`` ``[B, S]``: exact when the label is in the top-k, else its uniform tail share.
-
-  ``-teacher_label_log_prob`` is the offline stand-in for the teacher's cross-entropy
-  (the ``distill/teacher_loss`` metric); ``-inf`` when k = V cannot happen.
-  """
-  k = teacher_topk_ids_BxSxK.shape[-1]
-  hit = teacher_topk_ids_BxSxK == labels_BxS[..., None].astype(teacher_topk_ids_BxSxK.dtype)
-  at_label = jnp.sum(jnp.where(hit, teacher_topk_logprobs_BxSxK.astype(jnp.float32), 0.0), axis=-1)
-  if k == vocab_size:
-    return at_label
-  outside = teacher_tail_logmass_BxS.astype(jnp.float32) - jnp.log(jnp.float32(vocab_size - k))
-  return jnp.where(jnp.any(hit, axis=-1), at_label, outside)

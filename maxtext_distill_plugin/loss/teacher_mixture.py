@@ -18,12 +18,18 @@
 Mixing distributions (not logits) keeps every teacher's confidence: where one teacher is sure and another is not, the
 mixture puts its mass on the union of their likely tokens. At temperature T each teacher is softened first,
 ``p_i,T = softmax(z_i / T)``, then mixed, so the mixture at T = 1 and at T are two different distributions.
+
+On the dense path the members' full log-probabilities are mixed (:func:`dense_log_probs`); on the lean path
+:class:`MixedTeachers` mixes them tile by tile, from each member's log-sum-exps found in one sweep of its own.
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 
 from maxtext_distill_plugin.loss import losses
+from maxtext_distill_plugin.loss import tiles
 
 
 def mix(log_probs_KxBxSxV, weights) -> jnp.ndarray:
@@ -38,3 +44,42 @@ def dense_log_probs(mixture, temperature) -> tuple[jnp.ndarray, jnp.ndarray]:
   at_T = mix(jnp.stack([losses.log_softmax_at(z, temperature) for z in logits]), mixture.weights)
   at_1 = mix(jnp.stack([losses.log_softmax_at(z, 1.0) for z in logits]), mixture.weights)
   return at_T, jax.lax.stop_gradient(at_1)
+
+
+@dataclasses.dataclass(frozen=True)
+class MixedTeachers:
+  """The mixture's tile logits on the lean path (:mod:`online_tiles`): static weights and each member's soft cap.
+
+  The hidden states and unembeddings come as tuples of one entry per member (widths may differ).
+  """
+
+  weights: tuple[float, ...]
+  softcaps: tuple[float | None, ...]
+
+  def lses(self, temperature, teacher_tiles, hidden_BxCxD, tiling: tiles.Tiling):
+    """Each member's ``(lse at 1, lse at T)`` ``[B, C, 1]`` over the vocabulary: one sweep over its tiles."""
+    shape = hidden_BxCxD[0].shape[:2]
+
+    def body(carry, tile):
+      wt_tiles, offset = tile
+      valid = offset + jnp.arange(wt_tiles[0].shape[-1]) < tiling.vocab_size
+      new = []
+      for (at_1, at_T), h, w, cap in zip(carry, hidden_BxCxD, wt_tiles, self.softcaps):
+        z = jnp.where(valid, tiles.tile_logits(h, w, offset, cap)[0], tiles.PADDED_LOGIT)
+        new.append((tiles.online_update(at_1, z), tiles.online_update(at_T, z / temperature)))
+      return tuple(new), None
+
+    offsets = jnp.arange(teacher_tiles[0].shape[0]) * tiling.vocab_chunk
+    init = tuple((tiles.empty_online_state(shape), tiles.empty_online_state(shape)) for _ in hidden_BxCxD)
+    found, _ = jax.lax.scan(body, init, (teacher_tiles, offsets))
+    return tuple((tiles.online_lse(a)[..., None], tiles.online_lse(b)[..., None]) for a, b in found)
+
+  def tile(self, hidden_BxCxD, unembed_DxK, offset, valid, temperature, lses):
+    """``(zt1, ztT)`` of one tile: the mixture's normalised log-probabilities at 1, and T times those at T (so that
+    ``softmax(ztT / T)`` is the mixture at T); padded columns masked."""
+    member_logits = [
+        tiles.tile_logits(h, w, offset, cap)[0] for h, w, cap in zip(hidden_BxCxD, unembed_DxK, self.softcaps)
+    ]
+    at_1 = mix(jnp.stack([z - lse_1 for z, (lse_1, _) in zip(member_logits, lses)]), self.weights)
+    at_T = mix(jnp.stack([z / temperature - lse_T for z, (_, lse_T) in zip(member_logits, lses)]), self.weights)
+    return jnp.where(valid, at_1, tiles.PADDED_LOGIT), jnp.where(valid, temperature * at_T, tiles.PADDED_LOGIT)

@@ -12,9 +12,9 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Tiling helpers shared by the memory-lean losses (:mod:`chunked_objective`, :mod:`chunked_sparse`).
+"""Tiling helpers shared by the memory-lean losses (:mod:`tile_vjp` and the kernels plugged into it).
 
-Both losses see the logits ``cap(hidden @ unembed)`` only as ``[B, seq_chunk, vocab_chunk]``
+The losses see the logits ``cap(hidden @ unembed)`` only as ``[B, seq_chunk, vocab_chunk]``
 tiles: sequence tiles are scanned in an outer loop, vocabulary tiles in an inner
 one, and per-token softmax statistics are folded in with an online log-sum-exp.
 """
@@ -33,13 +33,12 @@ PADDED_LOGIT = -1e30
 
 @dataclasses.dataclass(frozen=True)
 class Tiling:
-  """Static tile sizes and head options (hashable: a ``nondiff_argnums`` argument)."""
+  """Static tile sizes and the student's soft cap (hashable: part of a ``nondiff_argnums`` argument)."""
 
   seq_chunk: int
   vocab_chunk: int
   vocab_size: int
   student_softcap: float | None
-  teacher_softcap: float | None = None
 
 
 def make_tiling(
@@ -48,7 +47,6 @@ def make_tiling(
     seq_chunk: int,
     vocab_chunk: int | None,
     student_softcap: float | None,
-    teacher_softcap: float | None = None,
 ) -> Tiling:
   """Validated :class:`Tiling`; chunks larger than the array shrink to it, ``vocab_chunk=None`` takes all of V."""
   if seq_chunk < 1 or (vocab_chunk is not None and vocab_chunk < 1):
@@ -58,7 +56,6 @@ def make_tiling(
       vocab_chunk=min(vocab_chunk or vocab, vocab),
       vocab_size=vocab,
       student_softcap=float(student_softcap) if student_softcap else None,
-      teacher_softcap=float(teacher_softcap) if teacher_softcap else None,
   )
 
 

@@ -161,9 +161,3 @@ def _gathered_on_embed(unembed_DxV: jnp.ndarray) -> jnp.ndarray:
   from flax import linen as nn  # pylint: disable=import-outside-toplevel
 
   return nn.with_logical_constraint(unembed_DxV, (None, "vocab"))
-
-
-def logits_from_hidden(hidden_BxSxD: jnp.ndarray, unembed_DxV: jnp.ndarray, softcap: float | None) -> jnp.ndarray:
-  """``cap(hidden @ unembed)`` in float32: the full logits, for checks and the dense fallback."""
-  logits = jnp.einsum("bsd,dv->bsv", hidden_BxSxD, unembed_DxV, preferred_element_type=jnp.float32)
-  return softcap * jnp.tanh(logits / softcap) if softcap else logits

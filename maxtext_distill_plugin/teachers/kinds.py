@@ -66,13 +66,15 @@ class CachedTeacher:
   the student's logits at the cached ids tile by tile, so ``lean`` changes nothing here."""
 
   tail: str  # "bucket" or "renormalize": how the sparse KL treats the mass outside the top-k
+  field_suffix: str = ""  # several caches in one batch: this teacher's fields end with it (sources.caches)
 
   def head(self, state, batch: dict, *, lean: bool) -> heads.CachedTopK:
     del state, lean
+    suffix = self.field_suffix
     return heads.CachedTopK(
-        topk_ids_BxSxK=batch["teacher_topk_ids"],
-        topk_logprobs_BxSxK=batch["teacher_topk_logprobs"],
-        tail_logmass_BxS=batch["teacher_tail_logmass"],
-        tail_renyi_BxSxR=batch.get("teacher_tail_renyi"),  # absent from format-1 and upstream caches
+        topk_ids_BxSxK=batch["teacher_topk_ids" + suffix],
+        topk_logprobs_BxSxK=batch["teacher_topk_logprobs" + suffix],
+        tail_logmass_BxS=batch["teacher_tail_logmass" + suffix],
+        tail_renyi_BxSxR=batch.get("teacher_tail_renyi" + suffix),  # absent from format-1 and upstream caches
         tail=self.tail,
     )

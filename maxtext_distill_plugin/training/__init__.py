@@ -16,6 +16,7 @@
 
 ``step`` (the compiled train and eval steps, and the ``auto`` policy of the student's head), ``sources`` (where each
 step's batch comes from: the dataset, a teacher cache, on-policy samples), ``on_policy`` and ``on_policy_data``
-(sampled batches), ``trainer`` (the loop), ``metrics_logger``, ``run_guard`` (preemption, non-finite losses),
-``run_record`` and ``data_resume`` (the dataset's position on resume).
+(sampled batches), ``trainer`` (the loop), ``objective_params`` (the objective's own parameters),
+``metrics_logger``, ``run_guard`` (preemption, non-finite losses), ``run_record`` and ``data_resume`` (the dataset's
+position on resume).
 """

@@ -19,7 +19,7 @@ training loop never blocks on the host except at a log step. A window mean is
 ``sum(sums) / sum(counts)``, the exact token mean whatever each step held.
 
 Run constants go with every training record: the per-device TFLOPs of one
-optimizer step (MaxText's own calculator; the teacher's forward is a third of
+optimizer step (MaxText's own calculator; each teacher's forward is a third of
 its training count, as upstream accounts it) with their per-second rates, and
 the student's trainable and total parameter counts.
 """
@@ -62,10 +62,11 @@ class RunConstants:
     self.total_params = int(total_params)
 
   @classmethod
-  def for_run(cls, student_config, teacher_config, counts) -> "RunConstants":
-    """From MaxText's calculator; ``teacher_config`` is None offline (no teacher runs); ``counts`` from
-    :func:`student_init.apply_at_start`."""
-    student, teacher = tflops_per_step(student_config, teacher_config)
+  def for_run(cls, student_config, teacher_configs, counts, shares=None) -> "RunConstants":
+    """From MaxText's calculator; ``teacher_configs`` the configs of every teacher that runs
+    (:func:`running_teachers`, empty offline), ``shares`` their row shares (:func:`teacher_row_shares`; None: all
+    rows); ``counts`` from :func:`student_init.apply_at_start`."""
+    student, teacher = tflops_per_step(student_config, teacher_configs, shares)
     return cls(student, teacher, counts[0], counts[1])
 
   def metrics(self, step_time_s: float) -> dict[str, float]:
@@ -83,21 +84,41 @@ class RunConstants:
     }
 
 
-def tflops_per_step(student_config, teacher_config) -> tuple[float, float]:
-  """``(student, teacher)`` per-device TFLOPs of one optimizer step.
+def running_teachers(configs) -> tuple:
+  """The MaxText configs of the teachers whose forward runs every step: each of ``teachers:``, the one teacher, or none
+  offline (the cache stands in for the teacher)."""
+  if configs.teachers:
+    return tuple(member for _, member in configs.teachers)
+  return () if configs.teacher is None else (configs.teacher,)
+
+
+def teacher_row_shares(configs) -> tuple[float, ...]:
+  """The fraction of each micro-batch's rows that each of :func:`running_teachers` runs its forward on: routed
+  (``distill_teacher_mixture=route``), a teacher scores only its own block of rows; otherwise every row."""
+  teachers = running_teachers(configs)
+  rows = [stream.rows for stream in configs.routes]
+  if not rows or sum(rows) == 0:
+    return tuple(1.0 for _ in teachers)
+  return tuple(r / sum(rows) for r in rows)
+
+
+def tflops_per_step(student_config, teacher_configs, shares=None) -> tuple[float, float]:
+  """``(student, teachers)`` per-device TFLOPs of one optimizer step.
 
   MaxText's ``calculate_tflops_training_per_device`` counts one forward and backward of a
   ``per_device_batch_size`` micro-batch (3x the forward); a step runs ``gradient_accumulation_steps`` of
-  them. The teacher runs forward only: a third of its count.
+  them. Each teacher runs forward only, on every micro-batch: a third of its count, times its share of the rows
+  (``shares``, from :func:`teacher_row_shares`; all 1 when mixed, each teacher's block when routed), summed.
   """
   from maxtext.utils import maxtext_utils  # pylint: disable=import-outside-toplevel
 
   micro_batches = max(int(student_config.gradient_accumulation_steps), 1)
   student, _, _ = maxtext_utils.calculate_tflops_training_per_device(student_config, log=False)
   teacher = 0.0
-  if teacher_config is not None:
+  shares = tuple(shares) if shares is not None else tuple(1.0 for _ in teacher_configs)
+  for teacher_config, share in zip(teacher_configs, shares, strict=True):
     teacher_training, _, _ = maxtext_utils.calculate_tflops_training_per_device(teacher_config, log=False)
-    teacher = teacher_training / 3.0
+    teacher += share * teacher_training / 3.0
   return float(student) * micro_batches, float(teacher) * micro_batches
 
 

@@ -35,7 +35,9 @@ import jax
 import jax.numpy as jnp
 
 from maxtext_distill_plugin import errors
+from maxtext_distill_plugin.configuration import multi_teacher
 from maxtext_distill_plugin.configuration import on_policy_checks
+from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import metric_names
 from maxtext_distill_plugin.loss import reductions
 from maxtext_distill_plugin.loss.schedules import schedule_value
@@ -305,8 +307,11 @@ class OnPolicy:
     if self._teacher_train_nll is None:
       nll, rows = self._make_teacher_nll(), self._train_rows
 
+      # Routed, the rows must keep their blocks: the step's micro-batch 0 (rows 0, k, 2k, ...); else any rows will do.
+      stride = self._accumulation if self._configs.routes else 1
+
       def first_micro_batch_nll(teacher_state, batch):
-        return nll(teacher_state, {k: v[:rows] for k, v in batch.items()})
+        return nll(teacher_state, {key: v[::stride][:rows] for key, v in batch.items()})
 
       self._teacher_train_nll = jax.jit(first_micro_batch_nll).lower(teacher_state, batch).compile()
     return self._teacher_train_nll
@@ -321,12 +326,28 @@ class OnPolicy:
     return {NLL_METRIC: self._teacher_nll(teacher_state, built)}
 
   def _make_teacher_nll(self):
-    settings, teacher_graphdef = self.settings, self._graphdefs["teacher"]
-    chunked = step_lib.use_chunked_loss(settings, self._configs.student, self._configs.teacher)
+    """The teacher's NLL of a batch. With several teachers (``teachers:``): routed, each row's own teacher's (the
+    batch's row blocks, :mod:`sources.routed`); else the weighted mean of their NLLs."""
+    settings, teacher_graphdef, configs = self.settings, self._graphdefs["teacher"], self._configs
+    teacher_configs = [config for _, config in configs.teachers] or [configs.teacher]
+    chunked = step_lib.use_chunked_loss(settings, configs.student, *teacher_configs)
+    several = isinstance(teacher_graphdef, tuple)
+    weights = multi_teacher.weights(tuple(name for name, _ in configs.teachers), settings) if several else (1.0,)
+    blocks = heads.RowBlocks(tuple(stream.rows for stream in configs.routes)) if configs.routes else None
 
     def teacher_nll(teacher_state, batch) -> reductions.SumCount:
-      teacher = nnx.merge(teacher_graphdef, teacher_state)
-      return step_lib.student_cross_entropy(teacher, batch, settings, chunked=chunked)
+      graphdefs, states = (teacher_graphdef, teacher_state) if several else ((teacher_graphdef,), (teacher_state,))
+      total, count = 0.0, 0.0
+      for index, (weight, graphdef, state) in enumerate(zip(weights, graphdefs, states)):
+        if blocks is not None and not blocks.rows[index]:
+          continue  # a routed teacher without rows
+        rows = batch if blocks is None else jax.tree.map(lambda x, i=index: blocks.take(x, i), batch)
+        nll, rows_count = step_lib.student_cross_entropy(nnx.merge(graphdef, state), rows, settings, chunked=chunked)
+        if blocks is not None:  # each row scored by its own teacher: sums and counts add
+          total, count = total + nll, count + rows_count
+        else:
+          total, count = (total + weight * nll if several else nll), rows_count
+      return total, count
 
     return teacher_nll
 

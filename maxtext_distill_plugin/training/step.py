@@ -26,10 +26,12 @@ import dataclasses
 from flax import nnx
 import jax
 import jax.numpy as jnp
+import optax
 
 from maxtext_distill_plugin.configuration.settings import DistillSettings
 from maxtext_distill_plugin.loss import aux_terms
 from maxtext_distill_plugin.loss import chunked_sparse
+from maxtext_distill_plugin.loss import feature_projection
 from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import losses
 from maxtext_distill_plugin.loss import metric_names
@@ -67,6 +69,8 @@ class StepOptions:
   # Several teachers (teachers.ensemble): their names and weights, in the order of the tuple of teacher states.
   teacher_names: tuple[str, ...] = ()
   teacher_weights: tuple[float, ...] = ()
+  # distill_teacher_mixture=route: each teacher's rows per device in every micro-batch (training.sources.routed).
+  route_rows: tuple[int, ...] = ()
 
 
 # "auto" picks the chunked loss from this many student logits per micro-batch on a device (256 MiB in float32).
@@ -110,16 +114,19 @@ def scheduled_weights(settings: DistillSettings, step, total_steps: int) -> obje
 def teacher_kind(teacher_graphdef, options: StepOptions) -> kinds.Teacher:
   """The teacher the step scores against: the cache's top-k (offline), the frozen model of ``teacher_graphdef``, or
   several (``options.teacher_names``; ``teacher_graphdef`` a tuple of graphdefs)."""
+  settings = options.settings
+  if options.offline_tail is not None and options.teacher_names:  # one cache per teacher (sources.caches)
+    members = tuple(kinds.CachedTeacher(options.offline_tail, f"@{i}") for i in range(len(options.teacher_names)))
+    return ensemble.Ensemble(members, options.teacher_names, options.teacher_weights, settings.distill_teacher_mixture)
   if options.offline_tail is not None:
     return kinds.CachedTeacher(options.offline_tail)
-  settings = options.settings
   if options.teacher_names:
     return ensemble.Ensemble(
         tuple(kinds.FrozenModel(graphdef, settings) for graphdef in teacher_graphdef),
         options.teacher_names,
         options.teacher_weights,
         settings.distill_teacher_mixture,
-        settings.distill_teacher_route_column,
+        options.route_rows,
     )
   return kinds.FrozenModel(teacher_graphdef, settings)
 
@@ -146,7 +153,16 @@ def diagnostics_due(step, options: StepOptions):
 
 
 def student_terms(
-    model, teacher, batch, weights, settings: DistillSettings, *, chunked: bool, enable_dropout: bool, diagnose=None
+    model,
+    teacher,
+    batch,
+    weights,
+    settings: DistillSettings,
+    *,
+    chunked: bool,
+    enable_dropout: bool,
+    diagnose=None,
+    objective_params=None,
 ):
   """``(objective_sum, count, metrics)`` of the student ``model`` against a teacher's head (:mod:`loss.heads`).
 
@@ -154,7 +170,9 @@ def student_terms(
   picks the loss from the two heads. Besides the distillation terms, the student keeps MaxText's own training
   terms where its config sets them: the z-loss (``z_loss_multiplier``), the MoE load balance
   (``load_balance_loss_weight``) and the multi-token prediction (``mtp_num_layers``); see :mod:`aux_terms` for how
-  the per-batch ones are weighted. ``diagnose``: see :func:`paths.distillation_terms`.
+  the per-batch ones are weighted. ``diagnose``: see :func:`paths.distillation_terms`. ``objective_params``: the
+  objective's own parameters (:mod:`objective_params`), or None; with a learned feature projection the student's
+  features are mapped to the teacher's width before the feature loss.
   """
   z_loss = float(getattr(model.config, "z_loss_multiplier", 0.0) or 0.0)
   if chunked:
@@ -165,6 +183,10 @@ def student_terms(
   else:
     logits, values = model_forward.forward_sown(model, batch, settings=settings, enable_dropout=enable_dropout)
     student = heads.StudentLogits(logits)
+  student_features = values.features_LxBxSxD
+  if objective_params is not None and student_features is not None:
+    kernel = objective_params[feature_projection.PARAMS_KEY]["kernel"]
+    student_features = feature_projection.project(kernel, student_features)
   terms = paths.distillation_terms(
       student,
       teacher,
@@ -172,7 +194,7 @@ def student_terms(
       model_forward.token_mask(batch),
       weights,
       loss_options(settings),
-      student_features_LxBxSxD=values.features_LxBxSxD,
+      student_features_LxBxSxD=student_features,
       z_loss_multiplier=z_loss,
       diagnose=diagnose,
   )
@@ -226,12 +248,18 @@ def _first_rows(batch: dict, rows: int | None, axis: int = 0) -> dict:
   return jax.tree.map(lambda x: jax.lax.slice_in_dim(x, 0, min(rows, x.shape[axis]), axis=axis), batch)
 
 
-def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, learning_rate_schedule):
-  """Returns ``train_step(state, teacher_state, batch) -> (state, metrics)``."""
+def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, learning_rate_schedule, objective_tx=None):
+  """Returns ``train_step(state, teacher_state, batch) -> (state, metrics)``.
+
+  With ``objective_tx`` (the objective owns parameters: ``distill_feature_projection=linear``) it returns
+  ``train_step(state, objective, teacher_state, batch) -> (state, objective, metrics)`` instead, ``objective`` the
+  ``{"params", "opt_state"}`` tree of :mod:`objective_params`: its parameters get their gradient from the same
+  objective and the same update as the student's (one global norm and clipping over both), by ``objective_tx``.
+  """
   settings = options.settings
   teacher_model = teacher_kind(teacher_graphdef, options)
 
-  def micro_step(model_graphdef, params, rest, teacher_state, micro_batch, weights, diagnose):
+  def micro_step(model_graphdef, params, rest, objective_params, teacher_state, micro_batch, weights, diagnose):
     teacher = teacher_model.head(teacher_state, micro_batch, lean=options.chunked_loss)
     if options.chunked_loss and teacher_graphdef is not None:
       # The teachers' forwards end before the student's starts. Otherwise XLA may run the student's forward first
@@ -240,7 +268,7 @@ def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, lear
       # 1.1 GiB with a dense one (row 05).
       teacher, params = jax.lax.optimization_barrier((teacher, params))
 
-    def objective_sum_fn(p):
+    def objective_sum_fn(p, q):
       model = nnx.merge(model_graphdef, p, rest, copy=True)  # fresh Variables at this trace level (MoE bias state)
       total, count, metrics = student_terms(
           model,
@@ -251,13 +279,15 @@ def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, lear
           chunked=options.chunked_loss,
           enable_dropout=options.enable_dropout,
           diagnose=diagnose,
+          objective_params=q,
       )
       return total, (count, metrics, nnx.state(model, nnx.Not(nnx.Param)))
 
-    (_, (count, metrics, new_rest)), grads = jax.value_and_grad(objective_sum_fn, has_aux=True)(params)
+    value_and_grad = jax.value_and_grad(objective_sum_fn, argnums=(0, 1), has_aux=True)
+    (_, (count, metrics, new_rest)), grads = value_and_grad(params, objective_params)
     return grads, count, metrics, new_rest
 
-  def train_step(state, teacher_state, batch):
+  def update(state, objective_state, teacher_state, batch):
     from maxtext.utils import max_utils, maxtext_utils  # pylint: disable=import-outside-toplevel
 
     train_state = nnx.merge(state_graphdef, state)
@@ -265,41 +295,62 @@ def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, lear
     weights = scheduled_weights(settings, step, options.total_steps)
     diagnose = diagnostics_due(step, options)
     model_graphdef, params, rest = nnx.split(train_state.model, nnx.Param, ...)
+    objective_params = None if objective_state is None else objective_state["params"]
     micro_batches = _first_rows(_split_micro_batches(batch, options.accumulation_steps), options.train_rows, axis=1)
-    first = jax.tree.map(lambda x: x[0], micro_batches)
-    grads, count, metrics, rest = micro_step(model_graphdef, params, rest, teacher_state, first, weights, diagnose)
+
+    def micro(rest, micro_batch):
+      return micro_step(model_graphdef, params, rest, objective_params, teacher_state, micro_batch, weights, diagnose)
+
+    grads, count, metrics, rest = micro(rest, jax.tree.map(lambda x: x[0], micro_batches))
 
     def accumulate(carry, micro_batch):
       grads_sum, count_sum, metrics_sum, rest = carry
-      g, c, m, rest = micro_step(model_graphdef, params, rest, teacher_state, micro_batch, weights, diagnose)
+      g, c, m, rest = micro(rest, micro_batch)
       return (jax.tree.map(jnp.add, grads_sum, g), count_sum + c, reductions.add_pairs(metrics_sum, m), rest), None
 
     if options.accumulation_steps > 1:
       rest_batches = jax.tree.map(lambda x: x[1:], micro_batches)
       (grads, count, metrics, rest), _ = jax.lax.scan(accumulate, (grads, count, metrics, rest), rest_batches)
 
-    grads = jax.tree.map(lambda g: g / jnp.maximum(count, 1.0), grads)
+    grads, objective_grads = jax.tree.map(lambda g: g / jnp.maximum(count, 1.0), grads)
     grads = freezing.zero_frozen(grads, options.trainable_patterns)  # norm and clipping over trained arrays only
-    grad_norm = max_utils.l2norm_pytree(grads)
-    if options.clip_threshold > 0:
-      grads = maxtext_utils.apply_gradient_clipping(grads, None, options.clip_threshold)
+    if objective_state is None:
+      grad_norm = max_utils.l2norm_pytree(grads)
+      if options.clip_threshold > 0:
+        grads = maxtext_utils.apply_gradient_clipping(grads, None, options.clip_threshold)
+    else:  # one optimizer step over both: the norm and the clipping see the student's and the objective's gradients
+      grad_norm = max_utils.l2norm_pytree((grads, objective_grads))
+      if options.clip_threshold > 0:
+        grads, objective_grads = maxtext_utils.apply_gradient_clipping(
+            (grads, objective_grads), None, options.clip_threshold
+        )
+      updates, opt_state = objective_tx.update(objective_grads, objective_state["opt_state"], objective_params)
+      objective_state = {"params": optax.apply_updates(objective_params, updates), "opt_state": opt_state}
     nnx.update(train_state.model, rest)
     train_state.optimizer.update(train_state.model, grads)
     metrics = dict(metrics)
     metrics.update(objective.schedule_metrics(weights))
     metrics["learning_rate"] = reductions.scalar_pair(learning_rate_schedule(step))
     metrics["grad_norm"] = reductions.scalar_pair(grad_norm)
-    return nnx.state(train_state, nnx.Not(nnx.Intermediate)), metrics
+    return nnx.state(train_state, nnx.Not(nnx.Intermediate)), objective_state, metrics
+
+  if objective_tx is not None:
+    return update
+
+  def train_step(state, teacher_state, batch):
+    state, _, metrics = update(state, None, teacher_state, batch)
+    return state, metrics
 
   return train_step
 
 
 def make_eval_step(state_graphdef, teacher_graphdef, options: StepOptions):
-  """Returns ``eval_step(state, teacher_state, batch) -> metrics`` (no update)."""
+  """Returns ``eval_step(state, teacher_state, batch, objective_params=None) -> metrics`` (no update);
+  ``objective_params``: the objective's own parameters, as in :func:`student_terms`."""
   settings = options.settings
   teacher_model = teacher_kind(teacher_graphdef, options)
 
-  def eval_step(state, teacher_state, batch):
+  def eval_step(state, teacher_state, batch, objective_params=None):
     train_state = nnx.merge(state_graphdef, state)
     batch = _first_rows(batch, options.eval_rows)
     if options.offline_tail is not None:  # held-out batches carry no cached teacher: the student's CE alone
@@ -311,7 +362,14 @@ def make_eval_step(state_graphdef, teacher_graphdef, options: StepOptions):
     weights = scheduled_weights(settings, train_state.optimizer.step.get_value(), options.total_steps)
     teacher = teacher_model.head(teacher_state, batch, lean=options.chunked_loss)
     _, _, metrics = student_terms(
-        train_state.model, teacher, batch, weights, settings, chunked=options.chunked_loss, enable_dropout=False
+        train_state.model,
+        teacher,
+        batch,
+        weights,
+        settings,
+        chunked=options.chunked_loss,
+        enable_dropout=False,
+        objective_params=objective_params,
     )
     return {metric_names.eval_name(name): metrics[name] for name in metric_names.EVAL_METRICS if name in metrics}
 

@@ -46,6 +46,7 @@ from maxtext_distill_plugin.model import features
 from maxtext_distill_plugin.student import freezing
 from maxtext_distill_plugin.student import student_init
 from maxtext_distill_plugin.training import metrics_logger
+from maxtext_distill_plugin.training import objective_params
 from maxtext_distill_plugin.training import on_policy
 from maxtext_distill_plugin.training import run_guard
 from maxtext_distill_plugin.training import run_record
@@ -101,7 +102,7 @@ def step_options(configs, offline_tail: str | None, chunked_loss: bool | None = 
   teacher_configs = [config for _, config in configs.teachers] or [configs.teacher]
   if chunked_loss is None:
     chunked_loss = step_lib.use_chunked_loss(settings, student_config, *teacher_configs)
-  names = tuple(name for name, _ in configs.teachers)
+  names = tuple(name for name, _ in configs.teachers or configs.caches)
   return step_lib.StepOptions(
       settings=settings,
       total_steps=int(student_config.steps),
@@ -116,6 +117,7 @@ def step_options(configs, offline_tail: str | None, chunked_loss: bool | None = 
       diagnostics_every=int(student_config.log_period),  # the diagnostics of the step that ends each logging window
       teacher_names=names,
       teacher_weights=multi_teacher.weights(names, settings) if names else (),
+      route_rows=tuple(stream.rows for stream in configs.routes),
   )
 
 
@@ -164,17 +166,23 @@ def train(configs) -> TrainResult:
 
   options = step_options(configs, data.offline_tail)
   logging.info("Distillation loss: %s", "chunked (from hidden states)" if options.chunked_loss else "dense (full logits)")
-  train_step = jax.jit(
-      step_lib.make_train_step(state_graphdef, teacher_graphdef, options, lr_schedule),
-      donate_argnums=(0,),
-      out_shardings=(state_shardings, None),
+  # Parameters of the objective's own (a learned feature projection) ride beside the student's state.
+  objective = objective_params.start(configs, mesh, lr_schedule, start_step)
+  train_step = objective.train_step(
+      step_lib.make_train_step(state_graphdef, teacher_graphdef, options, lr_schedule, objective_tx=objective.tx),
+      state_shardings,
   )
-  eval_step = jax.jit(step_lib.make_eval_step(state_graphdef, teacher_graphdef, options))
+  eval_step = objective.eval_step(step_lib.make_eval_step(state_graphdef, teacher_graphdef, options))
   logger = metrics_logger.MetricsLogger(
       student_config.tensorboard_dir,
       options.total_steps,
       metrics_file=student_config.metrics_file,
-      run_constants=metrics_logger.RunConstants.for_run(student_config, configs.teacher, param_counts),
+      run_constants=metrics_logger.RunConstants.for_run(
+          student_config,
+          metrics_logger.running_teachers(configs),
+          param_counts,
+          metrics_logger.teacher_row_shares(configs),
+      ),
   )
   if start_step > 0:
     logging.info("Resumed from checkpoint: continuing at step %d of %d", start_step, options.total_steps)
@@ -189,6 +197,7 @@ def train(configs) -> TrainResult:
       checkpointing.maybe_save_checkpoint(checkpoint_manager, state, student_config, data_iterator, step)
     except exceptions.StopTraining:  # MaxText saw JAX's preemption sync point: the save is written and awaited
       pass
+    objective.save(checkpoint_manager, step if step is not None else int(state.optimizer.step) - 1)
 
   try:
     with jax.set_mesh(mesh), nn_partitioning.axis_rules(student_config.logical_axis_rules):

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from maxtext_distill_plugin import errors
-from maxtext_distill_plugin.configuration import config, data_sources
+from maxtext_distill_plugin.configuration import checkpoint_paths, config, data_sources
 from maxtext_distill_plugin.model import features
 from maxtext_distill_plugin.teachers import kinds
 from maxtext_distill_plugin.training import step as step_lib
@@ -222,7 +222,7 @@ def test_json_parquet_and_arrow_files_give_the_tokenizers_batches(tmp_path, monk
   import transformers  # pylint: disable=import-outside-toplevel
 
   # The teacher is never built here.
-  monkeypatch.setattr(config, "_check_checkpoint_path", lambda key, path, plan=False: None)
+  monkeypatch.setattr(checkpoint_paths, "check_path", lambda key, path, plan=False: None)
   texts = data_testing.sentences(12)
   tokenizer_dir = data_testing.train_hf_tokenizer(str(tmp_path / "tokenizer"), texts)
   json_file = data_testing.write_text_jsonl(str(tmp_path / "train.jsonl"), texts)
@@ -261,7 +261,7 @@ def _refusal(tmp_path, *overrides) -> errors.ConfigError:
 def test_hf_keys_that_would_download_or_fail_late_are_refused(tmp_path, monkeypatch):
   import maxtext  # pylint: disable=import-outside-toplevel
 
-  monkeypatch.setattr(config, "_check_checkpoint_path", lambda key, path, plan=False: None)
+  monkeypatch.setattr(checkpoint_paths, "check_path", lambda key, path, plan=False: None)
   texts = data_testing.sentences(4)
   tokenizer = data_testing.train_hf_tokenizer(str(tmp_path / "tokenizer"), texts)
   train = data_testing.write_text_jsonl(str(tmp_path / "train.jsonl"), texts)
@@ -284,7 +284,7 @@ def test_hf_keys_that_would_download_or_fail_late_are_refused(tmp_path, monkeypa
 
 @pytest.mark.parametrize("kind", ["tfds", "c4_mlperf"])
 def test_tensorflow_pipelines_name_the_pip_install_without_tensorflow(kind, tmp_path, monkeypatch):
-  monkeypatch.setattr(config, "_check_checkpoint_path", lambda key, path, plan=False: None)
+  monkeypatch.setattr(checkpoint_paths, "check_path", lambda key, path, plan=False: None)
   real_find_spec = data_sources.importlib.util.find_spec
   monkeypatch.setattr(
       data_sources.importlib.util,

@@ -95,7 +95,8 @@ def _lean_logits(graphdef, state, batch):
   from maxtext_distill_plugin.model import lean_forward  # pylint: disable=import-outside-toplevel
 
   hidden, unembed, softcap = lean_forward.forward_hidden(nnx.merge(graphdef, state), batch, enable_dropout=False)
-  return lean_forward.logits_from_hidden(hidden, unembed, softcap), softcap
+  logits = jnp.einsum("bsd,dv->bsv", hidden, unembed, preferred_element_type=jnp.float32)
+  return (softcap * jnp.tanh(logits / softcap) if softcap else logits), softcap
 
 
 @pytest.mark.parametrize("which", ("teacher", "student"))

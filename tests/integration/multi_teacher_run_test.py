@@ -76,7 +76,7 @@ REFUSED = [
     ("weights_missing_a_teacher", {"extra": "distill_teacher_weights: {math: 1.0}\n"}, (), "distill_teacher_weights"),
     ("one_teacher_listed", {"names": ("math",)}, (), "teachers"),
     ("names_repeated", {"names": ("math", "math")}, (), "teachers"),
-    ("route_without_a_column", {}, ("distill_teacher_mixture=route",), "distill_teacher_route_column"),
+    ("route_without_local_rows", {}, ("distill_teacher_mixture=route",), "distill_teacher_mixture"),
     ("feature_loss", {}, ("distill_beta=0.5", "distill_layer_indices=[0]"), "teachers"),
     ("vocab_mismatch", {"extra": ""}, ("vocab_size=1024",), "vocab_size"),
 ]

@@ -27,7 +27,7 @@ import sys
 import pytest
 
 from maxtext_distill_plugin import errors
-from maxtext_distill_plugin.configuration import config
+from maxtext_distill_plugin.configuration import checkpoint_paths, config
 from tests.conftest import TINY_YAML
 from tests.integration import data_testing
 
@@ -60,7 +60,7 @@ def _build(tmp_path, train_file: str, columns: str):
 
 
 def test_plain_prompt_completion_is_refused_and_the_named_command_converts_it(tmp_path, monkeypatch):
-  monkeypatch.setattr(config, "_check_checkpoint_path", lambda key, path, plan=False: None)  # no model is built here
+  monkeypatch.setattr(checkpoint_paths, "check_path", lambda key, path, plan=False: None)  # no model is built here
   chats = data_testing.chats(4)
   plain = _write_jsonl(tmp_path / "train.jsonl", [{"prompt": u["content"], "completion": a["content"]} for u, a in chats])
   with pytest.raises(errors.ConfigError) as refusal:
@@ -77,7 +77,7 @@ def test_plain_prompt_completion_is_refused_and_the_named_command_converts_it(tm
 
 
 def test_conversational_prompt_completion_passes_and_other_plain_columns_are_refused(tmp_path, monkeypatch):
-  monkeypatch.setattr(config, "_check_checkpoint_path", lambda key, path, plan=False: None)
+  monkeypatch.setattr(checkpoint_paths, "check_path", lambda key, path, plan=False: None)
   chats = data_testing.chats(2)
   turns = _write_jsonl(tmp_path / "turns.jsonl", [{"prompt": [u], "completion": [a]} for u, a in chats])
   assert _build(tmp_path, turns, '["prompt", "completion"]').student.use_sft

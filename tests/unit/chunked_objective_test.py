@@ -25,7 +25,7 @@ from maxtext_distill_plugin.loss import chunked_objective
 from maxtext_distill_plugin.loss import divergences
 from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import objective
-from tests.unit import lean_loss_testing
+from tests import numpy_reference as ref
 from tests.unit.lean_loss_testing import GRAD_ATOL, GRAD_RTOL, VALUE_ATOL, VALUE_RTOL
 from tests.unit.lean_loss_testing import assert_same_objective, value_and_grads
 
@@ -340,7 +340,7 @@ def test_every_divergence_matches_numpy_float64(divergence, param):
   run = _lean_value_and_grads(divergence, param, inputs, z_loss_multiplier=Z_LOSS)
   for temperature in (0.5, 1.0, 2.0):
     (total, (count, metrics)), grads = run(_weights(0.7, temperature))
-    sums, want_count, want_grads = lean_loss_testing.np_lean_reference(
+    sums, want_count, want_grads = ref.lean_objective(
         inputs, alpha=0.7, temperature=temperature, divergence=divergence, param=param, softcaps=SOFTCAPS, z_loss=Z_LOSS
     )
     label = f"{divergence}({param}) T={temperature}"
@@ -361,14 +361,14 @@ def test_numpy_reference_gradient_is_the_derivative_of_its_value(divergence, par
   """The reference's hand-derived gradient agrees with central differences of its own value (float64)."""
   inputs = _inputs(11, mask=MASK[:2, :5], vocab=9)
   kwargs = {"alpha": 0.7, "temperature": 0.5, "divergence": divergence, "param": param, "softcaps": SOFTCAPS}
-  _, _, (_, d_unembed) = lean_loss_testing.np_lean_reference(inputs, **kwargs)
+  _, _, (_, d_unembed) = ref.lean_objective(inputs, **kwargs)
   step = 1e-6
   for index in ((0, 0), (3, 4), (7, 8)):
     values = []
     for sign in (1.0, -1.0):
       moved = dict(inputs, student_unembed=np.asarray(inputs["student_unembed"], np.float64).copy())
       moved["student_unembed"][index] += sign * step
-      values.append(lean_loss_testing.np_lean_reference(moved, **kwargs)[0]["distill/total_loss"])
+      values.append(ref.lean_objective(moved, **kwargs)[0]["distill/total_loss"])
     np.testing.assert_allclose((values[0] - values[1]) / (2 * step), d_unembed[index], rtol=1e-6, atol=1e-8)
 
 
@@ -445,7 +445,7 @@ def test_diagnostics_match_numpy_with_ties_across_tiles():
   for top_k in (1, 5, VOCAB + 3):
     options = {"softcaps": (None, 6.0), "grad": False, "diagnostics": True, "coverage_top_k": top_k}
     _, (_, metrics) = _lean_value_and_grads("forward_kl", None, inputs, **options)(_weights(0.5, 2.0))
-    sums, _, _ = lean_loss_testing.np_lean_reference(
+    sums, _, _ = ref.lean_objective(
         inputs, alpha=0.5, temperature=2.0, divergence="forward_kl", param=None, softcaps=(None, 6.0), top_k=top_k
     )
     for name in DIAGNOSTIC_NAMES:

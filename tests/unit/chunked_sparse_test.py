@@ -27,6 +27,7 @@ from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import objective
 from maxtext_distill_plugin.loss import sparse_tail
 from tests.unit.lean_loss_testing import GRAD_RTOL, VALUE_ATOL, VALUE_RTOL, assert_same_objective, value_and_grads
+from tests import numpy_reference as ref
 
 # S=11 divides by neither seq chunk below; V=37 does not divide by 10 or 16.
 DIM, FEATURE_DIM, LAYERS, VOCAB = 8, 8, 2, 37
@@ -56,12 +57,6 @@ METRIC_NAMES = (
 FEATURE_LAYER_NAMES = tuple(f"distill/out_proj_feature_loss/layer_{i}" for i in range(LAYERS))
 
 
-def _log_softmax(x):
-  x = np.asarray(x, np.float64)
-  shifted = x - x.max(-1, keepdims=True)
-  return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-
-
 def _inputs(seed, k, mask=MASK, vocab=VOCAB, teacher_logits=None):
   """Student hidden states and unembedding, and a teacher's exact top-k (shuffled within each token) as cached,
   with its tail's Renyi entropies (cache format 2)."""
@@ -69,7 +64,7 @@ def _inputs(seed, k, mask=MASK, vocab=VOCAB, teacher_logits=None):
   batch, seq = mask.shape
   if teacher_logits is None:
     teacher_logits = 3.0 * rng.standard_normal((batch, seq, vocab))
-  teacher_logp = _log_softmax(teacher_logits)
+  teacher_logp = ref.log_softmax(teacher_logits)
   ids = np.argsort(-teacher_logp, axis=-1)[..., :k]
   ids = np.take_along_axis(ids, rng.permuted(np.broadcast_to(np.arange(k), ids.shape), axis=-1), axis=-1)
   at_ids = np.take_along_axis(teacher_logp, ids, axis=-1)

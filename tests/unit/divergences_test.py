@@ -27,6 +27,7 @@ import pytest
 
 from maxtext_distill_plugin.loss import divergences
 from maxtext_distill_plugin.loss import losses
+from tests import numpy_reference as ref
 
 RTOL, ATOL = 1e-5, 1e-6
 GRAD_RTOL, GRAD_ATOL = 1e-4, 1e-6
@@ -54,39 +55,8 @@ def _case_id(case):
 # ----------------------------------------------------------------------------- NumPy float64 references
 
 
-def _np_log_softmax(x):
-  x = np.asarray(x, np.float64)
-  shifted = x - np.max(x, axis=-1, keepdims=True)
-  return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
-
-
-def _np_kl(a, b):
-  """KL(a || b) per token from probabilities, 0 where a = 0."""
-  with np.errstate(divide="ignore", invalid="ignore"):
-    return np.sum(np.where(a > 0, a * (np.log(a) - np.log(b)), 0.0), axis=-1)
-
-
-def _np_divergence(name, p, q, param):
-  """The divergence from float64 probabilities ``[..., V]``, written directly from its definition."""
-  if name == "forward_kl" or (name == "jsd" and param == 0.0):
-    return _np_kl(p, q)
-  if name == "reverse_kl" or (name == "jsd" and param == 1.0):
-    return _np_kl(q, p)
-  if name == "jsd":
-    m = param * p + (1.0 - param) * q
-    return param * _np_kl(p, m) + (1.0 - param) * _np_kl(q, m)
-  if name == "skew_kl":
-    return _np_kl(p, param * p + (1.0 - param) * q)
-  if name == "skew_reverse_kl":
-    return _np_kl(q, param * q + (1.0 - param) * p)
-  assert name == "tvd"
-  return 0.5 * np.sum(np.abs(p - q), axis=-1)
-
-
 def _np_from_logits(name, teacher, student, temperature, param):
-  p = np.exp(_np_log_softmax(np.asarray(teacher, np.float64) / temperature))
-  q = np.exp(_np_log_softmax(np.asarray(student, np.float64) / temperature))
-  return _np_divergence(name, p, q, param)
+  return ref.dense_divergence(name, teacher, student, temperature, param)
 
 
 def _np_student_grad(name, teacher, student, temperature, param, weights, step=1e-5):
@@ -184,7 +154,7 @@ def test_forward_kl_is_todays_kl():
     teacher = _log_softmax_at(jnp.asarray(_logits(rng, kind)), 2.0)
     student = _log_softmax_at(jnp.asarray(_logits(rng, kind)), 2.0)
     np.testing.assert_array_equal(
-        np.asarray(jax.jit(divergences.forward_kl)(teacher, student)),
+        np.asarray(jax.jit(divergences.lookup("forward_kl"))(teacher, student)),
         np.asarray(jax.jit(losses.kl_from_log_probs)(teacher, student)),
     )
   # Identical distributions up to rounding: today's KL may round below 0, ours is clamped there.
@@ -192,7 +162,7 @@ def test_forward_kl_is_todays_kl():
   teacher, student = _log_softmax_at(logits, 1.0), _log_softmax_at(logits + 3.0, 1.0)
   today, ours = (
       jax.jit(jax.value_and_grad(lambda s, fn=fn: jnp.sum(fn(teacher, s))))(student)
-      for fn in (losses.kl_from_log_probs, divergences.forward_kl)
+      for fn in (losses.kl_from_log_probs, divergences.lookup("forward_kl"))
   )
   np.testing.assert_array_equal(np.asarray(ours[1]), np.asarray(today[1]))
   np.testing.assert_allclose(float(ours[0]), max(float(today[0]), 0.0), rtol=0.0, atol=ATOL)
@@ -311,7 +281,7 @@ def test_jsd_near_the_endpoints_keeps_its_value_and_tends_to_the_kls():
   """JSD(beta) ~ beta KL(p||q) near 0 and (1 - beta) KL(q||p) near 1: no spurious collapse to 0 in float32."""
   teacher_logits, student_logits, teacher, student = _logps(seed=7)
   for beta in (1e-4, 1.0 - 1e-4):
-    got = np.asarray(jax.jit(lambda t, s, beta=beta: divergences.jsd(t, s, beta=beta))(teacher, student))
+    got = np.asarray(jax.jit(lambda t, s, beta=beta: divergences.lookup("jsd")(t, s, param=beta))(teacher, student))
     want = _np_from_logits("jsd", teacher_logits, student_logits, 1.0, beta)
     # The log-space mixture's float32 error is ~1e-7 absolute, a few 1e-4 of a value of ~1e-4 (3e-4 measured).
     np.testing.assert_allclose(got, want, rtol=2e-3, err_msg=f"beta={beta}")
@@ -360,10 +330,10 @@ def test_bf16_inputs_are_finite_non_negative_and_renormalised():
       got = np.asarray(_all_values(t, s))
       assert got.dtype == np.float32
       # Reference: the bf16 log-probabilities' own distributions, renormalised in float64.
-      p, q = (np.exp(_np_log_softmax(np.asarray(x, np.float64))) for x in (t, s))
+      logp, logq = (ref.log_softmax(np.asarray(x, np.float64)) for x in (t, s))
       for case, value in zip(CASES, got):
         assert np.all(np.isfinite(value)) and np.all(value >= 0.0), (_case_id(case), kind, value.min())
-        np.testing.assert_allclose(value, _np_divergence(case[0], p, q, case[1]), rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(value, ref.divergence(case[0], logp, logq, case[1]), rtol=RTOL, atol=ATOL)
 
 
 # -inf masking, and the finite stand-in the tiled losses put on padded vocabulary columns.
@@ -450,9 +420,10 @@ def test_registry_names_and_parameters():
   }
   _, _, teacher, student = _logps()
   # A call without a parameter uses the default.
-  for name, public in (("jsd", divergences.jsd), ("skew_kl", divergences.skew_kl), ("tvd", divergences.tvd)):
+  for name, default in (("jsd", 0.5), ("skew_kl", 0.1), ("tvd", None)):
     np.testing.assert_array_equal(
-        np.asarray(divergences.DIVERGENCES[name](teacher, student)), np.asarray(public(teacher, student))
+        np.asarray(divergences.DIVERGENCES[name](teacher, student)),
+        np.asarray(divergences.DIVERGENCES[name](teacher, student, param=default)),
     )
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from maxtext_distill_plugin.loss import losses
+from tests import numpy_reference as ref
 
 RTOL = 1e-5
 ATOL = 1e-6
@@ -28,32 +29,18 @@ L, D = 2, 8
 TEMPERATURES = (0.5, 1.0, 2.0, 4.0)
 
 
+def _kl_divergence(teacher_logits, student_logits, *, temperature=1.0):
+  """``KL(softmax(t/T) || softmax(s/T))`` per token as the dense objective forms it from the package's functions."""
+  return losses.kl_from_log_probs(
+      losses.log_softmax_at(teacher_logits, temperature), losses.log_softmax_at(student_logits, temperature)
+  )
+
+
 # ----------------------------------------------------------------------------- NumPy float64 references
 
 
-def _np_log_softmax(x):
-  x = np.asarray(x, np.float64)
-  shifted = x - np.max(x, axis=-1, keepdims=True)
-  return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
-
-
 def _np_softmax(x):
-  return np.exp(_np_log_softmax(x))
-
-
-def _np_kl(teacher, student, temperature):
-  """KL(softmax(t/T) || softmax(s/T)) per token; zero-probability teacher entries contribute zero."""
-  t_logp = _np_log_softmax(np.asarray(teacher, np.float64) / temperature)
-  s_logp = _np_log_softmax(np.asarray(student, np.float64) / temperature)
-  t_p = np.exp(t_logp)
-  with np.errstate(invalid="ignore"):
-    terms = np.where(t_p > 0, t_p * (t_logp - s_logp), 0.0)
-  return terms.sum(-1)
-
-
-def _np_ce(logits, labels):
-  logp = _np_log_softmax(logits)
-  return -np.take_along_axis(logp, np.asarray(labels)[..., None], axis=-1)[..., 0]
+  return np.exp(ref.log_softmax(x))
 
 
 def _np_cosine_distance(student, teacher):
@@ -87,35 +74,43 @@ def _features(rng, shape=(L, B, S, D)):
 def test_kl_matches_reference(temperature):
   rng = np.random.default_rng(0)
   teacher, student = _logits(rng), _logits(rng)
-  got = losses.kl_divergence(jnp.asarray(teacher), jnp.asarray(student), temperature=temperature)
+  got = _kl_divergence(jnp.asarray(teacher), jnp.asarray(student), temperature=temperature)
   assert got.shape == (B, S)
   assert got.dtype == jnp.float32
-  np.testing.assert_allclose(np.asarray(got), _np_kl(teacher, student, temperature), rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(
+      np.asarray(got), ref.dense_divergence("forward_kl", teacher, student, temperature), rtol=RTOL, atol=ATOL
+  )
 
 
 def test_kl_default_temperature_is_one():
   rng = np.random.default_rng(1)
   teacher, student = _logits(rng), _logits(rng)
-  got = losses.kl_divergence(jnp.asarray(teacher), jnp.asarray(student))
-  np.testing.assert_allclose(np.asarray(got), _np_kl(teacher, student, 1.0), rtol=RTOL, atol=ATOL)
+  got = _kl_divergence(jnp.asarray(teacher), jnp.asarray(student))
+  np.testing.assert_allclose(
+      np.asarray(got), ref.dense_divergence("forward_kl", teacher, student, 1.0), rtol=RTOL, atol=ATOL
+  )
 
 
 def test_kl_under_jit_with_traced_temperature():
   rng = np.random.default_rng(2)
   teacher, student = _logits(rng), _logits(rng)
-  fn = jax.jit(lambda t, s, temp: losses.kl_divergence(t, s, temperature=temp))
+  fn = jax.jit(lambda t, s, temp: _kl_divergence(t, s, temperature=temp))
   for temperature in TEMPERATURES:
     got = fn(jnp.asarray(teacher), jnp.asarray(student), jnp.float32(temperature))
-    np.testing.assert_allclose(np.asarray(got), _np_kl(teacher, student, temperature), rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(
+        np.asarray(got), ref.dense_divergence("forward_kl", teacher, student, temperature), rtol=RTOL, atol=ATOL
+    )
 
 
 def test_kl_from_log_probs_matches_reference():
   rng = np.random.default_rng(3)
   teacher, student = _logits(rng), _logits(rng)
   got = losses.kl_from_log_probs(
-      jnp.asarray(_np_log_softmax(teacher), jnp.float32), jnp.asarray(_np_log_softmax(student), jnp.float32)
+      jnp.asarray(ref.log_softmax(teacher), jnp.float32), jnp.asarray(ref.log_softmax(student), jnp.float32)
   )
-  np.testing.assert_allclose(np.asarray(got), _np_kl(teacher, student, 1.0), rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(
+      np.asarray(got), ref.dense_divergence("forward_kl", teacher, student, 1.0), rtol=RTOL, atol=ATOL
+  )
 
 
 @pytest.mark.parametrize("temperature", (0.5, 1.0, 3.0))
@@ -126,7 +121,7 @@ def test_kl_gradient_matches_analytic(temperature):
   weights = rng.uniform(0.5, 2.0, size=(B, S)).astype(np.float32)
 
   def objective(s):
-    return jnp.sum(jnp.asarray(weights) * losses.kl_divergence(jnp.asarray(teacher), s, temperature=temperature))
+    return jnp.sum(jnp.asarray(weights) * _kl_divergence(jnp.asarray(teacher), s, temperature=temperature))
 
   got = jax.grad(objective)(jnp.asarray(student))
   want = (_np_softmax(student / temperature) - _np_softmax(teacher / temperature)) / temperature
@@ -139,11 +134,11 @@ def test_kl_identical_logits_is_zero():
   logits = jnp.asarray(_logits(rng))
   for temperature in TEMPERATURES:
     np.testing.assert_allclose(
-        np.asarray(losses.kl_divergence(logits, logits, temperature=temperature)), 0.0, rtol=0.0, atol=ATOL
+        np.asarray(_kl_divergence(logits, logits, temperature=temperature)), 0.0, rtol=0.0, atol=ATOL
     )
   # Logits that differ by a per-token constant give the same distribution.
   shift = jnp.asarray(rng.standard_normal((B, S, 1)).astype(np.float32))
-  np.testing.assert_allclose(np.asarray(losses.kl_divergence(logits, logits + shift)), 0.0, rtol=0.0, atol=ATOL)
+  np.testing.assert_allclose(np.asarray(_kl_divergence(logits, logits + shift)), 0.0, rtol=0.0, atol=ATOL)
 
 
 @pytest.mark.parametrize("scale", (0.1, 1.0, 5.0, 20.0))
@@ -151,7 +146,7 @@ def test_kl_is_non_negative(scale):
   rng = np.random.default_rng(6)
   teacher, student = _logits(rng, scale=scale), _logits(rng, scale=scale)
   for temperature in TEMPERATURES:
-    got = np.asarray(losses.kl_divergence(jnp.asarray(teacher), jnp.asarray(student), temperature=temperature))
+    got = np.asarray(_kl_divergence(jnp.asarray(teacher), jnp.asarray(student), temperature=temperature))
     assert np.all(np.isfinite(got))
     assert np.all(got >= 0.0), got.min()
 
@@ -160,10 +155,12 @@ def test_kl_teacher_zero_probability_entries_contribute_zero():
   rng = np.random.default_rng(7)
   teacher, student = _logits(rng), _logits(rng)
   teacher[..., :3] = -np.inf  # The teacher forbids three tokens everywhere.
-  got = losses.kl_divergence(jnp.asarray(teacher), jnp.asarray(student), temperature=2.0)
+  got = _kl_divergence(jnp.asarray(teacher), jnp.asarray(student), temperature=2.0)
   assert np.all(np.isfinite(np.asarray(got)))
-  np.testing.assert_allclose(np.asarray(got), _np_kl(teacher, student, 2.0), rtol=RTOL, atol=ATOL)
-  grad = jax.grad(lambda s: jnp.sum(losses.kl_divergence(jnp.asarray(teacher), s, temperature=2.0)))(jnp.asarray(student))
+  np.testing.assert_allclose(
+      np.asarray(got), ref.dense_divergence("forward_kl", teacher, student, 2.0), rtol=RTOL, atol=ATOL
+  )
+  grad = jax.grad(lambda s: jnp.sum(_kl_divergence(jnp.asarray(teacher), s, temperature=2.0)))(jnp.asarray(student))
   assert np.all(np.isfinite(np.asarray(grad)))
 
 
@@ -176,22 +173,22 @@ def test_cross_entropy_matches_reference():
   got = losses.cross_entropy(jnp.asarray(logits), jnp.asarray(labels))
   assert got.shape == (B, S)
   assert got.dtype == jnp.float32
-  np.testing.assert_allclose(np.asarray(got), _np_ce(logits, labels), rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(np.asarray(got), ref.cross_entropy(logits, labels), rtol=RTOL, atol=ATOL)
   assert np.all(np.asarray(got) >= 0.0)
 
 
 def test_cross_entropy_from_log_probs_matches_reference():
   rng = np.random.default_rng(11)
   logits, labels = _logits(rng), _labels(rng)
-  got = losses.cross_entropy_from_log_probs(jnp.asarray(_np_log_softmax(logits), jnp.float32), jnp.asarray(labels))
-  np.testing.assert_allclose(np.asarray(got), _np_ce(logits, labels), rtol=RTOL, atol=ATOL)
+  got = losses.cross_entropy_from_log_probs(jnp.asarray(ref.log_softmax(logits), jnp.float32), jnp.asarray(labels))
+  np.testing.assert_allclose(np.asarray(got), ref.cross_entropy(logits, labels), rtol=RTOL, atol=ATOL)
 
 
 def test_cross_entropy_under_jit():
   rng = np.random.default_rng(12)
   logits, labels = _logits(rng), _labels(rng)
   got = jax.jit(losses.cross_entropy)(jnp.asarray(logits), jnp.asarray(labels))
-  np.testing.assert_allclose(np.asarray(got), _np_ce(logits, labels), rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(np.asarray(got), ref.cross_entropy(logits, labels), rtol=RTOL, atol=ATOL)
 
 
 def test_cross_entropy_gradient_matches_analytic():
@@ -215,7 +212,7 @@ def test_cross_entropy_large_logits_is_stable():
   labels = np.array([[4, 0]], np.int32)
   got = np.asarray(losses.cross_entropy(jnp.asarray(logits), jnp.asarray(labels)))
   assert np.all(np.isfinite(got))
-  np.testing.assert_allclose(got, _np_ce(logits, labels), rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(got, ref.cross_entropy(logits, labels), rtol=RTOL, atol=ATOL)
 
 
 # ----------------------------------------------------------------------------- bf16 inputs
@@ -229,13 +226,15 @@ def test_bf16_inputs_give_finite_float32_results():
   # The library promotes to float32, so the reference on the bf16-rounded values uses the same tolerance.
   teacher_f64 = np.asarray(teacher.astype(jnp.float32), np.float64)
   student_f64 = np.asarray(student.astype(jnp.float32), np.float64)
-  kl = losses.kl_divergence(teacher, student, temperature=jnp.float32(2.0))
+  kl = _kl_divergence(teacher, student, temperature=jnp.float32(2.0))
   ce = losses.cross_entropy(student, jnp.asarray(labels))
   for got in (kl, ce):
     assert got.dtype == jnp.float32
     assert np.all(np.isfinite(np.asarray(got)))
-  np.testing.assert_allclose(np.asarray(kl), _np_kl(teacher_f64, student_f64, 2.0), rtol=RTOL, atol=ATOL)
-  np.testing.assert_allclose(np.asarray(ce), _np_ce(student_f64, labels), rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(
+      np.asarray(kl), ref.dense_divergence("forward_kl", teacher_f64, student_f64, 2.0), rtol=RTOL, atol=ATOL
+  )
+  np.testing.assert_allclose(np.asarray(ce), ref.cross_entropy(student_f64, labels), rtol=RTOL, atol=ATOL)
 
   s_feat = jnp.asarray(_features(rng), jnp.bfloat16)
   t_feat = jnp.asarray(_features(rng), jnp.bfloat16)

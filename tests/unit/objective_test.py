@@ -25,6 +25,7 @@ import pytest
 from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import objective
 from maxtext_distill_plugin.loss import reductions
+from tests import numpy_reference as ref
 
 RTOL = 1e-5
 ATOL = 1e-6
@@ -57,24 +58,8 @@ FEATURE_TYPES = (None, "cosine", "l2")
 # ----------------------------------------------------------------------------- NumPy float64 reference
 
 
-def _np_log_softmax(x):
-  x = np.asarray(x, np.float64)
-  shifted = x - np.max(x, axis=-1, keepdims=True)
-  return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
-
-
 def _np_softmax(x):
-  return np.exp(_np_log_softmax(x))
-
-
-def _np_kl(teacher, student, temperature):
-  t_logp = _np_log_softmax(np.asarray(teacher, np.float64) / temperature)
-  s_logp = _np_log_softmax(np.asarray(student, np.float64) / temperature)
-  return np.sum(np.exp(t_logp) * (t_logp - s_logp), axis=-1)
-
-
-def _np_ce(logits, labels):
-  return -np.take_along_axis(_np_log_softmax(logits), np.asarray(labels)[..., None], axis=-1)[..., 0]
+  return np.exp(ref.log_softmax(x))
 
 
 def _np_feature(student, teacher, loss_type):
@@ -90,10 +75,10 @@ def _np_feature(student, teacher, loss_type):
 def _reference(inputs, alpha, temperature, beta, loss_type):
   """Sums over valid tokens of every term, the valid-token count and the per-token objective."""
   mask = np.asarray(inputs["mask"], bool)
-  kl_t = _np_kl(inputs["teacher"], inputs["student"], temperature)
-  kl_1 = _np_kl(inputs["teacher"], inputs["student"], 1.0)
-  hard = _np_ce(inputs["student"], inputs["labels"])
-  teacher_ce = _np_ce(inputs["teacher"], inputs["labels"])
+  kl_t = ref.dense_divergence("forward_kl", inputs["teacher"], inputs["student"], temperature)
+  kl_1 = ref.dense_divergence("forward_kl", inputs["teacher"], inputs["student"], 1.0)
+  hard = ref.cross_entropy(inputs["student"], inputs["labels"])
+  teacher_ce = ref.cross_entropy(inputs["teacher"], inputs["labels"])
   soft = kl_t * temperature**2
   if loss_type is None:
     feature = np.zeros_like(hard)

@@ -24,6 +24,7 @@ from maxtext_distill_plugin.loss import reductions
 from maxtext_distill_plugin.loss import sparse_losses
 from maxtext_distill_plugin.loss import sparse_tail
 from maxtext_distill_plugin.teacher_cache import codec
+from tests import numpy_reference as ref
 
 RTOL = 1e-5
 ATOL = 1e-6
@@ -31,10 +32,38 @@ B, S, V, K = 2, 3, 11, 4
 TEMPERATURES = (0.5, 1.0, 2.0, 4.0)
 
 
-def _np_log_softmax(x):
-  x = np.asarray(x, np.float64)
-  shifted = x - x.max(-1, keepdims=True)
-  return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+def _sparse_kl_divergence(
+    student_logits_BxSxV,
+    teacher_topk_ids_BxSxK,
+    teacher_topk_logprobs_BxSxK,
+    teacher_tail_logmass_BxS,
+    *,
+    temperature=1.0,
+    tail="bucket",
+    teacher_tail_renyi_BxSxR=None,
+):
+  """The sparse KL of full student logits as the dense offline loss forms it: checks, gather, KL."""
+  *batch_shape, vocab_size = student_logits_BxSxV.shape
+  sparse_losses.check_teacher(
+      tuple(batch_shape),
+      teacher_topk_ids_BxSxK,
+      teacher_topk_logprobs_BxSxK,
+      teacher_tail_logmass_BxS,
+      tail,
+      vocab_size,
+      teacher_tail_renyi_BxSxR,
+  )
+  at_ids, lse_at_T = sparse_losses.gather_student(student_logits_BxSxV, teacher_topk_ids_BxSxK, temperature)
+  return sparse_losses.sparse_kl_from_gathered(
+      at_ids,
+      lse_at_T,
+      teacher_topk_logprobs_BxSxK,
+      teacher_tail_logmass_BxS,
+      temperature=temperature,
+      tail=tail,
+      vocab_size=vocab_size,
+      teacher_tail_renyi_BxSxR=teacher_tail_renyi_BxSxR,
+  )
 
 
 def _np_kl(log_p, log_q):
@@ -50,7 +79,7 @@ def _np_sparse_kl(student_logits, ids, logprobs, tail, temperature, mode):
   vocab, k = student_logits.shape[-1], ids.shape[-1]
   for index in np.ndindex(*ids.shape[:-1]):
     token_ids = ids[index]
-    q_full = np.exp(_np_log_softmax(student_logits[index] / temperature))
+    q_full = np.exp(ref.log_softmax(student_logits[index] / temperature))
     outside = np.setdiff1d(np.arange(vocab), token_ids)
     if mode == "renormalize":
       p = np.exp(logprobs[index] / temperature)
@@ -66,7 +95,7 @@ def _np_sparse_kl(student_logits, ids, logprobs, tail, temperature, mode):
 
 def _teacher_topk(teacher_logits, k, rng):
   """Exact top-k ids (shuffled within each row), their log-probs and the tail log-mass, float64."""
-  logp = _np_log_softmax(teacher_logits)
+  logp = ref.log_softmax(teacher_logits)
   ids = np.argsort(-logp, axis=-1)[..., :k]
   ids = np.take_along_axis(ids, rng.permuted(np.broadcast_to(np.arange(k), ids.shape), axis=-1), axis=-1)
   at_ids = np.take_along_axis(logp, ids, axis=-1)
@@ -87,7 +116,7 @@ def _case():
 
 
 def _jax_kl(student, ids, logprobs, tail, temperature, mode):
-  return sparse_losses.sparse_kl_divergence(
+  return _sparse_kl_divergence(
       jnp.asarray(student, jnp.float32),
       jnp.asarray(ids),
       jnp.asarray(logprobs, jnp.float32),
@@ -113,8 +142,9 @@ def test_full_vocabulary_equals_dense_kl(mode, temperature):
   teacher, student = rng.normal(size=(B, S, V)) * 3.0, rng.normal(size=(B, S, V)) * 3.0
   ids, logprobs, tail = _teacher_topk(teacher, V, rng)
   assert np.all(np.isneginf(tail))
-  dense = losses.kl_divergence(
-      jnp.asarray(teacher, jnp.float32), jnp.asarray(student, jnp.float32), temperature=temperature
+  dense = losses.kl_from_log_probs(
+      losses.log_softmax_at(jnp.asarray(teacher, jnp.float32), temperature),
+      losses.log_softmax_at(jnp.asarray(student, jnp.float32), temperature),
   )
   np.testing.assert_allclose(_jax_kl(student, ids, logprobs, tail, temperature, mode), dense, rtol=RTOL, atol=ATOL)
 
@@ -145,7 +175,7 @@ def test_mask_equals_slice(case):
 
 def test_jit_with_traced_temperature(case):
   _, _, student, ids, logprobs, tail = case
-  jitted = jax.jit(sparse_losses.sparse_kl_divergence, static_argnames="tail")
+  jitted = jax.jit(_sparse_kl_divergence, static_argnames="tail")
   for mode in sparse_losses.TAIL_MODES:
     got = jitted(
         student.astype(np.float32), ids, logprobs.astype(np.float32), tail.astype(np.float32), temperature=2.0, tail=mode
@@ -201,16 +231,6 @@ def test_topk_coverage(case):
   np.testing.assert_allclose(sparse_losses.topk_coverage(jnp.asarray(tail)), np.exp(logprobs).sum(-1), rtol=RTOL)
 
 
-def test_teacher_label_log_prob(case):
-  _, teacher, _, ids, logprobs, tail = case
-  labels = np.array([[ids[0, 0, 1], 0, 1], [2, ids[1, 1, 3], 3]])
-  got = sparse_losses.teacher_label_log_prob(ids, logprobs, tail, labels, vocab_size=V)
-  exact = np.take_along_axis(_np_log_softmax(teacher), labels[..., None], -1)[..., 0]
-  in_topk = (ids == labels[..., None]).any(-1)
-  expected = np.where(in_topk, exact, tail - np.log(V - K))
-  np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
-
-
 def test_rejects_bad_shapes_and_modes(case):
   _, _, student, ids, logprobs, tail = case
   with pytest.raises(ValueError, match="tail="):
@@ -244,8 +264,8 @@ def _np_tail_renyi(logp, ids):
 
 def _np_exact_bucket_kl(student_logits, teacher_logits, ids, temperature):
   """KL over the k+1 buckets of the exactly tempered teacher (full vocabulary) and student, float64."""
-  p = np.exp(_np_log_softmax(np.asarray(teacher_logits, np.float64) / temperature))
-  q = np.exp(_np_log_softmax(np.asarray(student_logits, np.float64) / temperature))
+  p = np.exp(ref.log_softmax(np.asarray(teacher_logits, np.float64) / temperature))
+  q = np.exp(ref.log_softmax(np.asarray(student_logits, np.float64) / temperature))
   out = np.zeros(ids.shape[:-1])
   for index in np.ndindex(*ids.shape[:-1]):
     inside = np.zeros(p.shape[-1], bool)
@@ -264,13 +284,13 @@ def _zipf():
   logits = -np.asarray(ZIPF_EXPONENTS)[:, None] * np.log(ranks) + rng.normal(size=ranks.shape) * 0.1
   logits = logits[None]
   ids, logprobs, tail = _teacher_topk(logits, ZIPF_K, rng)
-  return logits, ids, logprobs, tail, _np_tail_renyi(_np_log_softmax(logits), ids)
+  return logits, ids, logprobs, tail, _np_tail_renyi(ref.log_softmax(logits), ids)
 
 
 def _zipf_kl(student, zipf, temperature, renyi="exact"):
   _, ids, logprobs, tail, exact_renyi = zipf
   stats = None if renyi is None else jnp.asarray(exact_renyi if renyi == "exact" else renyi, jnp.float32)
-  return sparse_losses.sparse_kl_divergence(
+  return _sparse_kl_divergence(
       jnp.asarray(student, jnp.float32),
       jnp.asarray(ids),
       jnp.asarray(logprobs, jnp.float32),
@@ -315,7 +335,7 @@ def test_zipf_uniform_tail_is_exact_only_at_t1(zipf):
 
 def test_tail_renyi_entropies_match_numpy(zipf):
   logits, ids, _, _, exact = zipf
-  got = sparse_tail.tail_renyi_entropies(jnp.asarray(_np_log_softmax(logits), jnp.float32), jnp.asarray(ids))
+  got = sparse_tail.tail_renyi_entropies(jnp.asarray(ref.log_softmax(logits), jnp.float32), jnp.asarray(ids))
   np.testing.assert_allclose(got, exact, rtol=1e-5, atol=1e-5)
   assert np.all(np.diff(exact, axis=-1) <= 0) and np.all(exact <= np.log(ZIPF_V - ZIPF_K))
   empty = sparse_tail.tail_renyi_entropies(jnp.zeros((1, 1, 4)), jnp.arange(4)[None, None])
@@ -330,7 +350,7 @@ def test_zipf_full_vocabulary_equals_online_dense_kl(temperature):
   student = teacher + rng.normal(size=teacher.shape) * 0.5
   ids, logprobs, tail = _teacher_topk(teacher, vocab, rng)
   renyi = np.zeros(ids.shape[:-1] + (len(sparse_losses.TAIL_RENYI_ORDERS),))
-  got = sparse_losses.sparse_kl_divergence(
+  got = _sparse_kl_divergence(
       jnp.asarray(student, jnp.float32),
       jnp.asarray(ids),
       jnp.asarray(logprobs, jnp.float32),
@@ -338,8 +358,9 @@ def test_zipf_full_vocabulary_equals_online_dense_kl(temperature):
       temperature=temperature,
       teacher_tail_renyi_BxSxR=jnp.asarray(renyi, jnp.float32),
   )
-  dense = losses.kl_divergence(
-      jnp.asarray(teacher, jnp.float32), jnp.asarray(student, jnp.float32), temperature=temperature
+  dense = losses.kl_from_log_probs(
+      losses.log_softmax_at(jnp.asarray(teacher, jnp.float32), temperature),
+      losses.log_softmax_at(jnp.asarray(student, jnp.float32), temperature),
   )
   np.testing.assert_allclose(got, dense, rtol=RTOL, atol=ATOL)
 
@@ -353,7 +374,7 @@ def test_zipf_through_the_cache_codec_stays_within_its_error(zipf, temperature):
   bound = (tau * step + abs(1.0 - tau) * quantum / 2) ** 2 / 8
 
   def per_token(z):
-    return sparse_losses.sparse_kl_divergence(
+    return _sparse_kl_divergence(
         z,
         jnp.asarray(block.ids[None]),
         jnp.asarray(block.logprobs[None]),

@@ -22,6 +22,8 @@ with at most ``distill_sample_max_new_tokens`` tokens. Divergences at T = 1.
 
 import dataclasses
 
+from tools.study import common
+
 
 @dataclasses.dataclass(frozen=True)
 class TaskArm:
@@ -81,16 +83,5 @@ BY_NAME = {arm.name: arm for arm in ARMS}
 
 
 def select(names: str) -> tuple[TaskArm, ...]:
-  """The arms of a comma-separated list of names, in the order given.
-
-  Raises:
-    ValueError: an unknown or repeated name; the message lists the arms there are.
-  """
-  chosen = [n.strip() for n in names.split(",") if n.strip()]
-  unknown = [n for n in chosen if n not in BY_NAME]
-  if unknown or not chosen or len(set(chosen)) != len(chosen):
-    problem = f"unknown arm(s) {', '.join(unknown)}" if unknown else "an empty or repeated arm list"
-    raise ValueError(
-        f"--arms={names!r}: {problem}. Fix: a comma-separated list of distinct arms from {', '.join(BY_NAME)}."
-    )
-  return tuple(BY_NAME[n] for n in chosen)
+  """The arms of a comma-separated list of names, in the order given (:func:`common.select`'s errors)."""
+  return common.select(names, BY_NAME)

@@ -18,14 +18,11 @@ import argparse
 import dataclasses
 import os
 import sys
-import warnings
-
-from absl import logging
 
 from tools.study import arithmetic_arms
 from tools.study import arithmetic_inputs
 from tools.study import arithmetic_report
-from tools.study import cli as study_cli
+from tools.study import common
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -40,11 +37,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--report-only", action="store_true", help="train nothing: tabulate the runs that finished")
   parser.add_argument("--arms", default=None, help=f"comma-separated arms, any of {', '.join(arithmetic_arms.BY_NAME)}")
   args = parser.parse_args(argv)
-  if args.arms is not None:
-    try:
-      arithmetic_arms.select(args.arms)
-    except ValueError as e:
-      parser.error(str(e))  # exit code 2, before anything is built
+  common.check_arms_flag(parser, args.arms, arithmetic_arms.select)
   for name in ("steps", "seeds", "teacher_steps", "digits"):
     value = getattr(args, name)
     if value is not None and value < 1:
@@ -70,10 +63,7 @@ def plan_from_args(args: argparse.Namespace) -> arithmetic_inputs.TaskPlan:
 
 def main(argv: list[str] | None = None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  os.environ.setdefault("JAX_PLATFORMS", "cpu")
-  logging.set_verbosity(logging.INFO)
-  logging.get_absl_logger().addFilter(study_cli._OwnRecordsOnly())  # pylint: disable=protected-access
-  warnings.filterwarnings("ignore", module=r"orbax\..*")
+  common.quiet_logging()
   from tools.study import arithmetic_study  # pylint: disable=import-outside-toplevel
 
   plan = plan_from_args(args)

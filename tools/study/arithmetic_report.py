@@ -15,10 +15,10 @@
 """The addition study's summary (mean and sample standard deviation over seeds, fraction of the teacher-student
 exact-match gap closed), its Markdown table and its PNG (exact match against the step, and per-seed finals)."""
 
-import os
 import statistics
 
 from tools.study import arithmetic_arms
+from tools.study import common
 
 SCORES = ("exact_match", "teacher_nll", "ce", "completion_length")
 
@@ -82,35 +82,20 @@ def markdown_report(results: dict) -> str:
 
 def plot(results: dict, plots_dir: str) -> list[str]:
   """One PNG: held-out exact match against the step (mean over seeds) and each arm's final per seed."""
-  try:
-    import matplotlib  # pylint: disable=import-outside-toplevel
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
-  except ImportError:
+  plt = common.pyplot()
+  if plt is None:
     return []
-  names = list(results["arms"])
   fig, (curves, finals) = plt.subplots(1, 2, figsize=(11, 4))
-  for name in names:
+  for name in results["arms"]:
     mine = [r["curve"] for r in results["runs"] if r["arm"] == name]
     steps = mine[0]["step"]
     mean = [statistics.fmean(c["exact_match"][i] for c in mine) for i in range(len(steps))]
     curves.plot(steps, mean, marker="o", label=name)
-  for ax in (curves, finals):
-    for ref, color, style in (("teacher", "g", "--"), ("pruned", "r", ":")):
-      ax.axhline(results["reference"][ref]["exact_match"], linestyle=style, color=color, label=ref)
+  for ref, color, style in (("teacher", "g", "--"), ("pruned", "r", ":")):
+    curves.axhline(results["reference"][ref]["exact_match"], linestyle=style, color=color, label=ref)
   curves.set_xlabel("optimizer step")
   curves.set_ylabel("held-out greedy exact match")
   curves.legend(fontsize=7)
-  finals.bar(range(len(names)), [results["arms"][n]["exact_match"]["mean"] for n in names], color="#9ecae1")
-  for i, name in enumerate(names):
-    values = [r["scores"]["exact_match"] for r in results["runs"] if r["arm"] == name]
-    finals.plot([i] * len(values), values, "k.", markersize=6)
-  finals.set_xticks(range(len(names)), names, rotation=20)
+  common.seed_bars(finals, results, lambda scores: scores["exact_match"], arm_mean=lambda arm: arm["exact_match"]["mean"])
   finals.set_title("final exact match (bars: mean; dots: seeds)")
-  fig.tight_layout()
-  os.makedirs(plots_dir, exist_ok=True)
-  path = os.path.join(plots_dir, "onpolicy_arithmetic.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return [path]
+  return [common.save_figure(plt, fig, plots_dir, "onpolicy_arithmetic.png")]

@@ -34,6 +34,7 @@ from tools.study import arithmetic_arms
 from tools.study import arithmetic_data
 from tools.study import arithmetic_inputs
 from tools.study import arithmetic_report
+from tools.study import common
 from tools.study import inputs as inputs_lib
 from tools.study import on_policy_scoring
 
@@ -49,19 +50,18 @@ def arm_argv(arm, inputs, run_dir: str, plan, seed: int, student_items: str) -> 
   teacher = inputs.uniform_items if arm.uniform_teacher else inputs.teacher_items
   steps = plan.steps - first_stage_steps(plan) if arm.after else plan.steps
   return [
-      "study",
-      config_lib.resolve_yaml(arithmetic_inputs.STUDY_YAML),
-      f"run_name={os.path.basename(run_dir)}",
-      f"base_output_directory={os.path.dirname(run_dir)}",
-      f"steps={steps}",
+      *common.run_argv(
+          arithmetic_inputs.STUDY_YAML,
+          run_dir,
+          steps=steps,
+          seed=seed,
+          student_items=student_items,
+          teacher_items=teacher,
+      ),
       "eval_interval=-1",  # scored afterwards, every arm by the same code on the same batches
       f"log_period={max(1, steps // 20)}",
       f"checkpoint_period={max(1, plan.steps // plan.curve_points)}",
-      f"data_shuffle_seed={seed}",
       f"init_weights_seed={seed}",  # the on-policy draws and samples follow from it (the loaded weights do not)
-      f"metrics_file={os.path.join(run_dir, 'metrics.jsonl')}",
-      f"student_overrides.load_parameters_path={student_items}",
-      f"teacher_overrides.load_parameters_path={teacher}",
       *inputs.data.maxtext_args(),
       *arm.overrides,
   ]

@@ -21,6 +21,8 @@ divergence changed (``distill_divergence`` and its parameter), for ``--arms kd_f
 
 import dataclasses
 
+from tools.study import common
+
 RECIPE_YAML = "study-pruning-recovery.yml"
 LOGIT_KD_YAML = "study-logit-kd.yml"
 STUDY_YAMLS = ("demo-model.yml", "demo-pruning-recovery.yml", RECIPE_YAML, "study-sft.yml", LOGIT_KD_YAML)
@@ -141,14 +143,7 @@ def select(names: str) -> tuple[Arm, ...]:
   Raises:
     ValueError: a name is not an arm, or a name is repeated; the message lists the arms there are.
   """
-  chosen = [n.strip() for n in names.split(",") if n.strip()]
-  unknown = [n for n in chosen if n not in BY_NAME]
-  if unknown or not chosen or len(set(chosen)) != len(chosen):
-    problem = f"unknown arm(s) {', '.join(unknown)}" if unknown else "an empty or repeated arm list"
-    raise ValueError(
-        f"--arms={names!r}: {problem}. Fix: a comma-separated list of distinct arms from {', '.join(BY_NAME)}."
-    )
-  picked = tuple(BY_NAME[n] for n in chosen)
+  picked = common.select(names, BY_NAME)
   if len({arm.sft for arm in picked}) > 1:
     raise ValueError(
         f"--arms={names!r} mixes arms on function chats ({', '.join(a.name for a in ON_POLICY_ARMS)}) with arms on the"

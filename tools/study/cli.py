@@ -16,34 +16,16 @@
 
 import argparse
 import dataclasses
-import logging as std_logging
 import os
 import sys
-import warnings
 
-from absl import logging
-
-import maxtext_distill_plugin
 import tools.study
 from tools.study import arms as arms_lib
+from tools.study import common
 from tools.study import inputs as inputs_lib
 from tools.study import on_policy_study
 from tools.study import report
 from tools.study import runner
-
-# INFO lines of the plugin (the demo's modules included), of the study's modules and of its entry script.
-_OWN_FILES = (
-    os.path.dirname(os.path.abspath(maxtext_distill_plugin.__file__)) + os.sep,
-    os.path.dirname(os.path.abspath(tools.study.__file__)) + os.sep,
-    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(tools.study.__file__))), "study_pruning_recovery.py"),
-)
-
-
-class _OwnRecordsOnly(std_logging.Filter):
-  """INFO lines of this script and the plugin, and anyone's errors; not the hosts' chatter."""
-
-  def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.ERROR or os.path.abspath(record.pathname).startswith(_OWN_FILES)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -63,11 +45,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
       help=f"comma-separated arms trained for every seed instead of the main ones; any of {', '.join(arms_lib.BY_NAME)}",
   )
   args = parser.parse_args(argv)
-  if args.arms is not None:
-    try:
-      arms_lib.select(args.arms)
-    except ValueError as e:
-      parser.error(str(e))  # exit code 2, before anything is built
+  common.check_arms_flag(parser, args.arms, arms_lib.select)
   return args
 
 
@@ -86,10 +64,7 @@ def plan_from_args(args: argparse.Namespace) -> inputs_lib.StudyPlan:
 
 def main(argv: list[str] | None = None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  os.environ.setdefault("JAX_PLATFORMS", "cpu")
-  logging.set_verbosity(logging.INFO)
-  logging.get_absl_logger().addFilter(_OwnRecordsOnly())
-  warnings.filterwarnings("ignore", module=r"orbax\..*")
+  common.quiet_logging()
   plan = plan_from_args(args)
   root = os.path.abspath(args.output_dir or (os.path.join("demo_output", "quick") if args.quick else "demo_output"))
   if plan.arms and arms_lib.BY_NAME[plan.arms[0]].sft:

@@ -30,6 +30,7 @@ from maxtext_distill_plugin.demo import pipeline
 from maxtext_distill_plugin.demo import plan as demo_plan_lib
 from maxtext_distill_plugin.demo import teacher
 from tools.study import arms as arms_lib
+from tools.study import common
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,18 +110,12 @@ def arm_argv(
 ) -> list[str]:
   """``config.build`` arguments of one arm and seed."""
   return [
-      "study",
-      config_lib.resolve_yaml(arm.yaml),
-      f"run_name={os.path.basename(run_dir)}",
-      f"base_output_directory={os.path.dirname(run_dir)}",
-      f"steps={plan.steps}",
+      *common.run_argv(
+          arm.yaml, run_dir, steps=plan.steps, seed=seed, student_items=student_items, teacher_items=inputs.teacher_items
+      ),
       f"eval_interval={plan.eval_interval}",
       f"eval_steps={plan.demo_plan.eval_batches}",
       f"log_period={plan.eval_interval}",
-      f"data_shuffle_seed={seed}",
-      f"metrics_file={os.path.join(run_dir, 'metrics.jsonl')}",
-      f"student_overrides.load_parameters_path={student_items}",
-      f"teacher_overrides.load_parameters_path={inputs.teacher_items}",
       *inputs.data.maxtext_args(),
       *arm.overrides,
       *([f"offline_data_dir={inputs.cache_dir(seed)}"] if arm.offline else []),

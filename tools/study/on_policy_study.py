@@ -30,6 +30,7 @@ from absl import logging
 from maxtext_distill_plugin.configuration import config as config_lib
 from maxtext_distill_plugin.demo import plan as demo_plan_lib
 from tools.study import arms as arms_lib
+from tools.study import common
 from tools.study import function_data
 from tools.study import inputs as inputs_lib
 from tools.study import on_policy_scoring
@@ -42,18 +43,12 @@ LABELS = {"teacher_nll": "teacher NLL of greedy samples", "ce": "held-out CE", "
 def arm_argv(arm, inputs, fdata, run_dir: str, plan, seed: int, student_items: str) -> list[str]:
   """``config.build`` arguments of one on-policy arm and seed (``arm.overrides`` last)."""
   return [
-      "study",
-      config_lib.resolve_yaml(arm.yaml),
-      f"run_name={os.path.basename(run_dir)}",
-      f"base_output_directory={os.path.dirname(run_dir)}",
-      f"steps={plan.steps}",
+      *common.run_argv(
+          arm.yaml, run_dir, steps=plan.steps, seed=seed, student_items=student_items, teacher_items=inputs.teacher_items
+      ),
       "eval_interval=-1",  # scored afterwards, every arm by the same code on the same batches
       f"log_period={max(1, plan.steps // 10)}",
-      f"data_shuffle_seed={seed}",
       f"init_weights_seed={seed}",  # the on-policy draws and samples follow from it (the loaded weights do not)
-      f"metrics_file={os.path.join(run_dir, 'metrics.jsonl')}",
-      f"student_overrides.load_parameters_path={student_items}",
-      f"teacher_overrides.load_parameters_path={inputs.teacher_items}",
       *fdata.maxtext_args(),
       *arms_lib.ON_POLICY_COMMON,
       *([f"distill_sample_max_new_tokens={NEW_TOKENS}"] if arm.samples else []),
@@ -143,32 +138,15 @@ def markdown_report(results: dict) -> str:
 
 def plot(results: dict, plots_dir: str) -> list[str]:
   """One PNG: per score, each arm's seeds (dots) and mean (bar), with the teacher and pruned student as lines."""
-  try:
-    import matplotlib  # pylint: disable=import-outside-toplevel
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
-  except ImportError:
+  plt = common.pyplot()
+  if plt is None:
     return []
-  names = list(results["arms"])
   fig, axes = plt.subplots(1, len(SCORES), figsize=(4.2 * len(SCORES), 3.6))
   for ax, key in zip(axes, SCORES):
-    means = [results["arms"][n][key]["mean"] for n in names]
-    ax.bar(range(len(names)), means, color="#9ecae1")
-    for i, name in enumerate(names):
-      values = [r["scores"][key] for r in results["runs"] if r["arm"] == name]
-      ax.plot([i] * len(values), values, "k.", markersize=6)
-    for ref, style in (("teacher", "g--"), ("pruned", "r:")):
-      ax.axhline(results["reference"][ref][key], linestyle=style[1:], color=style[0], label=ref)
-    ax.set_xticks(range(len(names)), names, rotation=20)
+    common.seed_bars(ax, results, lambda scores, key=key: scores[key], arm_mean=lambda arm, key=key: arm[key]["mean"])
     ax.set_title(LABELS[key])
   axes[0].legend(fontsize=8)
-  fig.tight_layout()
-  os.makedirs(plots_dir, exist_ok=True)
-  path = os.path.join(plots_dir, "onpolicy_study.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return [path]
+  return [common.save_figure(plt, fig, plots_dir, "onpolicy_study.png")]
 
 
 def run(root: str, plan, plots_dir: str | None) -> dict:

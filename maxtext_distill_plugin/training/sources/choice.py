@@ -15,8 +15,10 @@
 """The one place that picks a run's batch source and its held-out batches.
 
 * online: :class:`dataset.DatasetSource`; held out: MaxText's eval iterator.
-* offline (``offline_data_dir``): :class:`cache.CacheSource` over either cache format; held out: the YAML's dataset
-  (``offline_eval``), on which the student is scored alone.
+* routed (``distill_teacher_mixture=route``): :class:`routed.RoutedSource`, one pipeline per teacher.
+* offline (``offline_data_dir``): :class:`cache.CacheSource` over either cache format, or one per teacher
+  (:class:`caches.CachesSource`, ``teachers:`` entries with an ``offline_data_dir`` each); held out: the YAML's
+  dataset (``offline_eval``), on which the student is scored alone.
 * on-policy (``distill_on_policy_fraction`` > 0, online only): :class:`sampled.SampledSource` over the dataset source,
   its prompts; held out: as online, plus the sampler's eval metrics (a new prompt source goes in its place).
 """
@@ -31,7 +33,9 @@ from maxtext_distill_plugin.teacher_cache import any_format
 from maxtext_distill_plugin.training import on_policy
 from maxtext_distill_plugin.training.sources import base
 from maxtext_distill_plugin.training.sources import cache as cache_source
+from maxtext_distill_plugin.training.sources import caches as caches_source
 from maxtext_distill_plugin.training.sources import dataset
+from maxtext_distill_plugin.training.sources import routed
 from maxtext_distill_plugin.training.sources import sampled
 
 
@@ -61,6 +65,11 @@ def open_sources(
   if configs.offline:
     source, offline_tail = open_cache_source(configs, data_loader.input_data_shardings)
     eval_batches = offline_eval_iterator(configs, mesh)
+  elif configs.routes:  # one pipeline per teacher, stacked in row blocks (the loader above stays idle)
+    source = routed.RoutedSource(
+        configs.routes, mesh, data_loader.input_data_shardings, int(configs.student.gradient_accumulation_steps)
+    )
+    offline_tail, eval_batches = None, eval_iterator
   else:
     source, offline_tail, eval_batches = dataset.DatasetSource(configs.student, data_loader), None, eval_iterator
   if special_ids is not None:
@@ -70,21 +79,32 @@ def open_sources(
   return RunData(source, eval_batches, offline_tail)
 
 
-def open_cache_source(configs, data_sharding) -> tuple[cache_source.CacheSource, str]:
-  """The teacher cache (either format) as a :class:`cache.CacheSource`, and the tail handling of its sparse KL."""
+def open_cache_source(configs, data_sharding) -> tuple[base.BatchSource, str]:
+  """The teacher cache (either format) as a :class:`cache.CacheSource`, or one per teacher as a
+  :class:`caches.CachesSource`, and the tail handling of the sparse KL (``auto``: bucket where every cache stores its
+  tail mass)."""
   student, settings = configs.student, configs.settings
-  cache = any_format.open_any(
-      configs.global_config.offline_data_dir, process_index=jax.process_index(), process_count=jax.process_count()
-  )
+  named = configs.caches or (("teacher", configs.global_config.offline_data_dir),)
+  opened = [
+      any_format.open_any(path, process_index=jax.process_index(), process_count=jax.process_count()) for _, path in named
+  ]
   tail = settings.distill_offline_tail
   if tail == "auto":
-    tail = "bucket" if cache.tail_logmass_known else "renormalize"
+    tail = "bucket" if all(cache.tail_logmass_known for cache in opened) else "renormalize"
   seed = int(student.data_shuffle_seed) if student.enable_data_shuffling else None
-  source = cache_source.CacheSource(
-      cache, global_batch=int(student.global_batch_size_to_load), data_sharding=data_sharding, shuffle_seed=seed
+  sources = tuple(
+      cache_source.CacheSource(
+          cache, global_batch=int(student.global_batch_size_to_load), data_sharding=data_sharding, shuffle_seed=seed
+      )
+      for cache in opened
   )
-  logging.info("Offline distillation from %s (k=%d, tail=%s); no teacher in memory.", cache.directory, cache.top_k, tail)
-  return source, tail
+  for cache in opened:
+    logging.info(
+        "Offline distillation from %s (k=%d, tail=%s); no teacher in memory.", cache.directory, cache.top_k, tail
+    )
+  if not configs.caches:
+    return sources[0], tail
+  return caches_source.CachesSource(tuple(name for name, _ in named), sources, data_sharding), tail
 
 
 def offline_eval_iterator(configs, mesh):
