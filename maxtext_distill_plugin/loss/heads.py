@@ -148,22 +148,20 @@ class RowBlocks:
 
 @dataclasses.dataclass(frozen=True)
 class TeacherSet:
-  """Several teachers scored apart: each member's loss on its own, then weighted (``route_BxS`` None) or, with a
-  route, each token scored by the member it names only.
+  """Several teachers scored apart: each member's loss on its own, then weighted (``blocks`` None) or, routed,
+  each row scored by its own member only.
 
   Attributes:
     members: one head per teacher (any single-teacher head, all of one kind).
     names: the teachers' names (static), for the per-teacher metrics.
     weights: each member's weight in the loss (static; positive, summing to 1); unused with a route.
-    route_BxS: int32 index into ``members`` of the teacher of each token, or None (the weighted sum).
-    blocks: a route by static row blocks instead (static): member ``i`` holds only the rows ``blocks.take(x, i)``
-      of the batch, and is scored against the student's same rows.
+    blocks: the route, by static row blocks (static), or None (the weighted sum): member ``i`` holds only the rows
+      ``blocks.take(x, i)`` of the batch, and is scored against the student's same rows.
   """
 
   members: tuple
   names: tuple[str, ...]
   weights: tuple[float, ...]
-  route_BxS: jnp.ndarray | None = None
   features_LxBxSxD: jnp.ndarray | None = None
   moe_lb_loss: jnp.ndarray | None = None
   blocks: RowBlocks | None = None
@@ -171,7 +169,7 @@ class TeacherSet:
 
 jax.tree_util.register_dataclass(
     TeacherSet,
-    data_fields=["members", "route_BxS", "features_LxBxSxD", "moe_lb_loss"],
+    data_fields=["members", "features_LxBxSxD", "moe_lb_loss"],
     meta_fields=["names", "weights", "blocks"],
 )
 jax.tree_util.register_dataclass(StudentHidden, data_fields=["hidden_BxSxD", "unembed_DxV"], meta_fields=["softcap"])

@@ -175,7 +175,7 @@ def _block_rows(blocks: heads.RowBlocks, index: int, x, axis: int = 0):
 
 def _scored_apart(terms, teacher: heads.TeacherSet, mask_BxS):
   """Each member's ``terms(member, mask, rows)`` (``rows``: the member's rows of a per-row array), combined: with a
-  route (a mask or row blocks), every token scored by its teacher alone (the tokens are split, so sums and counts
+  route (row blocks), every token scored by its teacher alone (the tokens are split, so sums and counts
   add); without, ``sum_i w_i L_i`` over all tokens (the weights sum to 1, so the
   CE, feature and z-loss terms, shared by every member, keep their weight). Adds the per-teacher metrics."""
   total, count, metrics, per_teacher = 0.0, 0.0, {}, {}
@@ -185,11 +185,10 @@ def _scored_apart(terms, teacher: heads.TeacherSet, mask_BxS):
       rows = functools.partial(_block_rows, teacher.blocks, index)
       parts.append(terms(member, rows(mask_BxS), rows))
       continue
-    mask = mask_BxS if teacher.route_BxS is None else mask_BxS & (teacher.route_BxS == index)
-    parts.append(terms(member, mask, lambda x, axis=0: x))
+    parts.append(terms(member, mask_BxS, lambda x, axis=0: x))
   all_tokens = reductions.masked_sum_count(jnp.ones(mask_BxS.shape, jnp.float32), mask_BxS)[1]
   for name, weight, (member_total, member_count, member_metrics) in zip(teacher.names, teacher.weights, parts):
-    if teacher.route_BxS is None and teacher.blocks is None:
+    if teacher.blocks is None:
       total, count = total + weight * member_total, member_count
       metrics = {
           key: (metrics.get(key, (0.0, 0.0))[0] + weight * pair[0], pair[1]) for key, pair in member_metrics.items()
@@ -204,7 +203,7 @@ def _scored_apart(terms, teacher: heads.TeacherSet, mask_BxS):
     if metric_names.TEACHER_LOSS in member_metrics:
       found[metric_names.TEACHER_NLL] = member_metrics[metric_names.TEACHER_LOSS]
     per_teacher.update({metric_names.per_teacher(name, key): pair for key, pair in found.items()})
-  if teacher.route_BxS is None and teacher.blocks is None:
+  if teacher.blocks is None:
     metrics[metric_names.TOTAL_LOSS] = (total, count)
   metrics.update(per_teacher)
   return total, count, jax.tree.map(jax.lax.stop_gradient, metrics)

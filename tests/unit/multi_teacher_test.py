@@ -145,34 +145,3 @@ def test_two_identical_teachers_at_half_equal_one_teacher(lean, mixture):
       np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-7)
   for name, pair in want_metrics.items():
     np.testing.assert_allclose(np.asarray(metrics[name]), np.asarray(pair), rtol=1e-5, atol=1e-7, err_msg=name)
-
-
-@pytest.mark.parametrize("lean", (False, True), ids=("dense", "lean"))
-def test_routing_every_example_to_one_teacher_equals_that_teacher_alone(lean):
-  a = _arrays(3, teachers=2)
-  first, second = _teacher_heads(a, lean)
-  route = jnp.zeros((B, S), jnp.int32)
-  routed = heads.TeacherSet((first, second), ("a", "b"), (0.5, 0.5), route)
-  (value, metrics), grads = _mean_objective(a, routed, lean)
-  (want_value, want_metrics), want_grads = _mean_objective(a, first, lean)
-  assert float(value) == float(want_value)
-  for got, want in zip(grads, want_grads):
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-8)
-  for name, pair in want_metrics.items():
-    np.testing.assert_array_equal(np.asarray(metrics[name]), np.asarray(pair), err_msg=name)
-  assert float(metrics[metric_names.per_teacher("a", metric_names.TEACHER_TOKEN_FRACTION)][0]) == MASK.sum()
-  assert float(metrics[metric_names.per_teacher("b", metric_names.TEACHER_TOKEN_FRACTION)][0]) == 0.0
-
-
-def test_routing_scores_each_example_by_its_own_teacher_only():
-  a = _arrays(4, teachers=2)
-  logits = _teacher_logits(a)
-  route = np.array([1, 0])[:, None] * np.ones((1, S), int)
-  routed = heads.TeacherSet(_teacher_heads(a, False), ("a", "b"), (0.5, 0.5), jnp.asarray(route))
-  (value, metrics), _ = _mean_objective(a, routed, False)
-  teacher_logp = np.where(route[..., None] == 0, ref.log_softmax(logits[0] / T), ref.log_softmax(logits[1] / T))
-  np.testing.assert_allclose(float(value), _reference(a, teacher_logp)[0], rtol=2e-5)
-  soft_b = metrics[metric_names.per_teacher("b", metric_names.TEACHER_SOFT_LOSS)]
-  student_T = ref.log_softmax(a["student_hidden"] @ a["student_unembed"] / T)
-  want_b = ref.divergence("forward_kl", ref.log_softmax(logits[1] / T), student_T)[0] * T**2
-  np.testing.assert_allclose(float(soft_b[0]) / float(soft_b[1]), np.mean(want_b[MASK[0]]), rtol=2e-5)
