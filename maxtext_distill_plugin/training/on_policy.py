@@ -43,6 +43,7 @@ from maxtext_distill_plugin.loss import reductions
 from maxtext_distill_plugin.loss.schedules import schedule_value
 from maxtext_distill_plugin.training import on_policy_data
 from maxtext_distill_plugin.training import step as step_lib
+from maxtext_distill_plugin.training import student_objective
 
 NLL_METRIC = metric_names.EVAL_TEACHER_NLL_OF_SAMPLES
 
@@ -342,7 +343,7 @@ class OnPolicy:
         if blocks is not None and not blocks.rows[index]:
           continue  # a routed teacher without rows
         rows = batch if blocks is None else jax.tree.map(lambda x, i=index: blocks.take(x, i), batch)
-        nll, rows_count = step_lib.student_cross_entropy(nnx.merge(graphdef, state), rows, settings, chunked=chunked)
+        nll, rows_count = student_objective.student_cross_entropy(nnx.merge(graphdef, state), rows, settings, chunked=chunked)
         if blocks is not None:  # each row scored by its own teacher: sums and counts add
           total, count = total + nll, count + rows_count
         else:

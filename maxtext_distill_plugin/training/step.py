@@ -29,21 +29,14 @@ import jax.numpy as jnp
 import optax
 
 from maxtext_distill_plugin.configuration.settings import DistillSettings
-from maxtext_distill_plugin.loss import aux_terms
-from maxtext_distill_plugin.loss import chunked_sparse
-from maxtext_distill_plugin.loss import feature_projection
-from maxtext_distill_plugin.loss import heads
-from maxtext_distill_plugin.loss import losses
 from maxtext_distill_plugin.loss import metric_names
 from maxtext_distill_plugin.loss import objective
-from maxtext_distill_plugin.loss import paths
 from maxtext_distill_plugin.loss import reductions
-from maxtext_distill_plugin.loss.schedules import schedule_value
-from maxtext_distill_plugin.model import forward as model_forward
 from maxtext_distill_plugin.model import lean_forward
 from maxtext_distill_plugin.student import freezing
 from maxtext_distill_plugin.teachers import ensemble
 from maxtext_distill_plugin.teachers import kinds
+from maxtext_distill_plugin.training import student_objective
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,18 +92,6 @@ def use_chunked_loss(settings: DistillSettings, student_config, *teacher_configs
   return not reasons and logits >= AUTO_CHUNKED_MIN_LOGITS
 
 
-def scheduled_weights(settings: DistillSettings, step, total_steps: int) -> objective.LossWeights:
-  """alpha, T and beta at optimizer ``step``."""
-  s = settings
-  return objective.LossWeights(
-      alpha=schedule_value(s.distill_alpha_schedule, s.distill_alpha, s.distill_alpha_end, step, total_steps),
-      temperature=schedule_value(
-          s.distill_temperature_schedule, s.distill_temperature, s.distill_temperature_end, step, total_steps
-      ),
-      beta=schedule_value(s.distill_beta_schedule, s.distill_beta, s.distill_beta_end, step, total_steps),
-  )
-
-
 def teacher_kind(teacher_graphdef, options: StepOptions) -> kinds.Teacher:
   """The teacher the step scores against: the cache's top-k (offline), the frozen model of ``teacher_graphdef``, or
   several (``options.teacher_names``; ``teacher_graphdef`` a tuple of graphdefs)."""
@@ -131,98 +112,11 @@ def teacher_kind(teacher_graphdef, options: StepOptions) -> kinds.Teacher:
   return kinds.FrozenModel(teacher_graphdef, settings)
 
 
-def loss_options(settings: DistillSettings) -> heads.LossOptions:
-  """The static numbers the loss takes from the settings."""
-  layers = settings.distill_layer_indices
-  return heads.LossOptions(
-      divergence=settings.distill_divergence,
-      divergence_param=settings.divergence_param,
-      feature_loss_type=settings.distill_feature_loss_type,
-      feature_layers=None if layers is None else tuple(layers),
-      top_k=settings.distill_top_k,
-      seq_chunk=settings.distill_seq_chunk,
-      vocab_chunk=settings.distill_vocab_chunk,
-  )
-
-
 def diagnostics_due(step, options: StepOptions):
   """Whether the train step at optimizer ``step`` computes the online diagnostics: None (always) or a traced bool."""
   if options.diagnostics_every <= 1:
     return None
   return ((step + 1) % options.diagnostics_every == 0) | (step + 1 >= options.total_steps)
-
-
-def student_terms(
-    model,
-    teacher,
-    batch,
-    weights,
-    settings: DistillSettings,
-    *,
-    chunked: bool,
-    enable_dropout: bool,
-    diagnose=None,
-    objective_params=None,
-):
-  """``(objective_sum, count, metrics)`` of the student ``model`` against a teacher's head (:mod:`loss.heads`).
-
-  The student's forward gives full logits or (``chunked``) hidden states; :func:`paths.distillation_terms`
-  picks the loss from the two heads. Besides the distillation terms, the student keeps MaxText's own training
-  terms where its config sets them: the z-loss (``z_loss_multiplier``), the MoE load balance
-  (``load_balance_loss_weight``) and the multi-token prediction (``mtp_num_layers``); see :mod:`aux_terms` for how
-  the per-batch ones are weighted. ``diagnose``: see :func:`paths.distillation_terms`. ``objective_params``: the
-  objective's own parameters (:mod:`objective_params`), or None; with a learned feature projection the student's
-  features are mapped to the teacher's width before the feature loss.
-  """
-  z_loss = float(getattr(model.config, "z_loss_multiplier", 0.0) or 0.0)
-  if chunked:
-    (hidden, unembed, softcap), values = model_forward.forward_hidden(
-        model, batch, settings=settings, enable_dropout=enable_dropout
-    )
-    student = heads.StudentHidden(hidden, unembed, softcap=softcap)
-  else:
-    logits, values = model_forward.forward_sown(model, batch, settings=settings, enable_dropout=enable_dropout)
-    student = heads.StudentLogits(logits)
-  student_features = values.features_LxBxSxD
-  if objective_params is not None and student_features is not None:
-    kernel = objective_params[feature_projection.PARAMS_KEY]["kernel"]
-    student_features = feature_projection.project(kernel, student_features)
-  terms = paths.distillation_terms(
-      student,
-      teacher,
-      batch["targets"],
-      model_forward.token_mask(batch),
-      weights,
-      loss_options(settings),
-      student_features_LxBxSxD=student_features,
-      z_loss_multiplier=z_loss,
-      diagnose=diagnose,
-  )
-  return aux_terms.add_aux_terms(
-      *terms, moe_lb_loss=values.moe_lb_loss, mtp_loss=values.mtp_loss, teacher_moe_lb_loss=teacher.moe_lb_loss
-  )
-
-
-def student_cross_entropy(model, batch, settings: DistillSettings, *, chunked: bool) -> reductions.SumCount:
-  """(sum, count) of the student's CE on the labels of ``batch``; tiled from hidden states when ``chunked``."""
-  labels = batch["targets"]
-  if chunked:
-    (hidden, unembed, softcap), _ = model_forward.forward_hidden(model, batch, settings=settings, enable_dropout=False)
-    stats = chunked_sparse.student_head_stats_from_hidden(
-        hidden,
-        unembed,
-        labels[..., None],  # one id to gather, which the CE does not use
-        labels,
-        1.0,
-        seq_chunk=settings.distill_seq_chunk,
-        vocab_chunk=settings.distill_vocab_chunk,
-        logit_softcap=softcap,
-    )
-    per_token = stats.lse_BxS - stats.logit_at_label_BxS
-  else:
-    logits, _ = model_forward.forward(model, batch, settings=settings, enable_dropout=False)
-    per_token = losses.cross_entropy_from_log_probs(losses.log_softmax_at(logits, 1.0), labels)
-  return reductions.masked_sum_count(per_token, model_forward.token_mask(batch))
 
 
 def _split_micro_batches(batch: dict, k: int) -> dict:
@@ -270,7 +164,7 @@ def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, lear
 
     def objective_sum_fn(p, q):
       model = nnx.merge(model_graphdef, p, rest, copy=True)  # fresh Variables at this trace level (MoE bias state)
-      total, count, metrics = student_terms(
+      total, count, metrics = student_objective.student_terms(
           model,
           teacher,
           micro_batch,
@@ -292,7 +186,7 @@ def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, lear
 
     train_state = nnx.merge(state_graphdef, state)
     step = train_state.optimizer.step.get_value()
-    weights = scheduled_weights(settings, step, options.total_steps)
+    weights = student_objective.scheduled_weights(settings, step, options.total_steps)
     diagnose = diagnostics_due(step, options)
     model_graphdef, params, rest = nnx.split(train_state.model, nnx.Param, ...)
     objective_params = None if objective_state is None else objective_state["params"]
@@ -346,7 +240,7 @@ def make_train_step(state_graphdef, teacher_graphdef, options: StepOptions, lear
 
 def make_eval_step(state_graphdef, teacher_graphdef, options: StepOptions):
   """Returns ``eval_step(state, teacher_state, batch, objective_params=None) -> metrics`` (no update);
-  ``objective_params``: the objective's own parameters, as in :func:`student_terms`."""
+  ``objective_params``: the objective's own parameters, as in :func:`student_objective.student_terms`."""
   settings = options.settings
   teacher_model = teacher_kind(teacher_graphdef, options)
 
@@ -355,13 +249,13 @@ def make_eval_step(state_graphdef, teacher_graphdef, options: StepOptions):
     batch = _first_rows(batch, options.eval_rows)
     if options.offline_tail is not None:  # held-out batches carry no cached teacher: the student's CE alone
       return {
-          metric_names.EVAL_HARD_LOSS: student_cross_entropy(
+          metric_names.EVAL_HARD_LOSS: student_objective.student_cross_entropy(
               train_state.model, batch, settings, chunked=options.chunked_loss
           )
       }
-    weights = scheduled_weights(settings, train_state.optimizer.step.get_value(), options.total_steps)
+    weights = student_objective.scheduled_weights(settings, train_state.optimizer.step.get_value(), options.total_steps)
     teacher = teacher_model.head(teacher_state, batch, lean=options.chunked_loss)
-    _, _, metrics = student_terms(
+    _, _, metrics = student_objective.student_terms(
         train_state.model,
         teacher,
         batch,

@@ -30,7 +30,7 @@ from maxtext_distill_plugin import errors
 from maxtext_distill_plugin.configuration import checkpoint_paths, config, data_sources
 from maxtext_distill_plugin.model import features
 from maxtext_distill_plugin.teachers import kinds
-from maxtext_distill_plugin.training import step as step_lib
+from maxtext_distill_plugin.training import student_objective
 from tests.conftest import TINY_YAML, read_metrics, run_cli
 from tests.integration import data_testing
 
@@ -142,13 +142,13 @@ def test_completion_only_prompt_tokens_carry_no_weight(tmp_path, teacher_checkpo
   prompt_positions = np.argwhere(inside_sequence & (reference_mask == 0))
   assert reference_mask.sum() > 0 and len(prompt_positions) > 0
 
-  weights = step_lib.scheduled_weights(settings, 0, int(student_cfg.steps))
+  weights = student_objective.scheduled_weights(settings, 0, int(student_cfg.steps))
   model_graphdef, params, rest = nnx.split(student, nnx.Param, ...)
 
   def objective_and_metrics(p, batch, chunked):
     model = nnx.merge(model_graphdef, p, rest)
     teacher = kinds.FrozenModel(teacher_graphdef, settings).head(teacher_state, batch, lean=chunked)
-    total, count, metrics = step_lib.student_terms(
+    total, count, metrics = student_objective.student_terms(
         model, teacher, batch, weights, settings, chunked=chunked, enable_dropout=False
     )
     return total, (count, metrics)

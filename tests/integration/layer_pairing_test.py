@@ -23,7 +23,7 @@ from maxtext_distill_plugin.configuration import config
 from maxtext_distill_plugin.loss import objective
 from maxtext_distill_plugin.model import forward as model_forward
 from maxtext_distill_plugin.teachers import kinds
-from maxtext_distill_plugin.training import step
+from maxtext_distill_plugin.training import student_objective
 from tests.conftest import TINY_YAML
 
 
@@ -81,7 +81,7 @@ def test_feature_loss_uses_the_pairing_against_a_numpy_reference(paired):
   cfgs, student, teacher, batch = paired
   teacher_out = kinds.FrozenModel(nnx.graphdef(teacher), cfgs.settings).head(nnx.state(teacher), batch, lean=False)
   weights = objective.LossWeights(alpha=jnp.float32(0.5), temperature=jnp.float32(1.0), beta=jnp.float32(1.0))
-  _, _, metrics = step.student_terms(
+  _, _, metrics = student_objective.student_terms(
       student, teacher_out, batch, weights, cfgs.settings, chunked=False, enable_dropout=False
   )
 

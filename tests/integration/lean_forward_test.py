@@ -209,12 +209,14 @@ def _assert_close_at_float32_noise(got, want):
 @pytest.mark.parametrize("chunked", [False, True], ids=["dense", "chunked"])
 def test_student_cross_entropy_matches_numpy(models, chunked):
   """The held-out CE that offline runs log (no teacher in the batch), against float64 NumPy on the model's logits."""
-  from maxtext_distill_plugin.training import step  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training import student_objective  # pylint: disable=import-outside-toplevel
 
   settings = models.configs.settings.model_copy(update={"distill_seq_chunk": 5, "distill_vocab_chunk": 100})
   with models.context():
     logits = np.asarray(_dense_logits(*models.student, models.batch, settings), np.float64)
-    total, count = step.student_cross_entropy(nnx.merge(*models.student), models.batch, settings, chunked=chunked)
+    total, count = student_objective.student_cross_entropy(
+        nnx.merge(*models.student), models.batch, settings, chunked=chunked
+    )
   labels, mask = np.asarray(models.batch["targets"]), np.asarray(models.batch["targets_segmentation"]) != 0
   peak = logits.max(-1, keepdims=True)
   log_probs = logits - peak - np.log(np.exp(logits - peak).sum(-1, keepdims=True))

@@ -33,7 +33,7 @@ from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import objective
 from maxtext_distill_plugin.model import features
 from maxtext_distill_plugin.model import forward as model_forward
-from maxtext_distill_plugin.training import step
+from maxtext_distill_plugin.training import student_objective
 from tests.conftest import CPU_RUN_ARGS, TINY_SHAPE_ARGS, maxtext_base_yml
 
 RTOL = 1e-5
@@ -107,7 +107,7 @@ def _maxtext_loss(graphdef, params, rest, cfg, batch):
 def _plugin_loss(graphdef, params, rest, teacher, batch, chunked):
   hard_only = objective.LossWeights(alpha=jnp.float32(0.0), temperature=jnp.float32(1.0), beta=jnp.float32(0.0))
   model = nnx.merge(graphdef, params, rest, copy=True)
-  total, count, metrics = step.student_terms(
+  total, count, metrics = student_objective.student_terms(
       model, teacher, batch, hard_only, DistillSettings(), chunked=chunked, enable_dropout=False
   )
   return total / count, {name: value / n for name, (value, n) in metrics.items()}

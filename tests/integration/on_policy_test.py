@@ -30,7 +30,7 @@ from maxtext_distill_plugin.configuration import config
 from maxtext_distill_plugin.model import forward as model_forward
 from maxtext_distill_plugin.teachers import kinds
 from maxtext_distill_plugin.training import on_policy, trainer
-from maxtext_distill_plugin.training import step as step_lib
+from maxtext_distill_plugin.training import student_objective
 from tests.conftest import TINY_YAML, read_metrics, run_cli
 from tests.integration import data_testing
 
@@ -215,7 +215,7 @@ def test_loss_on_a_fixed_sample_equals_numpy(tmp_path, sft_yaml, teacher_checkpo
     step_batch, step_metrics = policy.batch_for_step(5, None, teacher_state, batch)
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(step_batch), jax.device_get(sampled[1][0]))
     assert step_metrics["distill/on_policy_step"] == (1.0, 1.0)
-    weights = step_lib.scheduled_weights(cfgs.settings, 0, _STEPS)
+    weights = student_objective.scheduled_weights(cfgs.settings, 0, _STEPS)
     models = (student_graphdef, student_state, teacher_graphdef, teacher_state)
     terms, logits = _jitted_loss_and_logits(cfgs.settings, weights, models)
     for built, samples, has_prompt, _ in sampled:
@@ -231,7 +231,9 @@ def _jitted_loss_and_logits(settings, weights, models):
   def terms(batch, chunked):
     student = nnx.merge(student_graphdef, student_state)
     teacher = kinds.FrozenModel(teacher_graphdef, settings).head(teacher_state, batch, lean=chunked)
-    return step_lib.student_terms(student, teacher, batch, weights, settings, chunked=chunked, enable_dropout=False)
+    return student_objective.student_terms(
+        student, teacher, batch, weights, settings, chunked=chunked, enable_dropout=False
+    )
 
   def logits(batch):
     return tuple(

@@ -24,7 +24,7 @@ from maxtext_distill_plugin.loss import chunked_sparse
 from maxtext_distill_plugin.loss import heads
 from maxtext_distill_plugin.loss import objective
 from maxtext_distill_plugin.loss import paths
-from maxtext_distill_plugin.training import step
+from maxtext_distill_plugin.training import student_objective
 
 B, S, D, V, K = 2, 3, 4, 9, 3
 
@@ -70,7 +70,7 @@ def test_dense_student_takes_the_dense_objective(offline):
   logits = a["student_hidden"] @ a["student_unembed"]
   teacher = _cached(a) if offline else heads.TeacherLogits(logits_BxSxV=a["teacher_hidden"] @ a["teacher_unembed"])
   got = paths.distillation_terms(
-      heads.StudentLogits(logits), teacher, a["labels"], a["mask"], _weights(), step.loss_options(settings)
+      heads.StudentLogits(logits), teacher, a["labels"], a["mask"], _weights(), student_objective.loss_options(settings)
   )
   want = objective.distillation_terms(
       logits, teacher, a["labels"], a["mask"], _weights(), divergence="jsd", divergence_param=0.5, top_k=4
@@ -81,7 +81,9 @@ def test_dense_student_takes_the_dense_objective(offline):
 def test_hidden_student_and_cached_teacher_take_the_lean_offline_loss():
   a, settings = _arrays(2), DistillSettings(distill_divergence="tvd", distill_vocab_chunk=4)
   student = heads.StudentHidden(a["student_hidden"], a["student_unembed"], softcap=2.0)
-  got = paths.distillation_terms(student, _cached(a), a["labels"], a["mask"], _weights(), step.loss_options(settings))
+  got = paths.distillation_terms(
+      student, _cached(a), a["labels"], a["mask"], _weights(), student_objective.loss_options(settings)
+  )
   want = chunked_sparse.offline_distillation_terms_from_hidden(
       a["student_hidden"],
       a["student_unembed"],
@@ -114,7 +116,7 @@ def test_hidden_teacher_takes_the_lean_online_loss_with_the_settings_divergence_
       a["labels"],
       a["mask"],
       _weights(),
-      step.loss_options(settings),
+      student_objective.loss_options(settings),
       student_features_LxBxSxD=a["features"][0],
   )
   want = chunked_objective.distillation_terms_from_hidden(
@@ -143,4 +145,6 @@ def test_pairs_no_path_takes_are_refused():
   teacher = heads.TeacherHidden(a["teacher_hidden"], a["teacher_unembed"])
   dense = heads.StudentLogits(a["student_hidden"] @ a["student_unembed"])
   with pytest.raises(TypeError, match="no loss path"):
-    paths.distillation_terms(dense, teacher, a["labels"], a["mask"], _weights(), step.loss_options(DistillSettings()))
+    paths.distillation_terms(
+        dense, teacher, a["labels"], a["mask"], _weights(), student_objective.loss_options(DistillSettings())
+    )

@@ -51,9 +51,11 @@ def collect_eval_batches(cfg, count: int) -> list[dict]:
 def _teacher_nll(teacher_graphdef, settings, chunked, teacher_state, batch):
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
-  from maxtext_distill_plugin.training import step  # pylint: disable=import-outside-toplevel
+  from maxtext_distill_plugin.training import student_objective  # pylint: disable=import-outside-toplevel
 
-  return step.student_cross_entropy(nnx.merge(teacher_graphdef, teacher_state), batch, settings, chunked=chunked)
+  return student_objective.student_cross_entropy(
+      nnx.merge(teacher_graphdef, teacher_state), batch, settings, chunked=chunked
+  )
 
 
 def first_line_matches(samples_tokens, completion_mask, batch: dict, rows, decode) -> list[bool]:
