@@ -20,6 +20,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -116,10 +117,23 @@ def read_metrics(path) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def train_in_process(tmp_path, teacher_checkpoint: str, *overrides: str, run_name: str = "run"):
-  """Builds the three configs and trains in this process; returns the TrainResult."""
+def token_fields(tokens: np.ndarray) -> dict[str, np.ndarray]:
+  """One unpacked record's token fields as MaxText's pipelines give them: ``inputs``, ``targets`` (the next token)
+  and their segmentation (all 1) and positions."""
+  length = len(tokens)
+  return {
+      "inputs": tokens,
+      "targets": np.roll(tokens, -1),
+      "inputs_segmentation": np.ones(length, np.int32),
+      "targets_segmentation": np.ones(length, np.int32),
+      "inputs_position": np.arange(length, dtype=np.int32),
+      "targets_position": np.arange(length, dtype=np.int32),
+  }
+
+
+def tiny_configs(tmp_path, teacher_checkpoint: str, *overrides: str, run_name: str = "run"):
+  """The three configs of a tiny run (``TINY_YAML``) against ``teacher_checkpoint``, written under ``tmp_path``."""
   from maxtext_distill_plugin.configuration import config  # pylint: disable=import-outside-toplevel
-  from maxtext_distill_plugin.training import trainer  # pylint: disable=import-outside-toplevel
 
   argv = [
       "train_distill",
@@ -129,7 +143,14 @@ def train_in_process(tmp_path, teacher_checkpoint: str, *overrides: str, run_nam
       f"teacher_overrides.load_parameters_path={teacher_checkpoint}",
       *overrides,
   ]
-  return trainer.train(config.build(argv))
+  return config.build(argv)
+
+
+def train_in_process(tmp_path, teacher_checkpoint: str, *overrides: str, run_name: str = "run"):
+  """Builds the three configs and trains in this process; returns the TrainResult."""
+  from maxtext_distill_plugin.training import trainer  # pylint: disable=import-outside-toplevel
+
+  return trainer.train(tiny_configs(tmp_path, teacher_checkpoint, *overrides, run_name=run_name))
 
 
 # Opt-in markers: tests deselected (not skipped) from `make test` unless their option is given. The default suite keeps

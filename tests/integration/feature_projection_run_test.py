@@ -23,13 +23,12 @@ import orbax.checkpoint as ocp
 import pytest
 
 from maxtext_distill_plugin.configuration import checkpoint_checks
-from maxtext_distill_plugin.configuration import config
 from maxtext_distill_plugin.loss import feature_projection
 from maxtext_distill_plugin.loss import metric_names
 from maxtext_distill_plugin.student import freezing
 from maxtext_distill_plugin.training import objective_params
 from maxtext_distill_plugin.training import trainer
-from tests.conftest import TINY_YAML, committed_steps, maxtext_pretrain
+from tests.conftest import committed_steps, maxtext_pretrain, tiny_configs
 
 # The tiny student has 1 layer, the teacher 2: align the student's layer with the teacher's last.
 _PROJECTED = (
@@ -43,15 +42,7 @@ _KERNEL = f"params.{feature_projection.PARAMS_KEY}.kernel"
 
 
 def _train(tmp_path, teacher_checkpoint: str, *overrides: str, run_name: str = "run"):
-  argv = [
-      "train_distill",
-      TINY_YAML,
-      f"run_name={run_name}",
-      f"base_output_directory={tmp_path}",
-      f"teacher_overrides.load_parameters_path={teacher_checkpoint}",
-      *overrides,
-  ]
-  configs = config.build(argv)
+  configs = tiny_configs(tmp_path, teacher_checkpoint, *overrides, run_name=run_name)
   return configs, trainer.train(configs)
 
 

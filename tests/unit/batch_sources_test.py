@@ -31,6 +31,7 @@ from maxtext_distill_plugin.training.sources import base
 from maxtext_distill_plugin.training.sources import cache
 from maxtext_distill_plugin.training.sources import dataset
 from maxtext_distill_plugin.training.sources import sampled
+from tests.conftest import token_fields
 
 _ROWS, _LENGTH, _BATCH, _K, _VOCAB = 40, 6, 4, 3, 50
 _STEPS, _RESUME_AT = 14, 5  # 10 batches per epoch: the straight run crosses an epoch boundary after the resume
@@ -40,12 +41,7 @@ def _record(index: int) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(index)
   tokens = rng.integers(1, _VOCAB, _LENGTH).astype(np.int32)
   return {
-      "inputs": tokens,
-      "targets": np.roll(tokens, -1),
-      "inputs_segmentation": np.ones(_LENGTH, np.int32),
-      "targets_segmentation": np.ones(_LENGTH, np.int32),
-      "inputs_position": np.arange(_LENGTH, dtype=np.int32),
-      "targets_position": np.arange(_LENGTH, dtype=np.int32),
+      **token_fields(tokens),
       "teacher_topk_ids": np.sort(rng.choice(_VOCAB, (_LENGTH, _K)), axis=-1).astype(np.int32),
       "teacher_topk_logprobs": np.log(rng.dirichlet(np.ones(_K), _LENGTH)).astype(np.float32),
       "teacher_tail_logmass": np.full(_LENGTH, -np.inf, np.float32),

@@ -30,6 +30,7 @@ from maxtext_distill_plugin.teachers import kinds
 from maxtext_distill_plugin.training.sources import cache
 from maxtext_distill_plugin.training.sources import caches
 from tests import numpy_reference as ref
+from tests.conftest import token_fields
 
 _ROWS, _LENGTH, _BATCH, _VOCAB = 24, 5, 4, 11
 ALPHA, T = 0.5, 1.0
@@ -57,12 +58,7 @@ class _MemoryCache:
     logits = np.random.default_rng([self._teacher_seed, index]).standard_normal((_LENGTH, _VOCAB))
     cached = ref.topk_cache(logits, self.top_k)
     return {
-        "inputs": tokens,
-        "targets": np.roll(tokens, -1),
-        "inputs_segmentation": np.ones(_LENGTH, np.int32),
-        "targets_segmentation": np.ones(_LENGTH, np.int32),
-        "inputs_position": np.arange(_LENGTH, dtype=np.int32),
-        "targets_position": np.arange(_LENGTH, dtype=np.int32),
+        **token_fields(tokens),
         "teacher_topk_ids": cached[0].astype(np.int32),
         "teacher_topk_logprobs": cached[1].astype(np.float32),
         "teacher_tail_logmass": cached[2].astype(np.float32),
