@@ -343,7 +343,9 @@ class OnPolicy:
         if blocks is not None and not blocks.rows[index]:
           continue  # a routed teacher without rows
         rows = batch if blocks is None else jax.tree.map(lambda x, i=index: blocks.take(x, i), batch)
-        nll, rows_count = student_objective.student_cross_entropy(nnx.merge(graphdef, state), rows, settings, chunked=chunked)
+        nll, rows_count = student_objective.student_cross_entropy(
+            nnx.merge(graphdef, state), rows, settings, chunked=chunked
+        )
         if blocks is not None:  # each row scored by its own teacher: sums and counts add
           total, count = total + nll, count + rows_count
         else:
