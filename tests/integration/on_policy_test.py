@@ -353,5 +353,6 @@ def test_only_the_step_that_ends_a_logging_window_waits(tmp_path, sft_yaml, teac
     assert all(p > 0 for p in parts), parts
     # The step is the teacher's scoring and the update; the host's dispatch is a part of each step's wall time.
     update = max(record["perf/step_seconds"] - record["perf/teacher_seconds"], 0.0)
-    assert record["perf/update_seconds"] == pytest.approx(update)
+    # The logged parts are float32: their difference carries their rounding, which is large against a short update.
+    assert record["perf/update_seconds"] == pytest.approx(update, abs=1e-6 * record["perf/step_seconds"])
     assert record["perf/dispatch_seconds"] <= record["perf/step_time_s"]
