@@ -31,6 +31,11 @@ from maxtext_distill_plugin.teacher_cache import format as cache_format
 from maxtext_distill_plugin.training.sources import base
 
 
+def place(local: dict, sharding) -> dict:
+  """This process's rows of a global batch (host arrays) as global arrays on the student's data sharding."""
+  return {key: jax.make_array_from_process_local_data(sharding, value) for key, value in local.items()}
+
+
 class CacheSource(base.Dispatched):
   """A :class:`base.TrainingSource` over a cache: host-local rows stitched into global arrays on the data sharding."""
 
@@ -78,8 +83,7 @@ class CacheSource(base.Dispatched):
 
   def load(self, step: int) -> dict:
     """The global batch of optimizer ``step``."""
-    local = self.host_batch_arrays(step)
-    return {key: jax.make_array_from_process_local_data(self._sharding, value) for key, value in local.items()}
+    return place(self.host_batch_arrays(step), self._sharding)
 
   def skip_to(self, step: int) -> None:
     self._step = step

@@ -21,7 +21,6 @@ teacher's cached fields under its own suffix (:func:`field_suffix`), which that 
 (record count, then the token fields of evenly spaced records), and on every record a step reads.
 """
 
-import jax
 import numpy as np
 
 from maxtext_distill_plugin.teacher_cache import format as cache_format
@@ -98,4 +97,4 @@ class CachesSource(base.Dispatched):
     del state, teacher_state  # the caches were written before the run
     local = self.host_batch_arrays(self._step)
     self._step += 1
-    return {key: jax.make_array_from_process_local_data(self._sharding, value) for key, value in local.items()}, {}
+    return cache_source.place(local, self._sharding), {}
