@@ -150,6 +150,11 @@ def _routed_objective(p, lean):
     w = jnp.asarray(w, jnp.float32)
     members.append(heads.TeacherHidden(own, w) if lean else heads.TeacherLogits(own @ w))
   teacher = heads.TeacherSet(tuple(members), ("a", "b")[: len(members)], (1.0,) * len(members), blocks=blocks)
+  return _objective_and_grads(p, teacher, lean)
+
+
+def _objective_and_grads(p, teacher, lean):
+  """``((token-mean objective, metrics), (d/d hidden, d/d unembed))`` of the student of ``p`` against ``teacher``."""
 
   def fn(hidden, unembed):
     student = heads.StudentHidden(hidden, unembed) if lean else heads.StudentLogits(hidden @ unembed)
@@ -193,18 +198,7 @@ def test_one_block_of_every_row_equals_that_teacher_alone(lean):
   (value, metrics), grads = _routed_objective(p, lean)
   h, w = (jnp.asarray(x, jnp.float32) for x in (p["teacher_hidden"][0], p["teacher_unembed"][0]))
   alone = heads.TeacherHidden(h, w) if lean else heads.TeacherLogits(h @ w)
-
-  def fn(hidden, unembed):
-    student = heads.StudentHidden(hidden, unembed) if lean else heads.StudentLogits(hidden @ unembed)
-    total, count, found = paths.distillation_terms(
-        student, alone, jnp.asarray(p["labels"]), jnp.asarray(p["mask"]), _weights(), OPTIONS
-    )
-    return total / count, found
-
-  f32 = lambda x: jnp.asarray(x, jnp.float32)  # pylint: disable=unnecessary-lambda-assignment
-  (want, want_metrics), want_grads = jax.value_and_grad(fn, argnums=(0, 1), has_aux=True)(
-      f32(p["hidden"]), f32(p["unembed"])
-  )
+  (want, want_metrics), want_grads = _objective_and_grads(p, alone, lean)
   assert float(value) == float(want)
   for got, expected in zip(grads, want_grads):
     np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-6, atol=1e-8)
