@@ -99,6 +99,15 @@ def check_caches_agree(caches_by_name: tuple[tuple[str, str], ...]) -> None:
 def check_settings(names: tuple[str, ...], settings: DistillSettings, *, offline: bool) -> None:
   """The distill_* keys against the list of teachers: weights name known teachers; refused combinations."""
   weights = settings.distill_teacher_weights
+  column = settings.distill_teacher_route_column
+  if column != DistillSettings().distill_teacher_route_column and (
+      not names or settings.distill_teacher_mixture != "route"
+  ):
+    raise errors.ConfigError(
+        "distill_teacher_route_column",
+        column,
+        "only routing reads it (teachers: with distill_teacher_mixture=route); set the mixture to route or remove it.",
+    )
   if not names:
     for key, value, default in (
         ("distill_teacher_weights", weights, None),

@@ -110,6 +110,16 @@ def test_mixture_keys_without_several_teachers_are_refused(tmp_path):
     ])
 
 
+@pytest.mark.parametrize("teachers", (1, 2), ids=("one-teacher", "mixed-teachers"))
+def test_a_route_column_without_routing_is_refused(tmp_path, teachers):
+  """The column is read only by distill_teacher_mixture=route: elsewhere it would be ignored."""
+  argv = ["train_distill", TINY_YAML, f"teacher_overrides.load_parameters_path={_fake_checkpoint(tmp_path)}"]
+  if teachers == 2:
+    argv = _argv(tmp_path, _yaml(tmp_path, _fake_checkpoint(tmp_path), "distill_teacher_mixture: loss\n"))
+  with pytest.raises(ValueError, match="distill_teacher_route_column"):
+    config.build([*argv, "distill_teacher_route_column=domain"])
+
+
 def _by_step(history):
   return {h["step"]: h for h in history if "distill/total_loss" in h}
 
