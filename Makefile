@@ -22,7 +22,7 @@ test: setup
 # decoder block MaxText ships (decoder_blocks_test.py: about 4 minutes a block).
 test-families: setup
 	@JAX_PLATFORMS=cpu .venv/bin/python -m pytest -n 2 -q --families tests/integration/model_family_test.py \
-		tests/integration/decoder_blocks_test.py
+		tests/integration/decoder_blocks_test.py tests/integration/sampling_families_test.py
 
 # Further recipes, the study and benchmark smoke runs and the long end-to-end checks (about 10 minutes on 2 cores).
 test-slow: setup

@@ -80,7 +80,7 @@ def _check_supported(model: nnx.Module) -> None:
     raise NotImplementedError(f"The lean (chunked) distillation loss cannot run: {reason}. Use distill_loss_impl=dense.")
 
 
-def forward_hidden(model: nnx.Module, batch: dict, *, enable_dropout: bool):
+def forward_hidden(model: nnx.Module, batch: dict, *, enable_dropout: bool, model_mode: str | None = None):
   """Final hidden states and unembedding of ``model`` on ``batch``; no logits.
 
   Args:
@@ -90,6 +90,9 @@ def forward_hidden(model: nnx.Module, batch: dict, *, enable_dropout: bool):
       ``inputs_segmentation`` ``[B, S]`` (and ``targets``, ``targets_segmentation``
       for the MTP block).
     enable_dropout: as in :func:`forward.forward`.
+    model_mode: MaxText's model mode, training's by default; ``"prefill"`` fills a decode-mode model's KV cache
+      (the sampler's prefill, which needs the logits of one position per row, not ``[B, S, V]``). The MTP block
+      runs in training mode only (it sows losses and changes nothing else).
 
   Returns:
     ``(hidden_BxSxD, unembed_DxV, softcap)``: the projection inputs, such that
@@ -105,7 +108,8 @@ def forward_hidden(model: nnx.Module, batch: dict, *, enable_dropout: bool):
 
   _check_supported(model)
   cfg, decoder = model.config, model.decoder
-  mtp = getattr(cfg, "mtp_num_layers", 0) > 0
+  model_mode = model_mode or MODEL_MODE_TRAIN
+  mtp = getattr(cfg, "mtp_num_layers", 0) > 0 and model_mode == MODEL_MODE_TRAIN
   embeddings = None
   if mtp and getattr(cfg, "mtp_reuse_input_embedding", False):
     # As Transformer.__call__: embed once, and let the MTP block shift these embeddings.
@@ -117,7 +121,7 @@ def forward_hidden(model: nnx.Module, batch: dict, *, enable_dropout: bool):
       decoder_positions=batch["inputs_position"],
       decoder_segment_ids=batch["inputs_segmentation"],
       deterministic=not enable_dropout,
-      model_mode=MODEL_MODE_TRAIN,
+      model_mode=model_mode,
   )
   raw_hidden = outputs[1]  # (logits or None, hidden before the final norm, kv caches[, expert indices])
   if mtp:

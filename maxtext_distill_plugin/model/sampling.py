@@ -34,7 +34,9 @@ decode graphdefs come from ``nnx.eval_shape`` (abstract, no memory). MaxText siz
 ``micro_batch_size_to_train_on``), so they are built from a view of the config with those three keys set to P,
 P + N and B. Memory while sampling, beyond training's: the KV cache, per attention layer
 ``2 * B * (P + N) * num_kv_heads * head_dim`` elements of the model dtype (plus int32 segment ids ``B * (P + N)``),
-and the prefill logits ``[B, P, V]`` float32 (MaxText's prefill returns every position's logits).
+sharded over the data axes with its rows (:func:`decode_axis_rules`). The prefill projects the hidden state of each
+row's last prompt position only (:meth:`_DecodeModel.run_to`), so no ``[B, P, V]`` logits exist where the lean loss
+can run (:func:`lean_forward.unsupported_reason`).
 
 Output layout (left-aligned): row b holds its prompt in columns ``[0, length_b)``, its completion right after it
 (through the first EOS, which is kept), then ``pad_id`` up to ``S = P + N``; ``tokens_BxS[:, :-1]`` /
@@ -54,12 +56,14 @@ from flax.linen import partitioning as nn_partitioning
 import jax
 import jax.numpy as jnp
 
+from maxtext_distill_plugin.loss import tiles
+from maxtext_distill_plugin.model import lean_forward
 from maxtext_distill_plugin.model import prefill_length
 from maxtext_distill_plugin.model import weight_gather
 from maxtext_distill_plugin.model.sampling_filters import choose_tokens
 from maxtext_distill_plugin.model.sampling_filters import SampleOptions
 
-__all__ = ["SampleOptions", "Samples", "Sampler", "make_sampler", "decode_config", "decode_path"]
+__all__ = ["SampleOptions", "Samples", "Sampler", "make_sampler", "decode_config", "decode_axis_rules", "decode_path"]
 
 _PREFILL, _DECODE = "prefill", "autoregressive"  # MaxText's MODEL_MODE_PREFILL / MODEL_MODE_AUTOREGRESSIVE
 
@@ -89,8 +93,30 @@ class _ConfigView:
     raise AttributeError(f"the decode view of the config is read-only ({name})")
 
 
+_CACHE_BATCH_AXES = ("cache_batch", "cache_batch_prefill")  # MaxText's logical names of the KV cache's batch axis
+
+
+def decode_axis_rules(rules) -> tuple:
+  """MaxText's logical axis ``rules`` with the KV cache's batch axis sharded as the decode batch's rows are.
+
+  MaxText's defaults replicate ``cache_batch`` and ``cache_batch_prefill``: its serving meshes shard the cache by
+  heads. On the training mesh the rows are sharded over the data axes (FSDP), so a replicated cache holds every row's
+  keys and values on every device, and each decode step gathers the whole autoregressive cache, every layer, every
+  token (measured on a v5p-8 for a 1B-shaped student: 72 GB of all-gathers per 512-token sampling call, 4 per layer
+  and token). Sharded as the rows are, a device keeps and reads its own rows' cache only. Rules without a
+  ``decode_batch`` (or ``activation_batch``) entry are returned unchanged.
+  """
+  rules = tuple((name, axes) for name, axes in rules)
+  batch_axes = [axes for name, axes in rules if name in ("decode_batch", "activation_batch")]
+  if not batch_axes:
+    return rules
+  kept = tuple((name, axes) for name, axes in rules if name not in _CACHE_BATCH_AXES)
+  return tuple((name, batch_axes[0]) for name in _CACHE_BATCH_AXES) + kept
+
+
 def decode_config(config, *, batch: int, prompt_len: int, max_new_tokens: int):
-  """``config`` as MaxText's decode-mode models need it: cache batch B, prefill part P, total P + N, no sowing."""
+  """``config`` as MaxText's decode-mode models need it: cache batch B, prefill part P, total P + N, no sowing, the
+  cache sharded with its rows (:func:`decode_axis_rules`)."""
   return _ConfigView(
       config,
       {
@@ -99,6 +125,7 @@ def decode_config(config, *, batch: int, prompt_len: int, max_new_tokens: int):
           "max_target_length": int(prompt_len) + int(max_new_tokens),
           # Attention sows its output projection for the feature loss when distill_beta > 0; sampling needs none.
           "distill_beta": 0.0,
+          "logical_axis_rules": decode_axis_rules(config.logical_axis_rules),
       },
   )
 
@@ -136,15 +163,38 @@ class _DecodeModel:
   def zero_cache(self) -> dict:
     return jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), nnx.to_pure_dict(self._template("cache")))
 
-  def run(self, params, rest_source: dict, cache: dict, tokens, positions, segment_ids=None):
-    """Logits [B, T, V] and the updated cache (pure dict)."""
+  def _model(self, params, rest_source: dict, cache: dict):
     cache_state = self._template("cache")
     nnx.replace_by_pure_dict(cache_state, cache)
     rest_state = self._template("rest")
     nnx.replace_by_pure_dict(rest_state, _rest_like(nnx.to_pure_dict(rest_state), rest_source))
-    model = nnx.merge(self.graphdef, params, cache_state, rest_state, copy=True)
+    return nnx.merge(self.graphdef, params, cache_state, rest_state, copy=True)
+
+  def run(self, params, rest_source: dict, cache: dict, tokens, positions, segment_ids=None):
+    """Logits [B, T, V] and the updated cache (pure dict)."""
+    model = self._model(params, rest_source, cache)
     logits = model(tokens, positions, decoder_segment_ids=segment_ids, enable_dropout=False, model_mode=self.mode)
     return logits, nnx.to_pure_dict(nnx.state(model, nnx.Cache))
+
+  def run_to(self, params, rest_source: dict, cache: dict, tokens, positions, segment_ids, at_B):
+    """Float32 logits [B, V] at position ``at_B[b]`` of each row, and the updated cache (pure dict).
+
+    The decoder's hidden states are projected at those positions only: MaxText's own call returns every position's
+    logits, a ``[B, T, V]`` float32 array (and its bfloat16 source) that XLA keeps, since the positions are data
+    (measured for a 1B-shaped student on a v5p-8 at 32 rows per device: 46.8 GiB of the sampler's temporaries).
+    """
+    model = self._model(params, rest_source, cache)
+    batch = {"inputs": tokens, "inputs_position": positions, "inputs_segmentation": segment_ids}
+    if lean_forward.unsupported_reason(model.config) is not None:
+      logits = model(tokens, positions, decoder_segment_ids=segment_ids, enable_dropout=False, model_mode=self.mode)
+      picked = jnp.take_along_axis(logits, at_B[:, None, None], axis=1)[:, 0]
+      return picked.astype(jnp.float32), nnx.to_pure_dict(nnx.state(model, nnx.Cache))
+    hidden_BxTxD, unembed_DxV, softcap = lean_forward.forward_hidden(
+        model, batch, enable_dropout=False, model_mode=self.mode
+    )
+    at_Bx1xD = jnp.take_along_axis(hidden_BxTxD, at_B[:, None, None], axis=1)
+    logits_Bx1xV, _ = tiles.tile_logits(at_Bx1xD, unembed_DxV, 0, softcap)
+    return logits_Bx1xV[:, 0], nnx.to_pure_dict(nnx.state(model, nnx.Cache))
 
 
 def assemble(prompt_BxP, length_B, completion_BxN, completion_length_B, hit_eos_B, pad_id: int) -> Samples:
@@ -185,7 +235,8 @@ class Sampler:
   ):
     self.options, self.prompt_len, self.batch, self.mesh = options, int(prompt_len), int(batch), mesh
     self.decode = decode
-    self._rules = config.logical_axis_rules
+    # Applied inside fn too: it is traced under the caller's rules when another program calls it.
+    self._rules = decode_axis_rules(config.logical_axis_rules)
     self._train_graphdef = model_graphdef
     # Right padding the prefill's attention kernel needs (TPU splash blocks); the prompt bucket itself is unchanged.
     self.prefill_len = int(prefill_len)
@@ -203,8 +254,8 @@ class Sampler:
     )
     positions_BxP = jnp.broadcast_to(jnp.arange(self.prefill_len, dtype=jnp.int32), prompt_BxP.shape)
     segments_BxP = (positions_BxP < length_B[:, None]).astype(jnp.int32)
-    logits_BxPxV, cache = self._prefill.run(
-        params, rest, self._decode.zero_cache(), prompt_BxP, positions_BxP, segments_BxP
+    last_BxV, cache = self._prefill.run_to(
+        params, rest, self._decode.zero_cache(), prompt_BxP, positions_BxP, segments_BxP, length_B - 1
     )
 
     def step_logits(cache, previous_B, step):
@@ -212,7 +263,7 @@ class Sampler:
       logits_Bx1xV, cache = self._decode.run(params, rest, cache, previous_B[:, None], position_Bx1)
       return logits_Bx1xV[:, 0], cache
 
-    return jnp.take_along_axis(logits_BxPxV, (length_B - 1)[:, None, None], axis=1)[:, 0], cache, step_logits
+    return last_BxV, cache, step_logits
 
   def _recompute_start(self, model, prompt_BxP, length_B):
     """The fallback: the train-mode model re-runs the whole fixed-length [B, P + N] buffer for every new token
@@ -241,6 +292,10 @@ class Sampler:
 
   def fn(self, model_state, prompt_tokens_BxP, prompt_length_B, rng) -> Samples:
     """Prefill, then the autoregressive loop; no gradient flows out (integer tokens, parameters stop_gradient)."""
+    with nn_partitioning.axis_rules(self._rules):
+      return self._sample(model_state, prompt_tokens_BxP, prompt_length_B, rng)
+
+  def _sample(self, model_state, prompt_tokens_BxP, prompt_length_B, rng) -> Samples:
     opts, new = self.options, self.options.max_new_tokens
     model = nnx.merge(self._train_graphdef, model_state)
     prompt_BxP = prompt_tokens_BxP.astype(jnp.int32)

@@ -164,15 +164,20 @@ def collectives(text: str) -> tuple[list[Collective], int]:
 
 
 def summarize(found: list[Collective], vocab_sizes: set[int]) -> dict:
-  """Per kind: instructions, runs and bytes per step; and the vocabulary-sized ones (any dimension in
-  ``vocab_sizes``), split by whether they run inside a loop."""
+  """Per kind: instructions, runs and bytes per step (and how much of it runs inside a loop); and the
+  vocabulary-sized ones (any dimension in ``vocab_sizes``), split the same way, with the shapes inside loops."""
   by_kind: dict[str, dict] = {}
   vocab = {"count": 0, "bytes": 0, "in_loop_count": 0, "in_loop_bytes": 0, "in_loop_shapes": []}
   for c in found:
-    entry = by_kind.setdefault(c.kind, {"instructions": 0, "count": 0, "bytes": 0})
+    entry = by_kind.setdefault(
+        c.kind, {"instructions": 0, "count": 0, "bytes": 0, "in_loop_count": 0, "in_loop_bytes": 0}
+    )
     entry["instructions"] += 1
     entry["count"] += c.count
     entry["bytes"] += c.bytes * c.count
+    if c.in_loop:
+      entry["in_loop_count"] += c.count
+      entry["in_loop_bytes"] += c.bytes * c.count
     if any(d in vocab_sizes for _, dims in c.shapes for d in dims):
       vocab["count"] += c.count
       vocab["bytes"] += c.bytes * c.count

@@ -30,6 +30,12 @@ def _size(value: int | None, unit: int) -> str:
   return "-" if value is None else f"{value / unit:.2f}"
 
 
+def _kind_line(kind: str, totals: dict) -> str:
+  inside = totals["in_loop_count"]
+  loops = f" ({inside}x {_bytes(totals['in_loop_bytes'])} inside loops)" if inside else ""
+  return f"{kind} {totals['count']}x {_bytes(totals['bytes'])}{loops}"
+
+
 def _bytes(value: float) -> str:
   for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
     if value >= size:
@@ -94,7 +100,7 @@ def table(plan: dict) -> str:
       lines.append(f"{path}: {r['error']}")
       continue
     c = r["collectives"]
-    kinds = ", ".join(f"{k} {v['count']}x {_bytes(v['bytes'])}" for k, v in sorted(c["by_kind"].items())) or "none"
+    kinds = ", ".join(_kind_line(k, v) for k, v in sorted(c["by_kind"].items())) or "none"
     vocab = c["vocabulary_sized"]
     lines.append(f"{path} collectives per step: {kinds}")
     shapes = f" ({'; '.join(vocab['in_loop_shapes'])})" if vocab["in_loop_shapes"] else ""

@@ -23,6 +23,7 @@ import sys
 
 import pytest
 
+from maxtext_distill_plugin.planning import hlo
 from tests.conftest import REPO, subprocess_env
 from tests.integration import plan_testing
 
@@ -85,6 +86,28 @@ def test_plan_reports_does_not_fit_and_the_largest_batch_that_does(tmp_path):
   cells = [c.strip() for c in table[2].strip("|").split("|")]
   assert cells[2:6] == ["cpu-4", "2 x 192", "-", f"{memory['total'] / 1024**3:.2f} / {memory['temp'] / 1024**3:.2f}"]
   assert cells[7:9] == ["-", "- / 1"]  # no offline step or sampler; no lean search; dense's largest batch, exact
+
+
+def test_the_sampler_keeps_its_kv_cache_with_its_rows_and_no_prefill_logits(tmp_path):
+  # MaxText's inference rules replicate the cache's batch axis; on the training mesh that made every decode step
+  # gather the autoregressive keys and values of all 8 rows (4 all-gathers per layer and token inside the loop).
+  # And MaxText's prefill returns the logits of every prompt position, [2, 176, 1000] float32 per device here.
+  out, hlo_dir = tmp_path / "plan.json", tmp_path / "hlo"
+  on_policy = ("use_sft=True", "sft_train_on_completion_only=True", "packing=False", "distill_on_policy_fraction=0.5")
+  args = [*TINY, *on_policy, "distill_sample_max_new_tokens=16", "compile_topology=cpu-4", "--paths", "sampler"]
+  done = plan_testing.run_planner(*args, "--search", "none", "--hlo-dir", str(hlo_dir), json_path=out)
+  assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+  text = (hlo_dir / "sampler.hlo.txt").read_text()
+  prompt_bucket, vocab = 192 - 16, 1000
+  assert not [s for s in hlo.shapes_in(text) if prompt_bucket in s[1] and vocab in s[1]]
+  found, _ = hlo.collectives(text)
+  in_loop = [c for c in found if c.in_loop]
+  head_dim = 16  # the tiny config's; a key or value tensor ends in it, attention scores do not
+  assert not [c for c in in_loop if c.shapes[0][1][-1] == head_dim], in_loop
+  gathers = json.loads(out.read_text())["paths"]["sampler"]["collectives"]["by_kind"]["all-gather"]
+  looped = [c for c in in_loop if c.kind == "all-gather"]
+  assert gathers["in_loop_count"] == sum(c.count for c in looped)
+  assert gathers["in_loop_bytes"] == sum(c.bytes * c.count for c in looped)
 
 
 # psum of a loop-carried value inside a 7-trip fori_loop, then one tiled all-gather, over 4 devices.
