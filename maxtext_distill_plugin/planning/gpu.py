@@ -99,3 +99,16 @@ def devices(generation: str, num_devices: int) -> list:
       generation, "cuda", target_config=target_config(generation), topology=topology(num_devices)
   )
   return list(desc.devices)
+
+
+def cross_compiling():
+  """The context a GPU program is lowered in. MaxText's GPU attention kernels come from tokamax, which checks that the
+  device it traces for supports them and, the CPU host being the default device here, refuses ("Not supported on
+  cpu"); its ``cross_compile`` option is the documented way to lower for hardware the host does not have."""
+  import contextlib  # pylint: disable=import-outside-toplevel
+
+  if importlib.util.find_spec("tokamax") is None:
+    return contextlib.nullcontext()
+  from tokamax import config as tokamax_config  # pylint: disable=import-outside-toplevel
+
+  return tokamax_config.cross_compile(True)

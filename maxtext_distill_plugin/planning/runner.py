@@ -16,6 +16,7 @@
 searches the largest ``per_device_batch_size`` that fits (by compiling the sizes :mod:`search` predicts, a bounded
 number of times)."""
 
+import contextlib
 import dataclasses
 import os
 import resource
@@ -26,6 +27,7 @@ from absl import logging
 from maxtext_distill_plugin.planning import abstract
 from maxtext_distill_plugin.planning import compiler
 from maxtext_distill_plugin.planning import flops
+from maxtext_distill_plugin.planning import gpu
 from maxtext_distill_plugin.planning import hlo
 from maxtext_distill_plugin.planning import programs
 from maxtext_distill_plugin.planning import search
@@ -108,9 +110,10 @@ def compile_paths(configs, target: targets.Target, paths, hlo_dir: str | None = 
     logging.info("planner: compiling %s for %s", path, target.name)
     try:
       jitted, args = _program(configs, run, path)
-      result = compiler.compile_program(
-          path, jitted, args, mesh=mesh, rules=configs.student.logical_axis_rules, hbm_bytes=target.hbm_bytes
-      )
+      with gpu.cross_compiling() if target.platform == "gpu" else contextlib.nullcontext():
+        result = compiler.compile_program(
+            path, jitted, args, mesh=mesh, rules=configs.student.logical_axis_rules, hbm_bytes=target.hbm_bytes
+        )
     except Exception as e:  # pylint: disable=broad-exception-caught  # the other programs' figures still count
       logging.exception("planner: %s failed to compile", path)
       reports[path] = {"fits": False, "failed": True, "error": f"{type(e).__name__}: {str(e)[:500]}"}

@@ -61,9 +61,11 @@ class Target:
     return self.platform == "tpu"
 
   def maxtext_keys(self) -> dict[str, str]:
-    """The keys a run's configs get for this target (none for the host: MaxText counts its devices)."""
+    """The keys a run's configs get for this target. Off a TPU, MaxText counts the (host or compile-only) devices
+    of this one process, so there is no distributed system to start (on a GPU host JAX would look for a
+    coordinator)."""
     if not self.is_tpu:
-      return {}
+      return {"skip_jax_distributed_system": "True"}
     return {"compile_topology": self.name, "compile_topology_num_slices": str(self.num_slices)}
 
 

@@ -57,3 +57,12 @@ def test_the_plan_is_for_eight_h100s(gpu_plan):
 
 def test_the_lean_step_holds_no_sequence_by_vocabulary_buffer_on_the_gpu(gpu_plan):
   assert gpu_plan["paths"]["lean"]["sequence_vocab_buffers"] == []
+
+
+def test_maxtexts_gpu_flash_attention_lowers_without_a_gpu(tmp_path):
+  # tokamax's Triton flash attention (MaxText's attention=flash on a GPU) checks the device it traces for, the CPU host
+  # here, unless cross-compiling; and with skip_jax_distributed_system=False JAX would look for a GPU coordinator.
+  plan = plan_testing.lean_plan(tmp_path, (*TINY_GPU, "attention=flash", "skip_jax_distributed_system=False"))
+  lean = plan["paths"]["lean"]
+  assert lean["fits"] and lean["sequence_vocab_buffers"] == []
+  assert plan["config"][-2:] == ["attention=flash", "skip_jax_distributed_system=False"]
