@@ -113,8 +113,11 @@ def test_collectives_count_each_run_of_their_loops():
 def test_summary_sums_bytes_per_step_and_flags_vocabulary_collectives_in_loops():
   found, _ = hlo.collectives(MODULE)
   summary = hlo.summarize(found, vocab_sizes={1000})
-  assert summary["by_kind"]["all-gather"] == {"instructions": 2, "count": 17, "bytes": 32 * 16 * 4 + 16 * 128000}
-  assert summary["by_kind"]["all-reduce"] == {"instructions": 1, "count": 48, "bytes": 48 * 16000}
+  gathers, reduces = summary["by_kind"]["all-gather"], summary["by_kind"]["all-reduce"]
+  assert (gathers["instructions"], gathers["count"], gathers["bytes"]) == (2, 17, 32 * 16 * 4 + 16 * 128000)
+  assert (gathers["in_loop_count"], gathers["in_loop_bytes"]) == (16, 16 * 128000)  # the top-level one is not
+  assert (reduces["instructions"], reduces["count"], reduces["bytes"]) == (1, 48, 48 * 16000)
+  assert (reduces["in_loop_count"], reduces["in_loop_bytes"]) == (48, 48 * 16000)
   vocab = summary["vocabulary_sized"]
   assert vocab["in_loop_count"] == 16 + 16 + 48  # reduce-scatter, all-gather and all-reduce all carry V
   assert vocab["in_loop_bytes"] == 16 * 4000 + 16 * 128000 + 48 * 16000
