@@ -42,17 +42,27 @@ ENTRY = shapes.REPO / "tools" / "bench_distill.py"
 class Worker:
   """A worker process and its line protocol."""
 
-  def __init__(self, variant: str, yaml_path: pathlib.Path, run_dir: pathlib.Path, extra: list[str], xla_flags=""):
+  def __init__(
+      self,
+      variant: str,
+      yaml_path: pathlib.Path,
+      run_dir: pathlib.Path,
+      extra: list[str],
+      xla_flags="",
+      checkout: pathlib.Path | None = None,
+  ):
+    """``checkout``: the repository whose benchmark and plugin the worker runs (default: this one)."""
+    checkout = checkout or shapes.REPO
     self.variant = variant
     self.log_path = run_dir / f"{variant}.log"
     run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(ENTRY), "--worker", variant, "--yaml", str(yaml_path)]
+    cmd = [sys.executable, str(checkout / ENTRY.relative_to(shapes.REPO)), "--worker", variant, "--yaml", str(yaml_path)]
     cmd += ["--run-dir", str(run_dir)] + [f"--set={kv}" for kv in extra]
     self._log = open(self.log_path, "w", encoding="utf-8")  # pylint: disable=consider-using-with
     self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
         cmd,
-        cwd=shapes.REPO,
-        env=shapes.child_env(xla_flags),
+        cwd=checkout,
+        env=shapes.child_env(xla_flags, checkout),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=self._log,

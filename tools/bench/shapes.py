@@ -94,12 +94,12 @@ def maxtext_base_yml() -> str:
   return str(maxtext_dir() / "configs" / "base.yml")
 
 
-def child_env(xla_flags: str = "") -> dict:
-  """Children import this checkout's plugin, not a copy installed in site-packages."""
+def child_env(xla_flags: str = "", checkout: pathlib.Path | None = None) -> dict:
+  """Children import this checkout's plugin (or ``checkout``'s), not a copy installed in site-packages."""
   env = dict(os.environ)
   env["JAX_PLATFORMS"] = "cpu"
   env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"), xla_flags]))
-  env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+  env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(checkout or REPO), env.get("PYTHONPATH")]))
   env.pop("MAXTEXT_DISTILL_USE_UPSTREAM", None)
   return env
 
